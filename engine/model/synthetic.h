@@ -1,0 +1,39 @@
+#ifndef SKIPSERVE_ENGINE_MODEL_SYNTHETIC_H_
+#define SKIPSERVE_ENGINE_MODEL_SYNTHETIC_H_
+
+// Models with seeded random weights, made in memory: for benchmarks
+// ("synthetic:llama2-7b") and for the model tool that writes the embedded
+// default model. The same (config, dtype, seed) always gives the same
+// weights on every machine (a counter-based generator, no std:: random
+// distributions).
+//
+// Weights: linear layers and embeddings ~ N(0, 0.02^2) (Hugging Face's
+// initializer_range), norm weights 1 + N(0, 0.05^2) so that tests exercise
+// them.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/model/checkpoint.h"
+#include "engine/model/config.h"
+
+namespace skipserve {
+
+// Presets: "default" (the embedded model), "tiny", "llama2-110m",
+// "llama2-7b", "llama2-13b", "llama2-70b".
+absl::StatusOr<ModelConfig> SyntheticPreset(std::string_view name);
+std::vector<std::string> SyntheticPresetNames();
+
+absl::StatusOr<std::unique_ptr<Checkpoint>> MakeSyntheticCheckpoint(
+    const ModelConfig& config, DType dtype, uint64_t seed);
+
+// Opens "synthetic:<preset>" (f32, seed 0) or a model directory.
+absl::StatusOr<std::unique_ptr<Checkpoint>> OpenModel(const std::string& spec);
+
+}  // namespace skipserve
+
+#endif  // SKIPSERVE_ENGINE_MODEL_SYNTHETIC_H_

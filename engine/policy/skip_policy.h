@@ -1,0 +1,104 @@
+#ifndef SKIPSERVE_ENGINE_POLICY_SKIP_POLICY_H_
+#define SKIPSERVE_ENGINE_POLICY_SKIP_POLICY_H_
+
+// Skip policies: which attention sublayers, feed-forward sublayers or whole
+// layers a sequence leaves out of the forward pass (DESIGN.md section 4).
+//
+// Text syntax (whitespace around tokens is ignored):
+//   policy  := "none" | clause (";" clause)*
+//   clause  := kind ":" target
+//   kind    := "attn" | "ffn" | "layer"
+//   target  := "last=" fraction | items
+//   fraction:= NUMBER "%"  (0..100)  |  NUMBER  (0..1)
+//   items   := item ("," item)*      item := INDEX | INDEX "-" INDEX
+// Examples: none, attn:last=33%, attn:last=0.33, ffn:last=0.25,
+//           layer:28-31, attn:20-31;ffn:30,31
+//
+// "last=r" compiles for an L-layer model to the last k = round(r*L) layers
+// (half rounds up): layers L-k .. L-1. Skipping "layer" l skips both of its
+// sublayers.
+//
+// Each kind may appear at most once and an index at most once within a kind
+// (duplicates are errors). A policy is model-independent until Compile()d,
+// which checks indices against the model's layer count.
+//
+// Canonical form (ToString): "none", or clauses in the order attn, ffn,
+// layer; index lists sorted, runs of 3+ consecutive indices written as
+// ranges ("20-31"), others comma-separated; fractions as a percentage with
+// up to 4 decimals and no trailing zeros ("33%", "12.5%"). Parse(ToString(p))
+// == p for every valid p.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace skipserve {
+
+enum class SkipKind { kAttention, kFfn, kLayer };
+
+// The compiled form: which sublayers run, per layer. Fixed for the life of a
+// sequence (its KV cache depends on it).
+struct LayerPlan {
+  std::vector<bool> run_attn;  // size num_layers
+  std::vector<bool> run_ffn;   // size num_layers
+
+  static LayerPlan Full(int num_layers);
+  int num_layers() const { return static_cast<int>(run_attn.size()); }
+  int NumAttentionRun() const;
+  int NumFfnRun() const;
+  bool IsFull() const;
+
+  // The plan as a canonical policy text with explicit indices: layers where
+  // both sublayers are skipped are listed under "layer", the rest under
+  // "attn" / "ffn". "none" for a full plan. Two plans are equal iff their
+  // canonical texts are.
+  std::string Canonical() const;
+
+  bool operator==(const LayerPlan&) const = default;
+};
+
+struct SkipRule {
+  SkipKind kind = SkipKind::kAttention;
+  // Exactly one of these is used: a fraction of the last layers, or indices.
+  std::optional<double> last_fraction;  // in [0, 1]
+  std::vector<int> indices;             // sorted, unique, >= 0
+  bool operator==(const SkipRule&) const = default;
+};
+
+class SkipPolicy {
+ public:
+  // The empty policy ("none").
+  SkipPolicy() = default;
+
+  // Parses the text syntax above. Errors (INVALID_ARGUMENT) say what is
+  // wrong and where: unknown kind, bad number, fraction outside [0,1] or
+  // percentage outside [0,100], reversed range, duplicate kind or index.
+  static absl::StatusOr<SkipPolicy> Parse(std::string_view text);
+
+  // Builds a policy from explicit index lists (as the API's SkipPolicy
+  // message carries them). Duplicates within a list are errors.
+  static absl::StatusOr<SkipPolicy> FromIndices(std::vector<int> attention,
+                                                std::vector<int> ffn,
+                                                std::vector<int> layers);
+
+  // Compiles to a plan for a model with `num_layers` layers. An index
+  // >= num_layers is INVALID_ARGUMENT naming the index and the range.
+  absl::StatusOr<LayerPlan> Compile(int num_layers) const;
+
+  std::string ToString() const;
+  bool IsNone() const { return rules_.empty(); }
+  const std::vector<SkipRule>& rules() const { return rules_; }
+
+  bool operator==(const SkipPolicy&) const = default;
+
+ private:
+  std::vector<SkipRule> rules_;  // at most one per kind, in kind order
+};
+
+}  // namespace skipserve
+
+#endif  // SKIPSERVE_ENGINE_POLICY_SKIP_POLICY_H_
