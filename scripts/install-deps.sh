@@ -5,7 +5,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  build-essential cmake pkg-config make
+  build-essential cmake ninja-build pkg-config make
   # engine
   libabsl-dev nlohmann-json3-dev libopenblas-dev
   libsentencepiece-dev sentencepiece
@@ -14,7 +14,7 @@ PACKAGES=(
   prometheus-cpp-dev
   # tests
   libgtest-dev libgmock-dev libbenchmark-dev
-  python3-numpy python3-grpcio python3-grpc-tools python3-yaml
+  python3-numpy python3-grpcio python3-grpc-tools python3-yaml python3-sentencepiece
   prometheus
 )
 
@@ -35,4 +35,4 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,406 @@
+#include "engine/cpu/cpu_backend.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "engine/cpu/cpu_kernels.h"
+#include "engine/model/dtype.h"
+
+namespace skipserve {
+namespace {
+
+namespace tn = tensor_names;
+
+// One layer's weights in fp32, with the projections that read the same input
+// fused into one matrix so each sublayer's input goes through one GEMM.
+struct LayerWeights {
+  std::vector<float> attn_norm;  // (hidden)
+  std::vector<float> wqkv;       // (q_dim + 2 * kv_dim, hidden)
+  std::vector<float> wo;         // (hidden, q_dim)
+  std::vector<float> ffn_norm;   // (hidden)
+  std::vector<float> w_gate_up;  // (2 * intermediate, hidden)
+  std::vector<float> w_down;     // (hidden, intermediate)
+};
+
+// Converts checkpoint tensors to f32, stacking several along the first axis.
+class WeightConverter {
+ public:
+  WeightConverter(const Checkpoint& checkpoint, const ProgressFn& progress)
+      : checkpoint_(checkpoint),
+        progress_(progress),
+        total_(checkpoint.TotalBytes()) {}
+
+  std::vector<float> Stack(std::initializer_list<const WeightView*> views) {
+    int64_t count = 0;
+    for (const WeightView* v : views) count += v->NumElements();
+    std::vector<float> out(count);
+    float* dst = out.data();
+    for (const WeightView* v : views) {
+      ConvertToFloat(v->dtype, v->bytes.data(), v->NumElements(), dst);
+      dst += v->NumElements();
+      done_ += static_cast<int64_t>(v->bytes.size());
+      if (progress_) progress_(done_, total_);
+    }
+    return out;
+  }
+  std::vector<float> Get(std::string_view name) {
+    return Stack({&checkpoint_.Get(name)});
+  }
+  std::vector<float> Layer(int layer, std::string_view suffix) {
+    return Stack({&checkpoint_.Layer(layer, suffix)});
+  }
+
+ private:
+  const Checkpoint& checkpoint_;
+  const ProgressFn& progress_;
+  int64_t total_;
+  int64_t done_ = 0;
+};
+
+class CpuBackend final : public Backend {
+ public:
+  CpuBackend(const ModelConfig& config, const BackendOptions& options)
+      : config_(config),
+        options_(options),
+        rope_(config.max_position_embeddings, config.head_dim(),
+              config.rope_theta) {}
+
+  absl::Status Init(const Checkpoint& checkpoint, const ProgressFn& progress);
+
+  const ModelConfig& config() const override { return config_; }
+  std::string_view device_name() const override { return "cpu"; }
+  int num_kv_blocks() const override { return options_.num_kv_blocks; }
+  int kv_block_size() const override { return options_.kv_block_size; }
+
+  absl::Status Forward(const Batch& batch, std::span<float> logits,
+                       LayerObserver* observer) override;
+
+ private:
+  absl::Status ValidateBatch(const Batch& batch, size_t logits_size) const;
+  // The rows of the batch whose plan runs (layer, sublayer).
+  void SelectRows(const Batch& batch, int layer, bool attention,
+                  std::vector<int>* rows) const;
+  // x rows `rows` -> residual update, in place on x_.
+  void Attention(const Batch& batch, int layer, const std::vector<int>& rows,
+                 LayerObserver* observer);
+  void FeedForward(int layer, const std::vector<int>& rows,
+                   LayerObserver* observer);
+  // Copies rows of x_ into `dst` (or returns x_ itself when all rows).
+  const float* GatherRows(const std::vector<int>& rows, std::vector<float>* dst);
+  // x_[rows[i]] += delta[i], reporting the sublayer to the observer.
+  void AddResidual(int layer, LayerObserver::Sublayer sublayer,
+                   const std::vector<int>& rows, const float* input,
+                   const float* delta, LayerObserver* observer);
+
+  ModelConfig config_;
+  BackendOptions options_;
+  cpu::RopeTable rope_;
+  std::vector<float> embed_;       // (vocab, hidden)
+  std::vector<LayerWeights> layers_;
+  std::vector<float> final_norm_;  // (hidden)
+  std::vector<float> lm_head_;     // (vocab, hidden); empty when tied
+  std::vector<float> kv_;  // (num_blocks, 2, block_size, kv_heads, head_dim)
+
+  // Per-step state and scratch, reused across steps.
+  std::vector<int> row_seq_;       // (rows) index into batch.sequences
+  std::vector<int> row_pos_;       // (rows) position of each token
+  std::vector<float> x_;           // (rows, hidden) the residual stream
+  std::vector<float> gathered_;    // (m, hidden)
+  std::vector<float> normed_;      // (m, hidden)
+  std::vector<float> qkv_;         // (m, q_dim + 2 * kv_dim)
+  std::vector<float> attn_out_;    // (m, q_dim)
+  std::vector<float> gate_up_;     // (m, 2 * intermediate)
+  std::vector<float> act_;         // (m, intermediate)
+  std::vector<float> delta_;       // (m, hidden)
+  std::vector<float> observed_out_;  // (m, hidden), only with an observer
+};
+
+absl::Status CpuBackend::Init(const Checkpoint& checkpoint,
+                              const ProgressFn& progress) {
+  if (options_.num_threads > 0) {
+    openblas_set_num_threads(options_.num_threads);
+    omp_set_num_threads(options_.num_threads);
+  }
+  WeightConverter convert(checkpoint, progress);
+  embed_ = convert.Get(tn::kEmbed);
+  layers_.resize(config_.num_layers);
+  for (int l = 0; l < config_.num_layers; ++l) {
+    LayerWeights& w = layers_[l];
+    w.attn_norm = convert.Layer(l, tn::kAttnNorm);
+    w.wqkv = convert.Stack({&checkpoint.Layer(l, tn::kWq),
+                            &checkpoint.Layer(l, tn::kWk),
+                            &checkpoint.Layer(l, tn::kWv)});
+    w.wo = convert.Layer(l, tn::kWo);
+    w.ffn_norm = convert.Layer(l, tn::kFfnNorm);
+    w.w_gate_up = convert.Stack({&checkpoint.Layer(l, tn::kWGate),
+                                 &checkpoint.Layer(l, tn::kWUp)});
+    w.w_down = convert.Layer(l, tn::kWDown);
+  }
+  final_norm_ = convert.Get(tn::kFinalNorm);
+  if (!config_.tie_word_embeddings) lm_head_ = convert.Get(tn::kLmHead);
+
+  const int64_t kv_floats = static_cast<int64_t>(options_.num_kv_blocks) * 2 *
+                            options_.kv_block_size * config_.kv_dim();
+  try {
+    kv_.assign(kv_floats, 0.0f);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "cannot allocate the KV cache: %d blocks of %d tokens need %d MiB",
+        options_.num_kv_blocks, options_.kv_block_size,
+        kv_floats * static_cast<int64_t>(sizeof(float)) >> 20));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::ValidateBatch(const Batch& batch,
+                                       size_t logits_size) const {
+  int expected_offset = 0;
+  for (size_t i = 0; i < batch.sequences.size(); ++i) {
+    const BatchSequence& s = batch.sequences[i];
+    if (s.plan == nullptr || s.kv == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("batch sequence %d has no plan or KV", i));
+    }
+    if (s.plan->num_layers() != config_.num_layers ||
+        s.kv->num_layers() != config_.num_layers) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "batch sequence %d: plan has %d layers, the model %d", i,
+          s.plan->num_layers(), config_.num_layers));
+    }
+    for (int l = 0; l < config_.num_layers; ++l) {
+      if (s.kv->holds_layer(l) != static_cast<bool>(s.plan->run_attn[l])) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "batch sequence %d: KV was made for another plan (layer %d)", i,
+            l));
+      }
+    }
+    if (s.num_tokens <= 0 || s.token_offset != expected_offset) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "batch sequence %d: tokens [%d, +%d) are not the next run of the "
+          "batch",
+          i, s.token_offset, s.num_tokens));
+    }
+    expected_offset += s.num_tokens;
+    const int end = s.start_pos + s.num_tokens;
+    if (s.start_pos < 0 || end > config_.max_position_embeddings) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "batch sequence %d: positions [%d, %d) outside the model's context "
+          "[0, %d)",
+          i, s.start_pos, end, config_.max_position_embeddings));
+    }
+    if (s.plan->NumAttentionRun() > 0 &&
+        s.kv->capacity_tokens(options_.kv_block_size) < end) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "batch sequence %d: KV holds %d tokens, the step needs %d", i,
+          s.kv->capacity_tokens(options_.kv_block_size), end));
+    }
+  }
+  if (expected_offset != batch.NumRows()) {
+    return absl::InvalidArgumentError("batch tokens not covered by sequences");
+  }
+  for (int32_t token : batch.tokens) {
+    if (token < 0 || token >= config_.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "token id %d outside the vocabulary [0, %d)", token,
+          config_.vocab_size));
+    }
+  }
+  const size_t needed =
+      static_cast<size_t>(batch.NumLogitRows()) * config_.vocab_size;
+  if (logits_size < needed) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "logits buffer holds %d floats, the batch needs %d", logits_size,
+        needed));
+  }
+  return absl::OkStatus();
+}
+
+void CpuBackend::SelectRows(const Batch& batch, int layer, bool attention,
+                            std::vector<int>* rows) const {
+  rows->clear();
+  for (const BatchSequence& s : batch.sequences) {
+    const bool runs =
+        attention ? s.plan->run_attn[layer] : s.plan->run_ffn[layer];
+    if (!runs) continue;
+    for (int r = 0; r < s.num_tokens; ++r) rows->push_back(s.token_offset + r);
+  }
+}
+
+const float* CpuBackend::GatherRows(const std::vector<int>& rows,
+                                    std::vector<float>* dst) {
+  const int hidden = config_.hidden_size;
+  if (static_cast<int>(rows.size()) == static_cast<int>(row_seq_.size())) {
+    return x_.data();  // dense: every row runs this sublayer
+  }
+  dst->resize(rows.size() * hidden);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    std::copy_n(x_.data() + static_cast<int64_t>(rows[i]) * hidden, hidden,
+                dst->data() + i * hidden);
+  }
+  return dst->data();
+}
+
+void CpuBackend::AddResidual(int layer, LayerObserver::Sublayer sublayer,
+                             const std::vector<int>& rows, const float* input,
+                             const float* delta, LayerObserver* observer) {
+  const int hidden = config_.hidden_size;
+  const int m = static_cast<int>(rows.size());
+  if (observer != nullptr) {
+    // `input` may alias x_, so report before updating.
+    observed_out_.resize(static_cast<size_t>(m) * hidden);
+    for (int64_t i = 0; i < static_cast<int64_t>(m) * hidden; ++i) {
+      observed_out_[i] = input[i] + delta[i];
+    }
+    observer->OnSublayer(layer, sublayer, rows,
+                         std::span<const float>(input, m * hidden),
+                         observed_out_);
+  }
+  for (int i = 0; i < m; ++i) {
+    float* x = x_.data() + static_cast<int64_t>(rows[i]) * hidden;
+    const float* d = delta + static_cast<int64_t>(i) * hidden;
+    for (int j = 0; j < hidden; ++j) x[j] += d[j];
+  }
+}
+
+void CpuBackend::Attention(const Batch& batch, int layer,
+                           const std::vector<int>& rows,
+                           LayerObserver* observer) {
+  const LayerWeights& w = layers_[layer];
+  const int m = static_cast<int>(rows.size());
+  const int hidden = config_.hidden_size;
+  const int q_dim = config_.num_heads * config_.head_dim();
+  const int kv_dim = config_.kv_dim();
+  const int stride = q_dim + 2 * kv_dim;
+
+  const float* input = GatherRows(rows, &gathered_);
+  normed_.resize(static_cast<size_t>(m) * hidden);
+  cpu::RmsNorm(input, w.attn_norm.data(), normed_.data(), m, hidden,
+               config_.rms_norm_eps);
+  qkv_.resize(static_cast<size_t>(m) * stride);
+  cpu::MatMulTransposed(normed_.data(), w.wqkv.data(), qkv_.data(), m, hidden,
+                        stride);
+
+  // RoPE, then store this step's keys and values in the paged cache before
+  // any row attends (rows of one prefill chunk see each other causally).
+  const cpu::PagedKvLayout kv{kv_.data(), options_.kv_block_size, kv_dim};
+  std::vector<cpu::AttentionRow> attention_rows(m);
+  attn_out_.resize(static_cast<size_t>(m) * q_dim);
+#pragma omp parallel for if (m > 1)
+  for (int i = 0; i < m; ++i) {
+    float* q = qkv_.data() + static_cast<int64_t>(i) * stride;
+    float* k = q + q_dim;
+    const float* v = k + kv_dim;
+    const int pos = row_pos_[rows[i]];
+    rope_.Apply(q, config_.num_heads, pos);
+    rope_.Apply(k, config_.num_kv_heads, pos);
+    const SequenceKv& seq = *batch.sequences[row_seq_[rows[i]]].kv;
+    const int32_t block = seq.blocks(layer)[pos / kv.block_size];
+    std::copy_n(k, kv_dim, kv.Key(block, pos % kv.block_size));
+    std::copy_n(v, kv_dim, kv.Value(block, pos % kv.block_size));
+    attention_rows[i] = {q, attn_out_.data() + static_cast<int64_t>(i) * q_dim,
+                         seq.blocks(layer).data(), pos + 1};
+  }
+  cpu::PagedAttention(attention_rows, kv, config_.num_heads,
+                      config_.num_kv_heads, config_.head_dim());
+
+  delta_.resize(static_cast<size_t>(m) * hidden);
+  cpu::MatMulTransposed(attn_out_.data(), w.wo.data(), delta_.data(), m, q_dim,
+                        hidden);
+  AddResidual(layer, LayerObserver::Sublayer::kAttention, rows, input,
+              delta_.data(), observer);
+}
+
+void CpuBackend::FeedForward(int layer, const std::vector<int>& rows,
+                             LayerObserver* observer) {
+  const LayerWeights& w = layers_[layer];
+  const int m = static_cast<int>(rows.size());
+  const int hidden = config_.hidden_size;
+  const int inter = config_.intermediate_size;
+
+  const float* input = GatherRows(rows, &gathered_);
+  normed_.resize(static_cast<size_t>(m) * hidden);
+  cpu::RmsNorm(input, w.ffn_norm.data(), normed_.data(), m, hidden,
+               config_.rms_norm_eps);
+  gate_up_.resize(static_cast<size_t>(m) * 2 * inter);
+  cpu::MatMulTransposed(normed_.data(), w.w_gate_up.data(), gate_up_.data(), m,
+                        hidden, 2 * inter);
+  act_.resize(static_cast<size_t>(m) * inter);
+  cpu::SiluMul(gate_up_.data(), act_.data(), m, inter);
+  delta_.resize(static_cast<size_t>(m) * hidden);
+  cpu::MatMulTransposed(act_.data(), w.w_down.data(), delta_.data(), m, inter,
+                        hidden);
+  AddResidual(layer, LayerObserver::Sublayer::kFfn, rows, input,
+              delta_.data(), observer);
+}
+
+absl::Status CpuBackend::Forward(const Batch& batch, std::span<float> logits,
+                                 LayerObserver* observer) {
+  if (absl::Status s = ValidateBatch(batch, logits.size()); !s.ok()) return s;
+  const int n = batch.NumRows();
+  const int hidden = config_.hidden_size;
+
+  row_seq_.resize(n);
+  row_pos_.resize(n);
+  for (size_t s = 0; s < batch.sequences.size(); ++s) {
+    const BatchSequence& seq = batch.sequences[s];
+    for (int r = 0; r < seq.num_tokens; ++r) {
+      row_seq_[seq.token_offset + r] = static_cast<int>(s);
+      row_pos_[seq.token_offset + r] = seq.start_pos + r;
+    }
+  }
+
+  // x: (rows, hidden) = embedding rows of the batch's tokens.
+  x_.resize(static_cast<size_t>(n) * hidden);
+  for (int r = 0; r < n; ++r) {
+    std::copy_n(embed_.data() + static_cast<int64_t>(batch.tokens[r]) * hidden,
+                hidden, x_.data() + static_cast<int64_t>(r) * hidden);
+  }
+
+  std::vector<int> rows;
+  for (int layer = 0; layer < config_.num_layers; ++layer) {
+    SelectRows(batch, layer, /*attention=*/true, &rows);
+    if (!rows.empty()) Attention(batch, layer, rows, observer);
+    SelectRows(batch, layer, /*attention=*/false, &rows);
+    if (!rows.empty()) FeedForward(layer, rows, observer);
+  }
+
+  // Final norm and the output projection, only for the rows that want logits.
+  rows.clear();
+  for (const BatchSequence& s : batch.sequences) {
+    const int first = s.all_logits ? 0 : s.num_tokens - 1;
+    for (int r = first; r < s.num_tokens; ++r) rows.push_back(s.token_offset + r);
+  }
+  const int m = static_cast<int>(rows.size());
+  const float* input = GatherRows(rows, &gathered_);
+  normed_.resize(static_cast<size_t>(m) * hidden);
+  cpu::RmsNorm(input, final_norm_.data(), normed_.data(), m, hidden,
+               config_.rms_norm_eps);
+  const float* head = lm_head_.empty() ? embed_.data() : lm_head_.data();
+  cpu::MatMulTransposed(normed_.data(), head, logits.data(), m, hidden,
+                        config_.vocab_size);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateCpuBackend(
+    const Checkpoint& checkpoint, const BackendOptions& options,
+    const ProgressFn& progress) {
+  if (options.num_kv_blocks < 0 || options.kv_block_size <= 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "KV cache: num_kv_blocks must be >= 0 and kv_block_size > 0, got %d "
+        "and %d",
+        options.num_kv_blocks, options.kv_block_size));
+  }
+  auto backend = std::make_unique<CpuBackend>(checkpoint.config(), options);
+  if (absl::Status s = backend->Init(checkpoint, progress); !s.ok()) return s;
+  return backend;
+}
+
+}  // namespace skipserve

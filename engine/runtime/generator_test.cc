@@ -1,0 +1,151 @@
+#include "engine/runtime/generator.h"
+
+#include <algorithm>
+#include <memory>
+
+#include "engine/cpu/cpu_backend.h"
+#include "engine/model/synthetic.h"
+#include "gtest/gtest.h"
+
+namespace skipserve {
+namespace {
+
+class GeneratorTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    absl::StatusOr<ModelConfig> config = SyntheticPreset("tiny");
+    ASSERT_TRUE(config.ok()) << config.status();
+    absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint =
+        MakeSyntheticCheckpoint(*config, DType::kF32, /*seed=*/7);
+    ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+    BackendOptions options;
+    options.num_kv_blocks = 256;
+    options.kv_block_size = 4;
+    absl::StatusOr<std::unique_ptr<Backend>> backend =
+        CreateCpuBackend(**checkpoint, options);
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    backend_ = backend->release();
+  }
+  static void TearDownTestSuite() { delete backend_; }
+
+  // The greedy continuation computed without a KV cache history: each token
+  // is chosen from a fresh full forward pass over the whole prefix.
+  std::vector<int32_t> GreedyByRecompute(const std::vector<int32_t>& prompt,
+                                         const LayerPlan& plan, int steps) {
+    std::vector<int32_t> tokens = prompt;
+    std::vector<float> logits(backend_->config().vocab_size);
+    KvBlockManager kv(256, 4);
+    for (int i = 0; i < steps; ++i) {
+      SequenceKv seq(plan);
+      EXPECT_TRUE(kv.Reserve(seq, static_cast<int>(tokens.size())).ok());
+      Batch batch;
+      batch.Add(&plan, &seq, 0, tokens);
+      EXPECT_TRUE(backend_->Forward(batch, logits).ok());
+      kv.Release(seq);
+      tokens.push_back(static_cast<int32_t>(
+          std::max_element(logits.begin(), logits.end()) - logits.begin()));
+    }
+    return {tokens.begin() + prompt.size(), tokens.end()};
+  }
+
+  static Backend* backend_;
+};
+Backend* GeneratorTest::backend_ = nullptr;
+
+TEST_F(GeneratorTest, GreedyDecodeWithCacheEqualsRecomputingThePrefix) {
+  const std::vector<int32_t> prompt = {1, 17, 300, 42, 9, 77, 5};
+  for (const char* text : {"none", "attn:last=50%", "ffn:1", "layer:0"}) {
+    LayerPlan plan = *(*SkipPolicy::Parse(text)).Compile(4);
+    KvBlockManager kv(256, 4);
+    Generator generator(backend_, &kv, /*prefill_chunk=*/3);
+    GenerationRequest request;
+    request.prompt = prompt;
+    request.plan = plan;
+    request.max_new_tokens = 10;
+    absl::StatusOr<GenerationResult> result = generator.Generate(request);
+    ASSERT_TRUE(result.ok()) << result.status();
+    std::vector<int32_t> ids;
+    for (const SampledToken& t : result->tokens) ids.push_back(t.id);
+    EXPECT_EQ(ids, GreedyByRecompute(prompt, plan, 10)) << text;
+    EXPECT_EQ(result->finish_reason, FinishReason::kLength);
+    EXPECT_EQ(kv.num_used(), 0) << "blocks leaked under " << text;
+  }
+}
+
+TEST_F(GeneratorTest, StopsAtAStopTokenAndIncludesIt) {
+  const std::vector<int32_t> prompt = {1, 2, 3};
+  const LayerPlan plan = LayerPlan::Full(4);
+  const std::vector<int32_t> free_run = GreedyByRecompute(prompt, plan, 5);
+  KvBlockManager kv(256, 4);
+  Generator generator(backend_, &kv);
+  GenerationRequest request;
+  request.prompt = prompt;
+  request.plan = plan;
+  request.max_new_tokens = 5;
+  request.stop_ids = {free_run[2]};
+  absl::StatusOr<GenerationResult> result = generator.Generate(request);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const auto first_stop =
+      std::find(free_run.begin(), free_run.end(), free_run[2]);
+  EXPECT_EQ(result->tokens.size(),
+            static_cast<size_t>(first_stop - free_run.begin() + 1));
+  EXPECT_EQ(result->finish_reason, FinishReason::kStop);
+}
+
+TEST_F(GeneratorTest, SameSeedSameTokensDifferentSeedDifferentTokens) {
+  KvBlockManager kv(256, 4);
+  Generator generator(backend_, &kv);
+  GenerationRequest request;
+  request.prompt = {1, 100, 200};
+  request.plan = LayerPlan::Full(4);
+  request.max_new_tokens = 24;
+  request.sampling.temperature = 1.5f;
+  auto run = [&](uint64_t seed) {
+    request.sampling.seed = seed;
+    absl::StatusOr<GenerationResult> result = generator.Generate(request);
+    EXPECT_TRUE(result.ok()) << result.status();
+    std::vector<int32_t> ids;
+    for (const SampledToken& t : result->tokens) {
+      ids.push_back(t.id);
+    }
+    return ids;
+  };
+  EXPECT_EQ(run(11), run(11));
+  EXPECT_NE(run(11), run(12));
+}
+
+TEST_F(GeneratorTest, RejectsBadRequestsAndLeaksNothing) {
+  KvBlockManager kv(256, 4);
+  Generator generator(backend_, &kv);
+  GenerationRequest request;
+  request.plan = LayerPlan::Full(4);
+  EXPECT_EQ(generator.Generate(request).status().code(),
+            absl::StatusCode::kInvalidArgument);  // empty prompt
+  request.prompt.assign(backend_->config().max_position_embeddings, 1);
+  EXPECT_EQ(generator.Generate(request).status().code(),
+            absl::StatusCode::kInvalidArgument);  // fills the context
+  request.prompt = {1, 2};
+  request.plan = LayerPlan::Full(3);
+  EXPECT_EQ(generator.Generate(request).status().code(),
+            absl::StatusCode::kInvalidArgument);  // plan for another model
+  request.plan = LayerPlan::Full(4);
+  request.prompt = {1, 99999};
+  EXPECT_EQ(generator.Generate(request).status().code(),
+            absl::StatusCode::kInvalidArgument);  // token outside vocab
+  EXPECT_EQ(kv.num_used(), 0);
+}
+
+TEST_F(GeneratorTest, KvExhaustionIsAnErrorThatReleasesBlocks) {
+  KvBlockManager kv(/*num_blocks=*/5, 4);  // 4 layers: one block each + 1
+  Generator generator(backend_, &kv);
+  GenerationRequest request;
+  request.prompt = {1, 2, 3};
+  request.plan = LayerPlan::Full(4);
+  request.max_new_tokens = 8;  // needs a second block per layer
+  EXPECT_EQ(generator.Generate(request).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(kv.num_used(), 0);
+}
+
+}  // namespace
+}  // namespace skipserve

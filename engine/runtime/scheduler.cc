@@ -1,0 +1,412 @@
+#include "engine/runtime/scheduler.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "absl/strings/str_format.h"
+#include "engine/base/check.h"
+
+namespace skipserve {
+
+struct Scheduler::Sequence {
+  Sequence(uint64_t id, SequenceSpec s, std::shared_ptr<SequenceObserver> o)
+      : id(id),
+        spec(std::move(s)),
+        observer(std::move(o)),
+        kv(spec.plan),
+        sampler(spec.sampling),
+        tokens(spec.prompt) {}
+
+  bool scoring() const { return spec.score_from > 0; }
+  int pending() const { return static_cast<int>(tokens.size()) - num_computed; }
+
+  const uint64_t id;
+  const SequenceSpec spec;
+  const std::shared_ptr<SequenceObserver> observer;
+  SequenceKv kv;
+  Sampler sampler;
+  std::vector<int32_t> tokens;  // the prompt, then generated tokens
+  int num_computed = 0;         // positions whose K/V is in the cache
+  int64_t last_step = 0;        // the step it last ran in (grouped mode)
+  bool done = false;
+  SequenceTimings timings;
+  std::vector<ScoredToken> scores;
+};
+
+namespace {
+
+int32_t ArgMax(std::span<const float> row) {
+  return static_cast<int32_t>(std::max_element(row.begin(), row.end()) -
+                              row.begin());
+}
+
+}  // namespace
+
+Scheduler::Scheduler(Backend* backend, const SchedulerOptions& options,
+                     StepCallback on_step)
+    : backend_(backend),
+      options_(options),
+      on_step_(std::move(on_step)),
+      kv_blocks_(backend->num_kv_blocks(), backend->kv_block_size()) {
+  SKIPSERVE_CHECK(options.max_batch_tokens > 0 && options.max_running > 0 &&
+                  options.max_waiting >= 0);
+  stats_.kv_blocks_total = kv_blocks_.num_blocks();
+  loop_ = std::thread([this] { Loop(); });
+}
+
+Scheduler::~Scheduler() { Shutdown(); }
+
+absl::StatusOr<uint64_t> Scheduler::Submit(
+    SequenceSpec spec, std::shared_ptr<SequenceObserver> observer) {
+  const ModelConfig& config = backend_->config();
+  if (spec.prompt.empty() || spec.plan.num_layers() != config.num_layers ||
+      (spec.score_from == 0 && spec.max_new_tokens < 1) ||
+      spec.score_from >= static_cast<int>(spec.prompt.size()) ||
+      !ValidateSamplingParams(spec.sampling).ok() || observer == nullptr) {
+    return absl::InvalidArgumentError("malformed sequence spec");
+  }
+  SequenceKv probe(spec.plan);
+  const int prompt_blocks = kv_blocks_.BlocksNeeded(
+      probe, static_cast<int>(spec.prompt.size()) + 1);
+  if (prompt_blocks > kv_blocks_.num_blocks()) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "the KV cache (%d blocks of %d tokens) cannot hold a %d-token prompt "
+        "under this policy",
+        kv_blocks_.num_blocks(), kv_blocks_.block_size(),
+        spec.prompt.size()));
+  }
+  absl::MutexLock lock(&mu_);
+  if (shutting_down_) {
+    return absl::UnavailableError("the scheduler is shutting down");
+  }
+  const int waiting = static_cast<int>(incoming_.size()) + stats_.waiting;
+  if (waiting >= options_.max_waiting) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "the queue is full: %d requests waiting (max_waiting=%d)", waiting,
+        options_.max_waiting));
+  }
+  const uint64_t id = next_id_++;
+  auto seq = std::make_unique<Sequence>(id, std::move(spec),
+                                        std::move(observer));
+  seq->timings.arrival = absl::Now();
+  seq->timings.prompt_tokens = static_cast<int>(seq->tokens.size());
+  seq->last_step = stats_.steps;
+  incoming_.push_back(std::move(seq));
+  ++active_;
+  return id;
+}
+
+void Scheduler::Cancel(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  cancelled_.insert(id);
+}
+
+void Scheduler::WaitIdle() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(
+      +[](int* active) { return *active == 0; }, &active_));
+}
+
+void Scheduler::Shutdown() {
+  {
+    absl::MutexLock lock(&mu_);
+    shutting_down_ = true;
+  }
+  if (loop_.joinable()) loop_.join();
+}
+
+SchedulerStats Scheduler::Stats() const {
+  absl::MutexLock lock(&mu_);
+  SchedulerStats stats = stats_;
+  stats.waiting += static_cast<int>(incoming_.size());
+  stats.kv_blocks_used = kv_blocks_.num_used();  // live, not as of last step
+  return stats;
+}
+
+void Scheduler::Loop() {
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return shutting_down_ || !incoming_.empty() || !cancelled_.empty() ||
+               !waiting_.empty() || !running_.empty();
+      };
+      mu_.Await(absl::Condition(&has_work));
+      if (shutting_down_) break;
+    }
+    Step();
+  }
+  AdmitIncoming();
+  for (auto* queue : {&waiting_}) {
+    for (auto& seq : *queue) {
+      Finish(*seq, absl::UnavailableError("the server is shutting down"),
+             FinishReason::kStop);
+    }
+  }
+  for (auto& seq : running_) {
+    Finish(*seq, absl::UnavailableError("the server is shutting down"),
+           FinishReason::kStop);
+  }
+  waiting_.clear();
+  running_.clear();
+}
+
+void Scheduler::AdmitIncoming() {
+  absl::MutexLock lock(&mu_);
+  while (!incoming_.empty()) {
+    waiting_.push_back(std::move(incoming_.front()));
+    incoming_.pop_front();
+  }
+}
+
+void Scheduler::DropCancelled() {
+  absl::flat_hash_set<uint64_t> cancelled;
+  {
+    absl::MutexLock lock(&mu_);
+    cancelled.swap(cancelled_);
+  }
+  const absl::Time now = absl::Now();
+  auto check = [&](Sequence& seq) {
+    if (cancelled.contains(seq.id)) {
+      Finish(seq, absl::CancelledError("cancelled"), FinishReason::kStop);
+    } else if (now > seq.spec.deadline) {
+      Finish(seq, absl::DeadlineExceededError("deadline exceeded"),
+             FinishReason::kStop);
+    }
+  };
+  for (auto& seq : waiting_) check(*seq);
+  for (auto& seq : running_) check(*seq);
+  std::erase_if(waiting_, [](const auto& s) { return s->done; });
+  std::erase_if(running_, [](const auto& s) { return s->done; });
+}
+
+void Scheduler::Finish(Sequence& seq, const absl::Status& status,
+                       FinishReason reason) {
+  if (seq.done) return;
+  seq.done = true;
+  kv_blocks_.Release(seq.kv);
+  seq.timings.finished = absl::Now();
+  seq.timings.generated_tokens =
+      static_cast<int>(seq.tokens.size()) - seq.timings.prompt_tokens;
+  seq.observer->OnFinish(status, reason, seq.timings);
+  absl::MutexLock lock(&mu_);
+  --active_;
+}
+
+void Scheduler::Preempt(Sequence* seq) {
+  kv_blocks_.Release(seq->kv);
+  seq->num_computed = 0;
+  seq->scores.clear();
+  ++seq->timings.preemptions;
+  for (auto it = running_.begin(); it != running_.end(); ++it) {
+    if (it->get() == seq) {
+      waiting_.push_front(std::move(*it));
+      running_.erase(it);
+      break;
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  ++stats_.preemptions;
+}
+
+bool Scheduler::Step() {
+  AdmitIncoming();
+  DropCancelled();
+  if (waiting_.empty() && running_.empty()) {
+    PublishStats({});
+    return false;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  int64_t step_number;
+  {
+    absl::MutexLock lock(&mu_);
+    step_number = ++stats_.steps;
+  }
+
+  // Grouped mode: this step runs only the plan of the sequence that has
+  // waited longest since it last ran.
+  const LayerPlan* group = nullptr;
+  if (options_.batching == BatchingMode::kGrouped) {
+    const Sequence* oldest = nullptr;
+    for (const auto& s : running_) {
+      if (oldest == nullptr || s->last_step < oldest->last_step) oldest = s.get();
+    }
+    for (const auto& s : waiting_) {
+      if (oldest == nullptr || s->last_step < oldest->last_step) oldest = s.get();
+    }
+    group = &oldest->spec.plan;
+  }
+  auto in_group = [&](const Sequence& s) {
+    return group == nullptr || s.spec.plan == *group;
+  };
+
+  // Choose rows: decodes first, then running prefills, then admissions.
+  struct Chosen {
+    Sequence* seq;
+    int num_tokens;
+  };
+  std::vector<Chosen> chosen;
+  int budget = options_.max_batch_tokens;
+  for (const auto& s : running_) {
+    if (budget > 0 && s->num_computed > 0 && s->pending() == 1 &&
+        in_group(*s)) {
+      chosen.push_back({s.get(), 1});
+      --budget;
+    }
+  }
+  for (const auto& s : running_) {
+    if (budget > 0 && (s->num_computed == 0 || s->pending() > 1) &&
+        in_group(*s)) {
+      const int n = std::min(s->pending(), budget);
+      chosen.push_back({s.get(), n});
+      budget -= n;
+    }
+  }
+  for (auto it = waiting_.begin();
+       it != waiting_.end() && budget > 0 &&
+       static_cast<int>(running_.size()) < options_.max_running;) {
+    if (!in_group(**it)) {
+      ++it;
+      continue;
+    }
+    Sequence* s = it->get();
+    running_.push_back(std::move(*it));
+    it = waiting_.erase(it);
+    const int n = std::min(s->pending(), budget);
+    chosen.push_back({s, n});
+    budget -= n;
+  }
+
+  // Reserve KV, preempting the most recently admitted sequences when the
+  // blocks run out.
+  for (Chosen& c : chosen) {
+    Sequence* const seq = c.seq;
+    if (seq == nullptr) continue;
+    const int end = seq->num_computed + c.num_tokens;
+    while (!kv_blocks_.Reserve(seq->kv, end).ok()) {
+      // Every chosen sequence is in running_, so it is never empty here.
+      Sequence* const victim = running_.back().get();
+      if (victim == seq && running_.size() == 1) {
+        // Alone and still short of blocks: it can never grow.
+        Finish(*seq,
+               absl::ResourceExhaustedError(absl::StrFormat(
+                   "the KV cache (%d blocks) cannot hold %d tokens under "
+                   "this policy",
+                   kv_blocks_.num_blocks(), end)),
+               FinishReason::kStop);
+        c.seq = nullptr;
+        break;
+      }
+      // Evict the youngest; when that is this sequence, it waits for older
+      // ones to finish.
+      for (Chosen& other : chosen) {
+        if (other.seq == victim) other.seq = nullptr;
+      }
+      Preempt(victim);
+      if (victim == seq) break;
+    }
+  }
+  std::erase_if(chosen, [](const Chosen& c) { return c.seq == nullptr; });
+  std::erase_if(running_, [](const auto& s) { return s->done; });
+
+  Batch batch;
+  std::vector<const LayerPlan*> plans;
+  for (const Chosen& c : chosen) {
+    Sequence& s = *c.seq;
+    if (s.timings.first_scheduled == absl::InfinitePast()) {
+      s.timings.first_scheduled = absl::Now();
+    }
+    s.last_step = step_number;
+    batch.Add(&s.spec.plan, &s.kv, s.num_computed,
+              std::vector<int32_t>(s.tokens.begin() + s.num_computed,
+                                   s.tokens.begin() + s.num_computed +
+                                       c.num_tokens),
+              s.scoring());
+    if (std::none_of(plans.begin(), plans.end(),
+                     [&](const LayerPlan* p) { return *p == s.spec.plan; })) {
+      plans.push_back(&s.spec.plan);
+    }
+  }
+
+  const int vocab = backend_->config().vocab_size;
+  if (!batch.sequences.empty()) {
+    logits_.resize(static_cast<size_t>(batch.NumLogitRows()) * vocab);
+    absl::Status status = backend_->Forward(batch, logits_);
+    int row = 0;
+    for (const Chosen& c : chosen) {
+      Sequence& s = *c.seq;
+      const int rows = s.scoring() ? c.num_tokens : 1;
+      if (!status.ok()) {
+        Finish(s, status, FinishReason::kStop);
+        continue;
+      }
+      const int first_pos = s.num_computed;
+      s.num_computed += c.num_tokens;
+      if (s.scoring()) {
+        for (int r = 0; r < rows; ++r) {
+          const int next = first_pos + r + 1;  // the token this row predicts
+          if (next < s.spec.score_from ||
+              next >= static_cast<int>(s.tokens.size())) {
+            continue;
+          }
+          std::span<const float> logits(
+              logits_.data() + static_cast<size_t>(row + r) * vocab, vocab);
+          const int32_t id = s.tokens[next];
+          s.scores.push_back(
+              {id, Sampler::LogSoftmaxAt(logits, id), ArgMax(logits) == id});
+        }
+        if (s.pending() == 0) {
+          s.observer->OnScore(s.scores);
+          Finish(s, absl::OkStatus(), FinishReason::kStop);
+        }
+      } else if (s.pending() == 0) {
+        std::span<const float> logits(
+            logits_.data() + static_cast<size_t>(row) * vocab, vocab);
+        const SampledToken token = s.sampler.Sample(logits);
+        s.tokens.push_back(token.id);
+        const int generated =
+            static_cast<int>(s.tokens.size()) - s.timings.prompt_tokens;
+        if (generated == 1 && s.timings.first_token == absl::InfinitePast()) {
+          s.timings.first_token = absl::Now();
+        }
+        const bool go_on = s.observer->OnToken(token);
+        const bool stop_id =
+            std::find(s.spec.stop_ids.begin(), s.spec.stop_ids.end(),
+                      token.id) != s.spec.stop_ids.end();
+        if (stop_id || !go_on) {
+          Finish(s, absl::OkStatus(), FinishReason::kStop);
+        } else if (generated >= s.spec.max_new_tokens) {
+          Finish(s, absl::OkStatus(), FinishReason::kLength);
+        } else if (static_cast<int>(s.tokens.size()) >
+                   backend_->config().max_position_embeddings) {
+          Finish(s, absl::OkStatus(), FinishReason::kContext);
+        }
+      }
+      row += rows;
+    }
+  }
+  std::erase_if(running_, [](const auto& s) { return s->done; });
+
+  StepReport report;
+  report.rows = batch.NumRows();
+  report.sequences = static_cast<int>(batch.sequences.size());
+  report.distinct_plans = static_cast<int>(plans.size());
+  report.seconds = std::chrono::duration<double>(
+                       std::chrono::steady_clock::now() - start)
+                       .count();
+  PublishStats(report);
+  if (on_step_ && report.rows > 0) on_step_(report);
+  return true;
+}
+
+void Scheduler::PublishStats(const StepReport& report) {
+  absl::MutexLock lock(&mu_);
+  stats_.running = static_cast<int>(running_.size());
+  stats_.waiting = static_cast<int>(waiting_.size());
+  stats_.kv_blocks_used = kv_blocks_.num_used();
+  stats_.last_batch_rows = report.rows;
+  stats_.last_batch_sequences = report.sequences;
+  stats_.last_batch_plans = report.distinct_plans;
+}
+
+}  // namespace skipserve

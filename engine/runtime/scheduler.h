@@ -1,0 +1,194 @@
+#ifndef SKIPSERVE_ENGINE_RUNTIME_SCHEDULER_H_
+#define SKIPSERVE_ENGINE_RUNTIME_SCHEDULER_H_
+
+// Continuous (iteration-level) batching over one backend.
+//
+// One loop thread owns the backend. Each step it
+//   1. drops cancelled and deadline-expired sequences (their KV blocks are
+//      released in that step) and admits newly submitted ones;
+//   2. fills a token budget (max_batch_tokens): first one decode token for
+//      every running sequence that has one, oldest first, then prefill
+//      chunks — running sequences' unfinished prompts, then waiting
+//      sequences in arrival order (FCFS) while fewer than max_running run;
+//   3. reserves KV blocks for every row; when blocks run out it preempts
+//      the most recently admitted running sequence (its blocks are freed and
+//      it goes back to the head of the queue to be recomputed later, keeping
+//      its generated tokens and sampler state);
+//   4. runs Backend::Forward once over the batch, samples, and reports
+//      tokens through each sequence's observer.
+// Batching modes (DESIGN.md section 5): kMixed puts sequences with different
+// plans in one batch (the backend runs each sublayer on the rows that need
+// it); kGrouped runs only sequences whose plan equals the plan of the oldest
+// runnable sequence, so every batch has a single plan.
+//
+// Callbacks run on the loop thread and must not block. Every submitted
+// sequence gets exactly one OnFinish, last, after which the scheduler holds
+// no reference to its observer and no KV block for it.
+//
+// Thread safety: Submit, Cancel, Stats and Shutdown may be called from any
+// thread.
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <list>
+#include <memory>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "engine/kv/kv_cache.h"
+#include "engine/policy/skip_policy.h"
+#include "engine/runtime/backend.h"
+#include "engine/runtime/generator.h"
+#include "engine/runtime/sampler.h"
+
+namespace skipserve {
+
+enum class BatchingMode { kMixed, kGrouped };
+
+struct SchedulerOptions {
+  int max_batch_tokens = 512;  // rows per step (prefill chunks + decodes)
+  int max_running = 64;        // sequences holding KV at once
+  int max_waiting = 256;       // queued beyond that -> RESOURCE_EXHAUSTED
+  BatchingMode batching = BatchingMode::kMixed;
+};
+
+struct SequenceSpec {
+  std::vector<int32_t> prompt;  // non-empty; ids < vocab
+  LayerPlan plan;               // compiled for the backend's model
+  std::string policy;           // label for stats and metrics
+  SamplingParams sampling;      // valid (ValidateSamplingParams)
+  int max_new_tokens = 16;      // >= 1 when generating
+  std::vector<int32_t> stop_ids;
+  // Scoring instead of generating: when >= 1, nothing is generated and the
+  // observer's OnScore receives, for every prompt position p >= score_from,
+  // the log-prob of prompt[p] given prompt[0, p) and whether it was the
+  // greedy choice.
+  int score_from = 0;
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+struct ScoredToken {
+  int32_t id = 0;
+  float logprob = 0;
+  bool is_greedy = false;
+};
+
+struct SequenceTimings {
+  absl::Time arrival;
+  absl::Time first_scheduled = absl::InfinitePast();
+  absl::Time first_token = absl::InfinitePast();
+  absl::Time finished;
+  int prompt_tokens = 0;
+  int generated_tokens = 0;
+  int preemptions = 0;
+};
+
+class SequenceObserver {
+ public:
+  virtual ~SequenceObserver() = default;
+  // A newly generated token. Return false to stop after it (e.g. a stop
+  // string matched): the sequence then finishes with kStop.
+  virtual bool OnToken(const SampledToken& token) = 0;
+  // Scoring sequences only: all scored positions, once, before OnFinish.
+  virtual void OnScore(std::span<const ScoredToken> scores) { (void)scores; }
+  // Exactly once, last. `status` is OK, CANCELLED, DEADLINE_EXCEEDED,
+  // UNAVAILABLE (shutdown), RESOURCE_EXHAUSTED (can never fit the KV cache)
+  // or the backend's error.
+  virtual void OnFinish(const absl::Status& status, FinishReason reason,
+                        const SequenceTimings& timings) = 0;
+};
+
+struct SchedulerStats {
+  int running = 0;
+  int waiting = 0;
+  int kv_blocks_used = 0;
+  int kv_blocks_total = 0;
+  int64_t steps = 0;
+  int64_t preemptions = 0;
+  int last_batch_rows = 0;
+  int last_batch_sequences = 0;
+  int last_batch_plans = 0;
+};
+
+// Called on the loop thread after every step.
+struct StepReport {
+  int rows = 0;
+  int sequences = 0;
+  int distinct_plans = 0;
+  double seconds = 0;
+};
+using StepCallback = std::function<void(const StepReport&)>;
+
+class Scheduler {
+ public:
+  // `backend` must outlive the scheduler. Starts the loop thread.
+  Scheduler(Backend* backend, const SchedulerOptions& options,
+            StepCallback on_step = {});
+  ~Scheduler();  // Shutdown()
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Queues a sequence; returns its id. RESOURCE_EXHAUSTED when max_waiting
+  // sequences already wait, UNAVAILABLE after Shutdown, INVALID_ARGUMENT
+  // for a malformed spec (the server validates user input before this).
+  absl::StatusOr<uint64_t> Submit(SequenceSpec spec,
+                                  std::shared_ptr<SequenceObserver> observer);
+
+  // Finishes the sequence with CANCELLED within one step; unknown or
+  // finished ids are ignored.
+  void Cancel(uint64_t id);
+
+  // Blocks until no sequence is waiting or running.
+  void WaitIdle();
+
+  // Finishes every remaining sequence with UNAVAILABLE and joins the loop.
+  void Shutdown();
+
+  SchedulerStats Stats() const;
+  const ModelConfig& config() const { return backend_->config(); }
+
+ private:
+  struct Sequence;
+  void Loop();
+  // One step; false when there was nothing to do.
+  bool Step();
+  void AdmitIncoming();
+  void DropCancelled();
+  void Finish(Sequence& seq, const absl::Status& status, FinishReason reason);
+  // Frees the sequence's blocks and moves it to the head of the queue to be
+  // recomputed (keeping its tokens and sampler state).
+  void Preempt(Sequence* seq);
+  void PublishStats(const StepReport& report);
+
+  Backend* const backend_;
+  const SchedulerOptions options_;
+  const StepCallback on_step_;
+  KvBlockManager kv_blocks_;
+
+  mutable absl::Mutex mu_;
+  std::deque<std::unique_ptr<Sequence>> incoming_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<uint64_t> cancelled_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  int active_ ABSL_GUARDED_BY(mu_) = 0;  // submitted and not yet finished
+  SchedulerStats stats_ ABSL_GUARDED_BY(mu_);
+
+  // Owned by the loop thread.
+  std::deque<std::unique_ptr<Sequence>> waiting_;
+  std::list<std::unique_ptr<Sequence>> running_;  // in admission order
+  std::vector<float> logits_;
+
+  std::thread loop_;
+};
+
+}  // namespace skipserve
+
+#endif  // SKIPSERVE_ENGINE_RUNTIME_SCHEDULER_H_
