@@ -29,10 +29,9 @@ class CheckFailure {
 
 }  // namespace skipserve::internal
 
-#define SKIPSERVE_CHECK(condition)                                        \
-  if (condition) {                                                        \
-  } else /* NOLINT */                                                     \
-    ::skipserve::internal::CheckFailure(__FILE__, __LINE__, #condition)   \
-        .stream()
+#define SKIPSERVE_CHECK(condition) \
+  if (condition) {                 \
+  } else /* NOLINT */              \
+    ::skipserve::internal::CheckFailure(__FILE__, __LINE__, #condition).stream()
 
 #endif  // SKIPSERVE_ENGINE_BASE_CHECK_H_

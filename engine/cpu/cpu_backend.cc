@@ -1,7 +1,6 @@
 #include "engine/cpu/cpu_backend.h"
 
 #include <cblas.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <new>
@@ -69,7 +68,8 @@ class CpuBackend final : public Backend {
       : config_(config),
         options_(options),
         rope_(config.max_position_embeddings, config.head_dim(),
-              config.rope_theta) {}
+              config.rope_theta),
+        pool_(options.num_threads) {}
 
   absl::Status Init(const Checkpoint& checkpoint, const ProgressFn& progress);
 
@@ -92,7 +92,8 @@ class CpuBackend final : public Backend {
   void FeedForward(int layer, const std::vector<int>& rows,
                    LayerObserver* observer);
   // Copies rows of x_ into `dst` (or returns x_ itself when all rows).
-  const float* GatherRows(const std::vector<int>& rows, std::vector<float>* dst);
+  const float* GatherRows(const std::vector<int>& rows,
+                          std::vector<float>* dst);
   // x_[rows[i]] += delta[i], reporting the sublayer to the observer.
   void AddResidual(int layer, LayerObserver::Sublayer sublayer,
                    const std::vector<int>& rows, const float* input,
@@ -101,32 +102,33 @@ class CpuBackend final : public Backend {
   ModelConfig config_;
   BackendOptions options_;
   cpu::RopeTable rope_;
-  std::vector<float> embed_;       // (vocab, hidden)
+  ThreadPool pool_;
+  std::vector<float> embed_;  // (vocab, hidden)
   std::vector<LayerWeights> layers_;
   std::vector<float> final_norm_;  // (hidden)
   std::vector<float> lm_head_;     // (vocab, hidden); empty when tied
   std::vector<float> kv_;  // (num_blocks, 2, block_size, kv_heads, head_dim)
 
   // Per-step state and scratch, reused across steps.
-  std::vector<int> row_seq_;       // (rows) index into batch.sequences
-  std::vector<int> row_pos_;       // (rows) position of each token
-  std::vector<float> x_;           // (rows, hidden) the residual stream
-  std::vector<float> gathered_;    // (m, hidden)
-  std::vector<float> normed_;      // (m, hidden)
-  std::vector<float> qkv_;         // (m, q_dim + 2 * kv_dim)
-  std::vector<float> attn_out_;    // (m, q_dim)
-  std::vector<float> gate_up_;     // (m, 2 * intermediate)
-  std::vector<float> act_;         // (m, intermediate)
-  std::vector<float> delta_;       // (m, hidden)
+  std::vector<int> row_seq_;         // (rows) index into batch.sequences
+  std::vector<int> row_pos_;         // (rows) position of each token
+  std::vector<float> x_;             // (rows, hidden) the residual stream
+  std::vector<float> gathered_;      // (m, hidden)
+  std::vector<float> normed_;        // (m, hidden)
+  std::vector<float> qkv_;           // (m, q_dim + 2 * kv_dim)
+  std::vector<float> attn_out_;      // (m, q_dim)
+  std::vector<float> gate_up_;       // (m, 2 * intermediate)
+  std::vector<float> act_;           // (m, intermediate)
+  std::vector<float> delta_;         // (m, hidden)
   std::vector<float> observed_out_;  // (m, hidden), only with an observer
 };
 
 absl::Status CpuBackend::Init(const Checkpoint& checkpoint,
                               const ProgressFn& progress) {
-  if (options_.num_threads > 0) {
-    openblas_set_num_threads(options_.num_threads);
-    omp_set_num_threads(options_.num_threads);
-  }
+  // Parallelism comes from pool_; OpenBLAS's own pool would compete with
+  // it for the same cores. (A process-wide setting: OpenBLAS has no
+  // per-call thread count.)
+  openblas_set_num_threads(1);
   WeightConverter convert(checkpoint, progress);
   embed_ = convert.Get(tn::kEmbed);
   layers_.resize(config_.num_layers);
@@ -138,8 +140,8 @@ absl::Status CpuBackend::Init(const Checkpoint& checkpoint,
                             &checkpoint.Layer(l, tn::kWv)});
     w.wo = convert.Layer(l, tn::kWo);
     w.ffn_norm = convert.Layer(l, tn::kFfnNorm);
-    w.w_gate_up = convert.Stack({&checkpoint.Layer(l, tn::kWGate),
-                                 &checkpoint.Layer(l, tn::kWUp)});
+    w.w_gate_up = convert.Stack(
+        {&checkpoint.Layer(l, tn::kWGate), &checkpoint.Layer(l, tn::kWUp)});
     w.w_down = convert.Layer(l, tn::kWDown);
   }
   final_norm_ = convert.Get(tn::kFinalNorm);
@@ -169,9 +171,9 @@ absl::Status CpuBackend::ValidateBatch(const Batch& batch,
     }
     if (s.plan->num_layers() != config_.num_layers ||
         s.kv->num_layers() != config_.num_layers) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "batch sequence %d: plan has %d layers, the model %d", i,
-          s.plan->num_layers(), config_.num_layers));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("batch sequence %d: plan has %d layers, the model %d",
+                          i, s.plan->num_layers(), config_.num_layers));
     }
     for (int l = 0; l < config_.num_layers; ++l) {
       if (s.kv->holds_layer(l) != static_cast<bool>(s.plan->run_attn[l])) {
@@ -206,17 +208,17 @@ absl::Status CpuBackend::ValidateBatch(const Batch& batch,
   }
   for (int32_t token : batch.tokens) {
     if (token < 0 || token >= config_.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "token id %d outside the vocabulary [0, %d)", token,
-          config_.vocab_size));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("token id %d outside the vocabulary [0, %d)", token,
+                          config_.vocab_size));
     }
   }
   const size_t needed =
       static_cast<size_t>(batch.NumLogitRows()) * config_.vocab_size;
   if (logits_size < needed) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "logits buffer holds %d floats, the batch needs %d", logits_size,
-        needed));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("logits buffer holds %d floats, the batch needs %d",
+                        logits_size, needed));
   }
   return absl::OkStatus();
 }
@@ -280,18 +282,17 @@ void CpuBackend::Attention(const Batch& batch, int layer,
 
   const float* input = GatherRows(rows, &gathered_);
   normed_.resize(static_cast<size_t>(m) * hidden);
-  cpu::RmsNorm(input, w.attn_norm.data(), normed_.data(), m, hidden,
+  cpu::RmsNorm(pool_, input, w.attn_norm.data(), normed_.data(), m, hidden,
                config_.rms_norm_eps);
   qkv_.resize(static_cast<size_t>(m) * stride);
-  cpu::MatMulTransposed(normed_.data(), w.wqkv.data(), qkv_.data(), m, hidden,
-                        stride);
+  cpu::MatMulTransposed(pool_, normed_.data(), w.wqkv.data(), qkv_.data(), m,
+                        hidden, stride);
 
   // RoPE, then store this step's keys and values in the paged cache before
   // any row attends (rows of one prefill chunk see each other causally).
   const cpu::PagedKvLayout kv{kv_.data(), options_.kv_block_size, kv_dim};
   std::vector<cpu::AttentionRow> attention_rows(m);
   attn_out_.resize(static_cast<size_t>(m) * q_dim);
-#pragma omp parallel for if (m > 1)
   for (int i = 0; i < m; ++i) {
     float* q = qkv_.data() + static_cast<int64_t>(i) * stride;
     float* k = q + q_dim;
@@ -306,12 +307,12 @@ void CpuBackend::Attention(const Batch& batch, int layer,
     attention_rows[i] = {q, attn_out_.data() + static_cast<int64_t>(i) * q_dim,
                          seq.blocks(layer).data(), pos + 1};
   }
-  cpu::PagedAttention(attention_rows, kv, config_.num_heads,
+  cpu::PagedAttention(pool_, attention_rows, kv, config_.num_heads,
                       config_.num_kv_heads, config_.head_dim());
 
   delta_.resize(static_cast<size_t>(m) * hidden);
-  cpu::MatMulTransposed(attn_out_.data(), w.wo.data(), delta_.data(), m, q_dim,
-                        hidden);
+  cpu::MatMulTransposed(pool_, attn_out_.data(), w.wo.data(), delta_.data(), m,
+                        q_dim, hidden);
   AddResidual(layer, LayerObserver::Sublayer::kAttention, rows, input,
               delta_.data(), observer);
 }
@@ -325,18 +326,18 @@ void CpuBackend::FeedForward(int layer, const std::vector<int>& rows,
 
   const float* input = GatherRows(rows, &gathered_);
   normed_.resize(static_cast<size_t>(m) * hidden);
-  cpu::RmsNorm(input, w.ffn_norm.data(), normed_.data(), m, hidden,
+  cpu::RmsNorm(pool_, input, w.ffn_norm.data(), normed_.data(), m, hidden,
                config_.rms_norm_eps);
   gate_up_.resize(static_cast<size_t>(m) * 2 * inter);
-  cpu::MatMulTransposed(normed_.data(), w.w_gate_up.data(), gate_up_.data(), m,
-                        hidden, 2 * inter);
+  cpu::MatMulTransposed(pool_, normed_.data(), w.w_gate_up.data(),
+                        gate_up_.data(), m, hidden, 2 * inter);
   act_.resize(static_cast<size_t>(m) * inter);
-  cpu::SiluMul(gate_up_.data(), act_.data(), m, inter);
+  cpu::SiluMul(pool_, gate_up_.data(), act_.data(), m, inter);
   delta_.resize(static_cast<size_t>(m) * hidden);
-  cpu::MatMulTransposed(act_.data(), w.w_down.data(), delta_.data(), m, inter,
-                        hidden);
-  AddResidual(layer, LayerObserver::Sublayer::kFfn, rows, input,
-              delta_.data(), observer);
+  cpu::MatMulTransposed(pool_, act_.data(), w.w_down.data(), delta_.data(), m,
+                        inter, hidden);
+  AddResidual(layer, LayerObserver::Sublayer::kFfn, rows, input, delta_.data(),
+              observer);
 }
 
 absl::Status CpuBackend::Forward(const Batch& batch, std::span<float> logits,
@@ -374,15 +375,16 @@ absl::Status CpuBackend::Forward(const Batch& batch, std::span<float> logits,
   rows.clear();
   for (const BatchSequence& s : batch.sequences) {
     const int first = s.all_logits ? 0 : s.num_tokens - 1;
-    for (int r = first; r < s.num_tokens; ++r) rows.push_back(s.token_offset + r);
+    for (int r = first; r < s.num_tokens; ++r)
+      rows.push_back(s.token_offset + r);
   }
   const int m = static_cast<int>(rows.size());
   const float* input = GatherRows(rows, &gathered_);
   normed_.resize(static_cast<size_t>(m) * hidden);
-  cpu::RmsNorm(input, final_norm_.data(), normed_.data(), m, hidden,
+  cpu::RmsNorm(pool_, input, final_norm_.data(), normed_.data(), m, hidden,
                config_.rms_norm_eps);
   const float* head = lm_head_.empty() ? embed_.data() : lm_head_.data();
-  cpu::MatMulTransposed(normed_.data(), head, logits.data(), m, hidden,
+  cpu::MatMulTransposed(pool_, normed_.data(), head, logits.data(), m, hidden,
                         config_.vocab_size);
   return absl::OkStatus();
 }

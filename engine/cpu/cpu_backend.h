@@ -1,8 +1,9 @@
 #ifndef SKIPSERVE_ENGINE_CPU_CPU_BACKEND_H_
 #define SKIPSERVE_ENGINE_CPU_CPU_BACKEND_H_
 
-// The CPU backend: fp32 weights and KV cache in host memory, GEMMs through
-// OpenBLAS, attention and the element-wise kernels parallelised with OpenMP.
+// The CPU backend: fp32 weights and KV cache in host memory. Every kernel is
+// split over the backend's own ThreadPool (BackendOptions::num_threads); the
+// GEMM slices go to single-threaded OpenBLAS.
 
 #include <memory>
 

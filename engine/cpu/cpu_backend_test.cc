@@ -67,7 +67,8 @@ TEST_F(CpuBackendTest, PlanSkippingEverythingIsNormalisedEmbeddingProjection) {
     const double scale = 1.0 / std::sqrt(ss / h + config_.rms_norm_eps);
     for (int v = 0; v < config_.vocab_size; ++v) {
       double dot = 0;
-      for (int i = 0; i < h; ++i) dot += x[i] * scale * norm[i] * head[v * h + i];
+      for (int i = 0; i < h; ++i)
+        dot += x[i] * scale * norm[i] * head[v * h + i];
       EXPECT_NEAR(logits[row * config_.vocab_size + v], dot,
                   1e-5 * std::max(1.0, std::abs(dot)))
           << "row " << row << " vocab " << v;
@@ -125,8 +126,7 @@ TEST_F(CpuBackendTest, MalformedBatchesAreRejectedWithReasons) {
   bad_token.Add(&plan, &seq, 0, {1, config_.vocab_size});
   absl::Status s = forward(bad_token);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(s.message().find("outside the vocabulary"), std::string::npos)
-      << s;
+  EXPECT_NE(s.message().find("outside the vocabulary"), std::string::npos) << s;
 
   Batch over_capacity;
   over_capacity.Add(&plan, &seq, 3, {1, 2});  // positions 3, 4; capacity 4
@@ -136,8 +136,7 @@ TEST_F(CpuBackendTest, MalformedBatchesAreRejectedWithReasons) {
   Batch past_context;
   past_context.Add(&plan, &seq, config_.max_position_embeddings, {1});
   s = forward(past_context);
-  EXPECT_NE(s.message().find("outside the model's context"),
-            std::string::npos)
+  EXPECT_NE(s.message().find("outside the model's context"), std::string::npos)
       << s;
 
   const LayerPlan other = *(*SkipPolicy::Parse("attn:0")).Compile(4);

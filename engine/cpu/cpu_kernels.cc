@@ -1,36 +1,48 @@
 #include "engine/cpu/cpu_kernels.h"
 
 #include <cblas.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
 
 namespace skipserve::cpu {
 
-void MatMulTransposed(const float* x, const float* w, float* y, int n, int k,
-                      int m) {
-  if (n == 1) {
-    // Decode of one row: a matrix-vector product reads each weight once.
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, m, k, 1.0f, w, k, x, 1, 0.0f, y,
-                1);
-    return;
-  }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, m, k, 1.0f, x, k, w,
-              k, 0.0f, y, m);
+namespace {
+// Output features per thread below which a GEMM is not split further.
+constexpr int64_t kMinFeaturesPerThread = 64;
+// Rows per thread below which row-wise kernels stay on one thread.
+constexpr int64_t kMinRowsPerThread = 4;
+}  // namespace
+
+void MatMulTransposed(ThreadPool& pool, const float* x, const float* w,
+                      float* y, int n, int k, int m) {
+  pool.ParallelFor(m, kMinFeaturesPerThread, [&](int64_t begin, int64_t end) {
+    const int count = static_cast<int>(end - begin);
+    const float* w_slice = w + begin * k;
+    if (n == 1) {
+      // Decode of one row: a matrix-vector product reads each weight once.
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, count, k, 1.0f, w_slice, k, x, 1,
+                  0.0f, y + begin, 1);
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, count, k, 1.0f, x,
+                  k, w_slice, k, 0.0f, y + begin, m);
+    }
+  });
 }
 
-void RmsNorm(const float* x, const float* weight, float* y, int n, int d,
-             float eps) {
-#pragma omp parallel for if (n > 1)
-  for (int r = 0; r < n; ++r) {
-    const float* xr = x + static_cast<int64_t>(r) * d;
-    float* yr = y + static_cast<int64_t>(r) * d;
-    float sum_sq = 0.0f;
-    for (int i = 0; i < d; ++i) sum_sq += xr[i] * xr[i];
-    const float scale = 1.0f / std::sqrt(sum_sq / static_cast<float>(d) + eps);
-    for (int i = 0; i < d; ++i) yr[i] = xr[i] * scale * weight[i];
-  }
+void RmsNorm(ThreadPool& pool, const float* x, const float* weight, float* y,
+             int n, int d, float eps) {
+  pool.ParallelFor(n, kMinRowsPerThread, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* xr = x + static_cast<int64_t>(r) * d;
+      float* yr = y + static_cast<int64_t>(r) * d;
+      float sum_sq = 0.0f;
+      for (int i = 0; i < d; ++i) sum_sq += xr[i] * xr[i];
+      const float scale =
+          1.0f / std::sqrt(sum_sq / static_cast<float>(d) + eps);
+      for (int i = 0; i < d; ++i) yr[i] = xr[i] * scale * weight[i];
+    }
+  });
 }
 
 RopeTable::RopeTable(int max_positions, int head_dim, double theta)
@@ -63,32 +75,33 @@ void RopeTable::Apply(float* x, int num_heads, int pos) const {
   }
 }
 
-void SiluMul(const float* gate_up, float* out, int n, int inter) {
-#pragma omp parallel for if (n > 1)
-  for (int r = 0; r < n; ++r) {
-    const float* g = gate_up + static_cast<int64_t>(r) * 2 * inter;
-    const float* u = g + inter;
-    float* o = out + static_cast<int64_t>(r) * inter;
-    for (int i = 0; i < inter; ++i) {
-      o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+void SiluMul(ThreadPool& pool, const float* gate_up, float* out, int n,
+             int inter) {
+  pool.ParallelFor(n, kMinRowsPerThread, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* g = gate_up + static_cast<int64_t>(r) * 2 * inter;
+      const float* u = g + inter;
+      float* o = out + static_cast<int64_t>(r) * inter;
+      for (int i = 0; i < inter; ++i) {
+        o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+      }
     }
-  }
+  });
 }
 
-void PagedAttention(std::span<const AttentionRow> rows,
+void PagedAttention(ThreadPool& pool, std::span<const AttentionRow> rows,
                     const PagedKvLayout& kv, int num_heads, int num_kv_heads,
                     int head_dim) {
   const int group = num_heads / num_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   const int64_t num_tasks = static_cast<int64_t>(rows.size()) * num_heads;
   int max_keys = 0;
-  for (const AttentionRow& row : rows) max_keys = std::max(max_keys, row.num_keys);
+  for (const AttentionRow& row : rows)
+    max_keys = std::max(max_keys, row.num_keys);
 
-#pragma omp parallel
-  {
+  pool.ParallelFor(num_tasks, 1, [&](int64_t first, int64_t last) {
     std::vector<float> scores(max_keys);
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < num_tasks; ++task) {
+    for (int64_t task = first; task < last; ++task) {
       const AttentionRow& row = rows[task / num_heads];
       const int h = static_cast<int>(task % num_heads);
       const int kv_offset = (h / group) * head_dim;
@@ -118,7 +131,7 @@ void PagedAttention(std::span<const AttentionRow> rows,
         for (int i = 0; i < head_dim; ++i) out[i] += p * v[i];
       }
     }
-  }
+  });
 }
 
 }  // namespace skipserve::cpu

@@ -2,24 +2,28 @@
 #define SKIPSERVE_ENGINE_CPU_CPU_KERNELS_H_
 
 // The CPU backend's numerical building blocks, fp32 throughout. Each takes
-// row-major buffers whose shapes are given in the comments; none allocates
-// except where noted. Multi-row kernels are parallelised with OpenMP; the
-// GEMM goes to OpenBLAS.
+// row-major buffers whose shapes are given in the comments. Work is split
+// over a ThreadPool; each thread's share of a GEMM goes to single-threaded
+// OpenBLAS (the backend sets OpenBLAS to one thread so the two pools never
+// compete for cores).
 
 #include <cstdint>
 #include <span>
 #include <vector>
 
+#include "engine/base/thread_pool.h"
+
 namespace skipserve::cpu {
 
 // y = x @ w^T.   x: (n, k)   w: (m, k)   y: (n, m)
 // (w is a PyTorch Linear weight, (out_features, in_features)).
-void MatMulTransposed(const float* x, const float* w, float* y, int n, int k,
-                      int m);
+// Split over the m output features.
+void MatMulTransposed(ThreadPool& pool, const float* x, const float* w,
+                      float* y, int n, int k, int m);
 
 // y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight.   x, y: (n, d)
-void RmsNorm(const float* x, const float* weight, float* y, int n, int d,
-             float eps);
+void RmsNorm(ThreadPool& pool, const float* x, const float* weight, float* y,
+             int n, int d, float eps);
 
 // Rotary position embedding tables for rotate-half RoPE (Hugging Face
 // convention): angle(pos, i) = pos * theta^(-2i/head_dim), i < head_dim/2,
@@ -42,7 +46,8 @@ class RopeTable {
 
 // out[r, i] = silu(gate_up[r, i]) * gate_up[r, inter + i]
 // gate_up: (n, 2 * inter)   out: (n, inter)
-void SiluMul(const float* gate_up, float* out, int n, int inter);
+void SiluMul(ThreadPool& pool, const float* gate_up, float* out, int n,
+             int inter);
 
 // Where the keys and values of one token of one layer live:
 //   // KV storage: (num_blocks, 2, block_size, num_kv_heads, head_dim)
@@ -51,26 +56,27 @@ struct PagedKvLayout {
   int block_size = 0;
   int kv_dim = 0;  // num_kv_heads * head_dim
   float* Key(int32_t block, int offset) const {
-    return storage + ((static_cast<int64_t>(block) * 2) * block_size +
-                      offset) * kv_dim;
+    return storage +
+           ((static_cast<int64_t>(block) * 2) * block_size + offset) * kv_dim;
   }
   float* Value(int32_t block, int offset) const {
-    return storage + ((static_cast<int64_t>(block) * 2 + 1) * block_size +
-                      offset) * kv_dim;
+    return storage +
+           ((static_cast<int64_t>(block) * 2 + 1) * block_size + offset) *
+               kv_dim;
   }
 };
 
 // One query row of causal attention over a sequence's paged cache.
 struct AttentionRow {
-  const float* q = nullptr;          // (num_heads, head_dim), RoPE applied
-  float* out = nullptr;              // (num_heads, head_dim)
-  const int32_t* blocks = nullptr;   // the sequence's block table
-  int num_keys = 0;                  // attends to positions [0, num_keys)
+  const float* q = nullptr;         // (num_heads, head_dim), RoPE applied
+  float* out = nullptr;             // (num_heads, head_dim)
+  const int32_t* blocks = nullptr;  // the sequence's block table
+  int num_keys = 0;                 // attends to positions [0, num_keys)
 };
 
 // softmax(q k^T / sqrt(head_dim)) v for every row and head, grouped-query:
 // query head h reads kv head h / (num_heads / num_kv_heads).
-void PagedAttention(std::span<const AttentionRow> rows,
+void PagedAttention(ThreadPool& pool, std::span<const AttentionRow> rows,
                     const PagedKvLayout& kv, int num_heads, int num_kv_heads,
                     int head_dim);
 

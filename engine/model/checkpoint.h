@@ -107,6 +107,9 @@ class Checkpoint {
 
   ModelConfig config_;
   std::string source_;
+  // Named in "tensor missing" errors: model.safetensors, the index, or the
+  // FromTensors source.
+  std::string tensors_source_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, OwnedTensor, std::less<>> owned_;
   std::map<std::string, WeightView, std::less<>> views_;

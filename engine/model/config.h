@@ -37,9 +37,20 @@ struct ModelConfig {
   // an even head_dim (RoPE pairs) and token ids inside the vocabulary.
   absl::Status Validate() const;
 
-  // Parses config.json text. `source` names the file in error messages.
+  // Parses config.json text. `source` names the file in error messages,
+  // which are INVALID_ARGUMENT and name the offending field. Required:
+  // hidden_size, intermediate_size, num_hidden_layers, num_attention_heads,
+  // vocab_size, max_position_embeddings, rms_norm_eps. Optional (default):
+  // num_key_value_heads (num_attention_heads), rope_theta (10000),
+  // bos_token_id (1), eos_token_id (2; a list takes its first entry),
+  // tie_word_embeddings (false), torch_dtype or dtype (float32). Rejected:
+  // model_type other than "llama", architectures without LlamaForCausalLM,
+  // hidden_act other than "silu", non-null rope_scaling, attention_bias or
+  // mlp_bias true, head_dim != hidden_size / num_attention_heads, wrong JSON
+  // types, and whatever Validate() rejects.
   static absl::StatusOr<ModelConfig> FromJson(std::string_view json,
                                               std::string_view source);
+  // Reads and parses `path`; NOT_FOUND if it does not exist.
   static absl::StatusOr<ModelConfig> FromFile(const std::string& path);
 
   // A config.json that FromJson reads back to an equal config, in the

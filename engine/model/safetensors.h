@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -46,6 +47,7 @@ class SafetensorsFile {
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
 
   const std::string& path() const { return path_; }
+  // In file order (by data offset).
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const std::map<std::string, std::string>& metadata() const {
     return metadata_;
@@ -61,7 +63,8 @@ class SafetensorsFile {
   void* map_ = nullptr;
   size_t map_size_ = 0;
   const std::byte* data_ = nullptr;  // first byte after the header
-  std::vector<TensorInfo> tensors_;
+  std::vector<TensorInfo> tensors_;  // sorted by begin (file order)
+  std::map<std::string, size_t, std::less<>> index_;  // name -> tensors_[i]
   std::map<std::string, std::string> metadata_;
 };
 

@@ -1,0 +1,180 @@
+#include "engine/model/synthetic.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "engine/model/dtype.h"
+
+namespace skipserve {
+namespace {
+
+struct Preset {
+  const char* name;
+  int hidden, intermediate, layers, heads, kv_heads, vocab, max_pos;
+};
+
+constexpr Preset kPresets[] = {
+    // The embedded default model; vocab matches the tokenizer the model
+    // tool trains.
+    {"default", 256, 704, 8, 8, 2, 1024, 1024},
+    {"tiny", 64, 176, 4, 4, 2, 512, 256},
+    {"llama2-110m", 768, 2048, 12, 12, 12, 32000, 1024},
+    {"llama2-7b", 4096, 11008, 32, 32, 32, 32000, 4096},
+    {"llama2-13b", 5120, 13824, 40, 40, 40, 32000, 4096},
+    {"llama2-70b", 8192, 28672, 80, 64, 8, 32000, 4096},
+};
+
+// Elements generated per parallel work item (even, so Box-Muller pairs never
+// straddle two chunks).
+constexpr int64_t kChunk = 1 << 16;
+
+uint64_t SplitMix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+// A uniform double in (0, 1) from 53 random bits; never 0, so log() is
+// finite.
+double Uniform(uint64_t bits) {
+  return (static_cast<double>(bits >> 11) + 0.5) * 0x1.0p-53;
+}
+
+// Standard normal values for elements [begin, begin + count) of the stream
+// (seed, tensor); element 2p and 2p+1 are the Box-Muller pair of counter p.
+// `begin` must be even.
+void FillNormal(uint64_t stream, int64_t begin, int64_t count, float* out) {
+  for (int64_t i = 0; i < count; i += 2) {
+    const uint64_t pair = static_cast<uint64_t>((begin + i) / 2);
+    const uint64_t key = stream ^ SplitMix64(pair);
+    const double u1 = Uniform(SplitMix64(key ^ 0x5851f42d4c957f2dull));
+    const double u2 = Uniform(SplitMix64(key ^ 0x14057b7ef767814full));
+    const double r = std::sqrt(-2.0 * std::log(u1));
+    const double theta = 6.283185307179586 * u2;
+    out[i] = static_cast<float>(r * std::cos(theta));
+    if (i + 1 < count) out[i + 1] = static_cast<float>(r * std::sin(theta));
+  }
+}
+
+// Fills `tensor` (already sized) with mean + stddev * N(0, 1), generated
+// chunk by chunk straight into its dtype.
+void Generate(uint64_t stream, float mean, float stddev, OwnedTensor* tensor) {
+  const int64_t numel = static_cast<int64_t>(tensor->bytes.size() /
+                                             DTypeSize(tensor->dtype));
+  const int64_t chunks = (numel + kChunk - 1) / kChunk;
+  const size_t elem = DTypeSize(tensor->dtype);
+  std::byte* out = tensor->bytes.data();
+  const DType dtype = tensor->dtype;
+#pragma omp parallel for schedule(static) if (chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) {
+    std::vector<float> buffer(kChunk);
+    const int64_t begin = c * kChunk;
+    const int64_t count = std::min(kChunk, numel - begin);
+    FillNormal(stream, begin, count, buffer.data());
+    for (int64_t i = 0; i < count; ++i) buffer[i] = mean + stddev * buffer[i];
+    ConvertFromFloat(dtype, std::span<const float>(buffer.data(), count),
+                     out + begin * elem);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<ModelConfig> SyntheticPreset(std::string_view name) {
+  for (const Preset& p : kPresets) {
+    if (name != p.name) continue;
+    ModelConfig c;
+    c.hidden_size = p.hidden;
+    c.intermediate_size = p.intermediate;
+    c.num_layers = p.layers;
+    c.num_heads = p.heads;
+    c.num_kv_heads = p.kv_heads;
+    c.vocab_size = p.vocab;
+    c.max_position_embeddings = p.max_pos;
+    c.rms_norm_eps = 1e-5f;
+    c.rope_theta = 10000.0f;
+    c.bos_token_id = 1;
+    c.eos_token_id = 2;
+    c.tie_word_embeddings = false;
+    c.torch_dtype = DType::kF32;
+    return c;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown synthetic preset \"", std::string(name),
+                   "\"; valid presets: ",
+                   absl::StrJoin(SyntheticPresetNames(), ", ")));
+}
+
+std::vector<std::string> SyntheticPresetNames() {
+  std::vector<std::string> names;
+  for (const Preset& p : kPresets) names.push_back(p.name);
+  return names;
+}
+
+absl::StatusOr<std::unique_ptr<Checkpoint>> MakeSyntheticCheckpoint(
+    const ModelConfig& config, DType dtype, uint64_t seed) {
+  absl::Status valid = config.Validate();
+  if (!valid.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("synthetic model: ", valid.message()));
+  }
+  ModelConfig saved = config;
+  saved.torch_dtype = dtype;
+  const std::vector<ExpectedTensor> expected = ExpectedTensors(saved);
+  std::map<std::string, OwnedTensor> tensors;
+  for (size_t t = 0; t < expected.size(); ++t) {
+    const ExpectedTensor& e = expected[t];
+    int64_t numel = 1;
+    for (int64_t d : e.shape) numel *= d;
+    OwnedTensor tensor;
+    tensor.dtype = dtype;
+    tensor.shape = e.shape;
+    tensor.bytes.resize(static_cast<size_t>(numel) * DTypeSize(dtype));
+    // Norm weights are the 1-D tensors.
+    const bool norm = e.shape.size() == 1;
+    const uint64_t stream = SplitMix64(SplitMix64(seed) ^ SplitMix64(~t));
+    Generate(stream, norm ? 1.0f : 0.0f, norm ? 0.05f : 0.02f, &tensor);
+    tensors.emplace(e.name, std::move(tensor));
+  }
+  return Checkpoint::FromTensors(
+      saved, std::move(tensors),
+      absl::StrCat("synthetic model (seed ", seed, ", ",
+                   std::string(DTypeName(dtype)), ")"));
+}
+
+absl::StatusOr<std::unique_ptr<Checkpoint>> OpenModel(
+    const std::string& spec) {
+  constexpr absl::string_view kPrefix = "synthetic:";
+  if (!absl::StartsWith(spec, kPrefix)) return Checkpoint::Open(spec);
+  std::string preset = spec.substr(kPrefix.size());
+  DType dtype = DType::kF32;
+  const size_t colon = preset.find(':');
+  if (colon != std::string::npos) {
+    const std::string suffix = preset.substr(colon + 1);
+    preset.resize(colon);
+    if (suffix == "f32") {
+      dtype = DType::kF32;
+    } else if (suffix == "f16") {
+      dtype = DType::kF16;
+    } else if (suffix == "bf16") {
+      dtype = DType::kBF16;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model \"", spec, "\": unknown dtype suffix \"", suffix,
+          "\" (expected f32, f16 or bf16)"));
+    }
+  }
+  absl::StatusOr<ModelConfig> config = SyntheticPreset(preset);
+  if (!config.ok()) return config.status();
+  return MakeSyntheticCheckpoint(*config, dtype, /*seed=*/0);
+}
+
+}  // namespace skipserve

@@ -24,14 +24,21 @@
 namespace skipserve {
 
 // Presets: "default" (the embedded model), "tiny", "llama2-110m",
-// "llama2-7b", "llama2-13b", "llama2-70b".
+// "llama2-7b", "llama2-13b", "llama2-70b". Every preset has rms_norm_eps
+// 1e-5, rope_theta 10000, bos 1, eos 2, untied embeddings and torch_dtype
+// float32. Unknown names are INVALID_ARGUMENT listing the valid ones.
 absl::StatusOr<ModelConfig> SyntheticPreset(std::string_view name);
 std::vector<std::string> SyntheticPresetNames();
 
+// Generates every ExpectedTensors(config) tensor directly in `dtype` (no f32
+// copy of the whole model), in parallel; the result does not depend on the
+// number of threads. The checkpoint's config is `config` with torch_dtype
+// set to `dtype`. INVALID_ARGUMENT if config.Validate() fails.
 absl::StatusOr<std::unique_ptr<Checkpoint>> MakeSyntheticCheckpoint(
     const ModelConfig& config, DType dtype, uint64_t seed);
 
-// Opens "synthetic:<preset>" (f32, seed 0) or a model directory.
+// Opens "synthetic:<preset>" (f32, seed 0), "synthetic:<preset>:<dtype>"
+// with dtype f32, f16 or bf16, or else a model directory (Checkpoint::Open).
 absl::StatusOr<std::unique_ptr<Checkpoint>> OpenModel(const std::string& spec);
 
 }  // namespace skipserve

@@ -107,6 +107,13 @@ void Scheduler::WaitIdle() {
       +[](int* active) { return *active == 0; }, &active_));
 }
 
+bool Scheduler::WaitIdleFor(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  return mu_.AwaitWithTimeout(
+      absl::Condition(+[](int* active) { return *active == 0; }, &active_),
+      timeout);
+}
+
 void Scheduler::Shutdown() {
   {
     absl::MutexLock lock(&mu_);

@@ -148,6 +148,8 @@ class Scheduler {
 
   // Blocks until no sequence is waiting or running.
   void WaitIdle();
+  // The same with a limit; false if sequences remain after `timeout`.
+  bool WaitIdleFor(absl::Duration timeout);
 
   // Finishes every remaining sequence with UNAVAILABLE and joins the loop.
   void Shutdown();

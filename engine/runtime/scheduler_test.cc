@@ -17,6 +17,7 @@ class Recorder : public SequenceObserver {
  public:
   explicit Recorder(int stop_after = -1) : stop_after_(stop_after) {}
   bool OnToken(const SampledToken& token) override {
+    if (token_delay_ > absl::ZeroDuration()) absl::SleepFor(token_delay_);
     absl::MutexLock lock(&mu_);
     tokens_.push_back(token.id);
     if (on_first_token_ && tokens_.size() == 1) on_first_token_();
@@ -42,6 +43,8 @@ class Recorder : public SequenceObserver {
   }
 
   std::function<void()> on_first_token_;
+  // Slows the scheduler down (test only: observers must not block).
+  absl::Duration token_delay_ = absl::ZeroDuration();
   std::vector<ScoredToken> scores_;
   absl::Status status_;
   FinishReason reason_ = FinishReason::kStop;
@@ -222,6 +225,7 @@ TEST_F(SchedulerTest, CancelReleasesBlocksAndOthersContinue) {
   std::unique_ptr<Backend> backend = MakeBackend(256);
   Scheduler scheduler(backend.get(), SchedulerOptions{});
   auto victim = std::make_shared<Recorder>();
+  victim->token_delay_ = absl::Milliseconds(1);  // keeps it running
   auto other = std::make_shared<Recorder>();
   absl::Notification started;
   victim->on_first_token_ = [&] { started.Notify(); };
@@ -244,11 +248,14 @@ TEST_F(SchedulerTest, ExpiredDeadlineFinishesTheSequence) {
   std::unique_ptr<Backend> backend = MakeBackend(256);
   Scheduler scheduler(backend.get(), SchedulerOptions{});
   auto recorder = std::make_shared<Recorder>();
+  recorder->token_delay_ = absl::Milliseconds(2);  // 200 tokens >= 400 ms
   SequenceSpec spec = Spec("none", {1, 2, 3}, 200);
   spec.deadline = absl::Now() + absl::Milliseconds(30);
   ASSERT_TRUE(scheduler.Submit(spec, recorder).ok());
   recorder->Wait();
   EXPECT_EQ(recorder->status_.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_GT(recorder->tokens().size(), 0u) << "expired before it started";
+  EXPECT_LT(recorder->tokens().size(), 200u);
   scheduler.WaitIdle();
   EXPECT_EQ(scheduler.Stats().kv_blocks_used, 0);
 }

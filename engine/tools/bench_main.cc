@@ -172,7 +172,7 @@ absl::Status Run() {
   std::vector<PolicyRun> runs;
   for (absl::string_view text :
        absl::StrSplit(absl::GetFlag(FLAGS_policies), ',', absl::SkipEmpty())) {
-    absl::StatusOr<SkipPolicy> policy = SkipPolicy::Parse(text);
+    absl::StatusOr<SkipPolicy> policy = SkipPolicy::Parse(std::string(text));
     if (!policy.ok()) return policy.status();
     absl::StatusOr<LayerPlan> plan = policy->Compile(config.num_layers);
     if (!plan.ok()) return plan.status();
