@@ -5,8 +5,9 @@
 BUILD_DIR ?= build
 BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
-PROMPT ?= Once upon a time
-POLICY ?= none
+HOST ?= 127.0.0.1
+PORT ?= 50051
+METRICS_PORT ?= 9090
 
 .PHONY: all deps configure build run test bench clean
 
@@ -21,10 +22,12 @@ configure: deps
 build: configure
 	@cmake --build $(BUILD_DIR) -j $(JOBS)
 
-# Until the gRPC server lands, `make run` runs the engine's generate tool on
-# the embedded default model.
+# Serves the embedded default model (built under $(BUILD_DIR)/models/default)
+# until Ctrl-C. Try it from another shell:
+#   $(BUILD_DIR)/client/skipserve generate "Once upon a time" --policy attn:last=33%
 run: build
-	$(BUILD_DIR)/engine/skipserve-generate --prompt "$(PROMPT)" --policy "$(POLICY)"
+	$(BUILD_DIR)/server/skipserve-server --host=$(HOST) --port=$(PORT) \
+	    --metrics_port=$(METRICS_PORT)
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)

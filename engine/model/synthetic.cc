@@ -19,17 +19,19 @@ namespace {
 struct Preset {
   const char* name;
   int hidden, intermediate, layers, heads, kv_heads, vocab, max_pos;
+  bool tied;
 };
 
 constexpr Preset kPresets[] = {
     // The embedded default model; vocab matches the tokenizer the model
     // tool trains.
-    {"default", 256, 704, 8, 8, 2, 1024, 1024},
-    {"tiny", 64, 176, 4, 4, 2, 512, 256},
-    {"llama2-110m", 768, 2048, 12, 12, 12, 32000, 1024},
-    {"llama2-7b", 4096, 11008, 32, 32, 32, 32000, 4096},
-    {"llama2-13b", 5120, 13824, 40, 40, 40, 32000, 4096},
-    {"llama2-70b", 8192, 28672, 80, 64, 8, 32000, 4096},
+    {"default", 256, 704, 8, 8, 2, 1024, 1024, false},
+    {"tiny", 64, 176, 4, 4, 2, 512, 256, false},
+    // The shape of llama2.c's 110M model, which ties its embeddings.
+    {"llama2-110m", 768, 2048, 12, 12, 12, 32000, 1024, true},
+    {"llama2-7b", 4096, 11008, 32, 32, 32, 32000, 4096, false},
+    {"llama2-13b", 5120, 13824, 40, 40, 40, 32000, 4096, false},
+    {"llama2-70b", 8192, 28672, 80, 64, 8, 32000, 4096, false},
 };
 
 // Elements generated per parallel work item (even, so Box-Muller pairs never
@@ -103,7 +105,7 @@ absl::StatusOr<ModelConfig> SyntheticPreset(std::string_view name) {
     c.rope_theta = 10000.0f;
     c.bos_token_id = 1;
     c.eos_token_id = 2;
-    c.tie_word_embeddings = false;
+    c.tie_word_embeddings = p.tied;
     c.torch_dtype = DType::kF32;
     return c;
   }

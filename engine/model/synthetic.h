@@ -25,8 +25,9 @@ namespace skipserve {
 
 // Presets: "default" (the embedded model), "tiny", "llama2-110m",
 // "llama2-7b", "llama2-13b", "llama2-70b". Every preset has rms_norm_eps
-// 1e-5, rope_theta 10000, bos 1, eos 2, untied embeddings and torch_dtype
-// float32. Unknown names are INVALID_ARGUMENT listing the valid ones.
+// 1e-5, rope_theta 10000, bos 1, eos 2, torch_dtype
+// float32, and untied embeddings except llama2-110m (tied, as in llama2.c's
+// 110M model). Unknown names are INVALID_ARGUMENT listing the valid ones.
 absl::StatusOr<ModelConfig> SyntheticPreset(std::string_view name);
 std::vector<std::string> SyntheticPresetNames();
 

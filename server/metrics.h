@@ -1,0 +1,75 @@
+#ifndef SKIPSERVE_SERVER_METRICS_H_
+#define SKIPSERVE_SERVER_METRICS_H_
+
+// Prometheus metrics, labelled by the policy that served each request.
+// Exposed on --metrics_port at /metrics (prometheus-cpp's Exposer).
+//
+// Label cardinality is bounded: named policies use their name; inline and
+// spec policies use their canonical plan until `max_inline_labels` distinct
+// ones have been seen, then the single value "other".
+//
+// Thread safety: all methods may be called concurrently.
+
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
+#include "engine/runtime/scheduler.h"
+#include "grpcpp/support/status_code_enum.h"
+
+namespace prometheus {
+class Exposer;
+class Registry;
+}  // namespace prometheus
+
+namespace skipserve::server {
+
+struct RequestRecord {
+  std::string rpc;           // "Generate", "GenerateStream", "Score"
+  std::string policy;        // a label from PolicyLabel()
+  grpc::StatusCode code = grpc::StatusCode::OK;
+  std::string finish_reason;  // "stop", "length", "context" or ""
+  int prompt_tokens = 0;
+  int generated_tokens = 0;
+  double queue_seconds = -1;        // < 0: not reached
+  double first_token_seconds = -1;  // < 0: no token
+  double total_seconds = 0;
+};
+
+class Metrics {
+ public:
+  // Starts serving /metrics on `address` ("127.0.0.1:9090"); no exposer when
+  // address is empty (tests).
+  static absl::StatusOr<std::unique_ptr<Metrics>> Create(
+      const std::string& address, const std::string& model,
+      int max_inline_labels);
+  ~Metrics();
+
+  // The label value for a request's policy (bounded, see above).
+  std::string PolicyLabel(const std::string& name, const std::string& canonical);
+
+  void RecordRequest(const RequestRecord& record);
+  void RecordInterTokenLatency(const std::string& policy, double seconds);
+  void RecordStep(const StepReport& report);
+  void RecordEngineState(const SchedulerStats& stats);
+
+  // The port actually bound (for --metrics_port=0); 0 without an exposer.
+  int port() const;
+
+ private:
+  Metrics() = default;
+  struct Families;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<Families> families_;
+  std::string model_;
+  int max_inline_labels_ = 0;
+  absl::Mutex mu_;
+  absl::flat_hash_set<std::string> inline_labels_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace skipserve::server
+
+#endif  // SKIPSERVE_SERVER_METRICS_H_

@@ -1,0 +1,321 @@
+#include "server/request_validation.h"
+
+#include <cmath>
+
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+
+namespace skipserve::server {
+namespace {
+
+absl::Status Invalid(const std::string& message) {
+  return absl::InvalidArgumentError(message);
+}
+
+// "attn:1,5" from an index list, for building a policy text.
+std::string IndexClause(const char* kind,
+                        const google::protobuf::RepeatedField<uint32_t>& ids) {
+  return absl::StrFormat("%s:%s", kind, absl::StrJoin(ids, ","));
+}
+
+absl::StatusOr<SkipPolicy> InlinePolicy(const v1::SkipPolicy& inline_policy) {
+  for (const auto* list : {&inline_policy.attention_layers(),
+                           &inline_policy.ffn_layers(),
+                           &inline_policy.layers()}) {
+    for (uint32_t index : *list) {
+      if (index > static_cast<uint32_t>(SkipPolicy::kMaxLayerIndex)) {
+        return Invalid(absl::StrFormat(
+            "policy.inline: layer index %d out of range [0, %d]", index,
+            SkipPolicy::kMaxLayerIndex));
+      }
+    }
+  }
+  std::vector<std::string> clauses;
+  bool has_kind[4] = {false, false, false, false};
+  const char* names[4] = {"", "attn", "ffn", "layer"};
+  const google::protobuf::RepeatedField<uint32_t>* lists[4] = {
+      nullptr, &inline_policy.attention_layers(), &inline_policy.ffn_layers(),
+      &inline_policy.layers()};
+  for (int kind = 1; kind <= 3; ++kind) {
+    if (lists[kind]->empty()) continue;
+    has_kind[kind] = true;
+    clauses.push_back(IndexClause(names[kind], *lists[kind]));
+  }
+  for (const v1::SkipRule& rule : inline_policy.rules()) {
+    const int kind = static_cast<int>(rule.kind());
+    if (kind < 1 || kind > 3) {
+      return Invalid(
+          "policy.inline.rules.kind must be ATTENTION, FFN or LAYER");
+    }
+    if (!(rule.last_fraction() >= 0.0 && rule.last_fraction() <= 1.0)) {
+      return Invalid(absl::StrFormat(
+          "policy.inline.rules.last_fraction must be in [0, 1], got %g",
+          rule.last_fraction()));
+    }
+    if (has_kind[kind]) {
+      return Invalid(absl::StrFormat(
+          "policy.inline: kind %s is given twice (an index list and a rule, "
+          "or two rules)",
+          names[kind]));
+    }
+    has_kind[kind] = true;
+    clauses.push_back(
+        absl::StrFormat("%s:last=%.9g", names[kind], rule.last_fraction()));
+  }
+  if (clauses.empty()) return SkipPolicy();
+  absl::StatusOr<SkipPolicy> policy = SkipPolicy::Parse(absl::StrJoin(clauses, ";"));
+  if (!policy.ok()) {
+    return Invalid(absl::StrFormat("policy.inline: %s",
+                                   policy.status().message()));
+  }
+  return policy;
+}
+
+absl::Status ValidateSampling(const v1::SamplingParams& sampling,
+                              const ServingContext& context,
+                              SamplingParams* out) {
+  const float t = sampling.temperature();
+  if (!(t >= 0.0f && t <= 100.0f)) {
+    return Invalid(absl::StrFormat(
+        "sampling.temperature must be in [0, 100] (0 = greedy), got %g", t));
+  }
+  const float p = sampling.top_p();
+  if (!(p >= 0.0f && p <= 1.0f)) {
+    return Invalid(absl::StrFormat(
+        "sampling.top_p must be in (0, 1] (0 = off), got %g", p));
+  }
+  if (sampling.top_k() > static_cast<uint32_t>(context.config->vocab_size)) {
+    return Invalid(absl::StrFormat(
+        "sampling.top_k must be in [0, %d] (0 = off), got %d",
+        context.config->vocab_size, sampling.top_k()));
+  }
+  if (sampling.stop_size() > context.limits.max_stop_strings) {
+    return Invalid(absl::StrFormat(
+        "sampling.stop holds %d strings; at most %d are allowed",
+        sampling.stop_size(), context.limits.max_stop_strings));
+  }
+  for (int i = 0; i < sampling.stop_size(); ++i) {
+    const size_t n = sampling.stop(i).size();
+    if (n == 0 || n > static_cast<size_t>(context.limits.max_stop_bytes)) {
+      return Invalid(absl::StrFormat(
+          "sampling.stop[%d] must be 1..%d bytes, got %d", i,
+          context.limits.max_stop_bytes, n));
+    }
+  }
+  out->temperature = t;
+  out->top_p = p == 0.0f ? 1.0f : p;
+  out->top_k = static_cast<int>(sampling.top_k());
+  out->seed = sampling.seed();
+  return absl::OkStatus();
+}
+
+absl::Status ValidateRequestId(const std::string& id,
+                               const ServingContext& context) {
+  if (id.size() > static_cast<size_t>(context.limits.max_request_id_bytes)) {
+    return Invalid(absl::StrFormat("request_id must be 0..%d bytes, got %d",
+                                   context.limits.max_request_id_bytes,
+                                   id.size()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ResolvedPolicy> ResolvePolicy(
+    const v1::PolicySelector& selector, const ServingContext& context) {
+  const int num_layers = context.config->num_layers;
+  if (selector.routing_key().size() >
+      static_cast<size_t>(context.limits.max_routing_key_bytes)) {
+    return Invalid(absl::StrFormat(
+        "policy.routing_key must be 0..%d bytes, got %d",
+        context.limits.max_routing_key_bytes, selector.routing_key().size()));
+  }
+  ResolvedPolicy resolved;
+  SkipPolicy policy = context.limits.default_policy;
+  switch (selector.selector_case()) {
+    case v1::PolicySelector::kName: {
+      std::optional<NamedPolicyEntry> entry =
+          context.policies->Find(selector.name());
+      if (!entry.has_value()) {
+        return absl::NotFoundError(absl::StrFormat(
+            "policy.name: no policy named '%s' (GetModelInfo lists them)",
+            selector.name()));
+      }
+      resolved.plan = entry->plan;
+      resolved.canonical = entry->plan.Canonical();
+      resolved.name = entry->name;
+      return resolved;
+    }
+    case v1::PolicySelector::kSpec: {
+      absl::StatusOr<SkipPolicy> parsed = SkipPolicy::Parse(selector.spec());
+      if (!parsed.ok()) {
+        return Invalid(
+            absl::StrFormat("policy.spec: %s", parsed.status().message()));
+      }
+      policy = *parsed;
+      break;
+    }
+    case v1::PolicySelector::kInline: {
+      absl::StatusOr<SkipPolicy> parsed = InlinePolicy(selector.inline_());
+      if (!parsed.ok()) return parsed.status();
+      policy = *parsed;
+      break;
+    }
+    case v1::PolicySelector::kExperiment:
+      return absl::UnimplementedError(
+          "policy.experiment: experiments are not served by this release");
+    case v1::PolicySelector::SELECTOR_NOT_SET:
+      break;
+  }
+  absl::StatusOr<LayerPlan> plan = policy.Compile(num_layers);
+  if (!plan.ok()) {
+    const char* field =
+        selector.selector_case() == v1::PolicySelector::kInline ? "policy.inline"
+                                                                : "policy.spec";
+    return Invalid(absl::StrFormat("%s: %s", field, plan.status().message()));
+  }
+  resolved.plan = *plan;
+  resolved.canonical = plan->Canonical();
+  return resolved;
+}
+
+absl::StatusOr<GenerateJob> ValidateGenerate(const v1::GenerateRequest& request,
+                                             const ServingContext& context) {
+  const ModelConfig& config = *context.config;
+  GenerateJob job;
+  if (absl::Status s = ValidateRequestId(request.request_id(), context);
+      !s.ok()) {
+    return s;
+  }
+  job.request_id = request.request_id();
+
+  if (!request.prompt().empty() && request.prompt_token_ids_size() > 0) {
+    return Invalid("set either prompt or prompt_token_ids, not both");
+  }
+  if (request.prompt_token_ids_size() > 0) {
+    for (int i = 0; i < request.prompt_token_ids_size(); ++i) {
+      const uint32_t id = request.prompt_token_ids(i);
+      if (id >= static_cast<uint32_t>(config.vocab_size)) {
+        return Invalid(absl::StrFormat(
+            "prompt_token_ids[%d] = %d is outside the vocabulary [0, %d)", i,
+            id, config.vocab_size));
+      }
+      job.spec.prompt.push_back(static_cast<int32_t>(id));
+    }
+  } else if (!request.prompt().empty()) {
+    absl::StatusOr<std::vector<int>> ids =
+        context.tokenizer->Encode(request.prompt());
+    if (!ids.ok()) {
+      return Invalid(absl::StrFormat("prompt: %s", ids.status().message()));
+    }
+    job.spec.prompt.assign(ids->begin(), ids->end());
+  } else {
+    return Invalid("prompt must be non-empty (or set prompt_token_ids)");
+  }
+
+  const int context_len = config.max_position_embeddings;
+  const int prompt_len = static_cast<int>(job.spec.prompt.size());
+  if (prompt_len >= context_len) {
+    return Invalid(absl::StrFormat(
+        "prompt: %d tokens leave no room to generate; the model's context "
+        "is %d tokens, so the prompt may have at most %d",
+        prompt_len, context_len, context_len - 1));
+  }
+  const int room = context_len - prompt_len;
+  if (request.sampling().max_tokens() == 0) {
+    job.spec.max_new_tokens = std::min(context.limits.default_max_tokens, room);
+  } else if (request.sampling().max_tokens() > static_cast<uint32_t>(room)) {
+    return Invalid(absl::StrFormat(
+        "sampling.max_tokens must be in [1, %d]: the prompt has %d tokens and "
+        "the model's context is %d, got %d",
+        room, prompt_len, context_len, request.sampling().max_tokens()));
+  } else {
+    job.spec.max_new_tokens = static_cast<int>(request.sampling().max_tokens());
+  }
+
+  if (absl::Status s =
+          ValidateSampling(request.sampling(), context, &job.spec.sampling);
+      !s.ok()) {
+    return s;
+  }
+  job.stop.assign(request.sampling().stop().begin(),
+                  request.sampling().stop().end());
+
+  absl::StatusOr<ResolvedPolicy> policy =
+      ResolvePolicy(request.policy(), context);
+  if (!policy.ok()) return policy.status();
+  job.policy = *std::move(policy);
+  job.spec.plan = job.policy.plan;
+  job.spec.policy = job.policy.name.empty() ? job.policy.canonical
+                                            : job.policy.name;
+  job.spec.stop_ids = {config.eos_token_id};
+  job.logprobs = request.logprobs();
+  return job;
+}
+
+absl::StatusOr<ScoreJob> ValidateScore(const v1::ScoreRequest& request,
+                                       const ServingContext& context) {
+  const ModelConfig& config = *context.config;
+  ScoreJob job;
+  if (absl::Status s = ValidateRequestId(request.request_id(), context);
+      !s.ok()) {
+    return s;
+  }
+  job.request_id = request.request_id();
+  if (request.context().empty()) return Invalid("context must be non-empty");
+  const int n = request.continuations_size();
+  if (n < 1 || n > context.limits.max_continuations) {
+    return Invalid(absl::StrFormat("continuations must hold 1..%d strings, got %d",
+                                   context.limits.max_continuations, n));
+  }
+  absl::StatusOr<ResolvedPolicy> policy =
+      ResolvePolicy(request.policy(), context);
+  if (!policy.ok()) return policy.status();
+  job.policy = *std::move(policy);
+
+  absl::StatusOr<std::vector<int>> context_ids =
+      context.tokenizer->Encode(request.context());
+  if (!context_ids.ok()) {
+    return Invalid(absl::StrFormat("context: %s", context_ids.status().message()));
+  }
+  for (int i = 0; i < n; ++i) {
+    const std::string& continuation = request.continuations(i);
+    if (continuation.empty()) {
+      return Invalid(absl::StrFormat("continuations[%d] must be non-empty", i));
+    }
+    // As lm-evaluation-harness does: the continuation's tokens are what
+    // tokenizing context + continuation adds after the context's tokens.
+    absl::StatusOr<std::vector<int>> whole =
+        context.tokenizer->Encode(request.context() + continuation);
+    if (!whole.ok()) {
+      return Invalid(absl::StrFormat("continuations[%d]: %s", i,
+                                     whole.status().message()));
+    }
+    size_t common = 0;
+    while (common < context_ids->size() && common < whole->size() &&
+           (*context_ids)[common] == (*whole)[common]) {
+      ++common;
+    }
+    if (common >= whole->size()) {
+      return Invalid(absl::StrFormat(
+          "continuations[%d] adds no tokens after the context", i));
+    }
+    if (whole->size() > static_cast<size_t>(config.max_position_embeddings)) {
+      return Invalid(absl::StrFormat(
+          "context + continuations[%d] is %d tokens; the model's context is "
+          "%d",
+          i, whole->size(), config.max_position_embeddings));
+    }
+    SequenceSpec spec;
+    spec.prompt.assign(whole->begin(), whole->end());
+    spec.score_from = static_cast<int>(common);
+    spec.plan = job.policy.plan;
+    spec.policy = job.policy.name.empty() ? job.policy.canonical
+                                          : job.policy.name;
+    job.specs.push_back(std::move(spec));
+    job.num_bytes.push_back(static_cast<int>(continuation.size()));
+  }
+  return job;
+}
+
+}  // namespace skipserve::server

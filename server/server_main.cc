@@ -1,0 +1,273 @@
+// skipserve-server: serves a Llama model over gRPC with per-request skip
+// policies.
+//
+//   skipserve-server                         # the embedded default model
+//   skipserve-server --model=/models/Llama-2-7b-hf --port=50051
+//
+// Startup: load the model, build the backend and scheduler, then listen;
+// the health service reports SERVING from then on. SIGTERM or SIGINT drains:
+// health turns NOT_SERVING, new calls get UNAVAILABLE, calls in flight
+// finish (up to --drain_timeout), then the process exits 0.
+
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
+#include "engine/cpu/cpu_backend.h"
+#include "engine/model/synthetic.h"
+#include "engine/runtime/scheduler.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "server/inference_service.h"
+#include "server/metrics.h"
+#include "server/policy_registry.h"
+
+ABSL_FLAG(std::string, model, SKIPSERVE_DEFAULT_MODEL_DIR,
+          "Hugging Face model directory (config.json, safetensors, "
+          "tokenizer.model). Default: the embedded default model.");
+ABSL_FLAG(std::string, tokenizer, "",
+          "tokenizer.model to use (default: the one in --model; required for "
+          "synthetic:<preset> models).");
+ABSL_FLAG(std::string, device, "auto", "cpu, cuda or auto.");
+ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on.");
+ABSL_FLAG(int, port, 50051, "gRPC port; 0 picks a free one.");
+ABSL_FLAG(std::string, port_file, "",
+          "Write the bound gRPC port here once serving (for tests/tools).");
+ABSL_FLAG(int, metrics_port, 9090,
+          "Prometheus /metrics port; 0 picks a free one, -1 disables.");
+ABSL_FLAG(std::string, policies_file, "",
+          "JSON file of named policies (docs: server/policy_registry.h).");
+ABSL_FLAG(std::string, default_policy, "none",
+          "Policy for requests that select none.");
+ABSL_FLAG(int, default_max_tokens, 128,
+          "max_tokens for requests that leave it 0.");
+ABSL_FLAG(int, max_batch_tokens, 512, "Tokens per engine step.");
+ABSL_FLAG(int, max_running, 64, "Sequences decoding at once.");
+ABSL_FLAG(int, max_waiting, 256,
+          "Queued requests beyond which RESOURCE_EXHAUSTED is returned.");
+ABSL_FLAG(int, kv_cache_blocks, 0,
+          "KV cache blocks (each 16 tokens of one layer); 0 = from "
+          "--kv_cache_mb.");
+ABSL_FLAG(int, kv_cache_mb, 256, "KV cache size when --kv_cache_blocks=0.");
+ABSL_FLAG(std::string, batching, "mixed",
+          "mixed: sequences with different policies share a step; grouped: "
+          "one policy per step.");
+ABSL_FLAG(int, threads, 0, "CPU threads for the CPU backend; 0 = all.");
+ABSL_FLAG(int, max_inline_policy_labels, 32,
+          "Distinct inline policies labelled in metrics before 'other'.");
+ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
+          "How long SIGTERM waits for calls in flight.");
+
+namespace skipserve::server {
+namespace {
+
+constexpr int kKvBlockSize = 16;
+
+absl::StatusOr<BatchingMode> ParseBatching(const std::string& text) {
+  if (text == "mixed") return BatchingMode::kMixed;
+  if (text == "grouped") return BatchingMode::kGrouped;
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "--batching must be mixed or grouped, got '%s'", text));
+}
+
+absl::StatusOr<int> KvBlocks(const ModelConfig& config) {
+  if (absl::GetFlag(FLAGS_kv_cache_blocks) > 0) {
+    return absl::GetFlag(FLAGS_kv_cache_blocks);
+  }
+  const int64_t block_bytes = int64_t{2} * kKvBlockSize * config.kv_dim() *
+                              static_cast<int64_t>(sizeof(float));
+  const int64_t blocks =
+      int64_t{absl::GetFlag(FLAGS_kv_cache_mb)} * (1 << 20) / block_bytes;
+  if (blocks < config.num_layers) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--kv_cache_mb=%d holds %d blocks; at least %d (one per layer) are "
+        "needed",
+        absl::GetFlag(FLAGS_kv_cache_mb), blocks, config.num_layers));
+  }
+  return static_cast<int>(std::min<int64_t>(blocks, 1 << 30));
+}
+
+absl::Status Serve() {
+  // Signals are taken by sigwait below; block them before threads start so
+  // that every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  const std::string device = absl::GetFlag(FLAGS_device);
+  if (device != "cpu" && device != "auto") {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "--device=%s: this build has no CUDA backend; use --device=cpu",
+        device));
+  }
+  absl::StatusOr<BatchingMode> batching =
+      ParseBatching(absl::GetFlag(FLAGS_batching));
+  if (!batching.ok()) return batching.status();
+
+  const std::string model_spec = absl::GetFlag(FLAGS_model);
+  std::fprintf(stderr, "loading %s\n", model_spec.c_str());
+  absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint = OpenModel(model_spec);
+  if (!checkpoint.ok()) return checkpoint.status();
+  const ModelConfig config = (*checkpoint)->config();
+
+  std::string tokenizer_path = absl::GetFlag(FLAGS_tokenizer);
+  if (tokenizer_path.empty()) tokenizer_path = model_spec + "/tokenizer.model";
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer =
+      Tokenizer::Load(tokenizer_path);
+  if (!tokenizer.ok()) return tokenizer.status();
+  if ((*tokenizer)->vocab_size() > config.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s has %d pieces but the model's vocabulary is %d", tokenizer_path,
+        (*tokenizer)->vocab_size(), config.vocab_size));
+  }
+
+  PolicyRegistry policies(config.num_layers);
+  if (!absl::GetFlag(FLAGS_policies_file).empty()) {
+    if (absl::Status s = policies.LoadFile(absl::GetFlag(FLAGS_policies_file));
+        !s.ok()) {
+      return s;
+    }
+  }
+  absl::StatusOr<SkipPolicy> default_policy =
+      SkipPolicy::Parse(absl::GetFlag(FLAGS_default_policy));
+  if (!default_policy.ok()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--default_policy: %s", default_policy.status().message()));
+  }
+  if (absl::Status s = default_policy->Compile(config.num_layers).status();
+      !s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--default_policy: %s", s.message()));
+  }
+
+  BackendOptions options;
+  absl::StatusOr<int> kv_blocks = KvBlocks(config);
+  if (!kv_blocks.ok()) return kv_blocks.status();
+  options.num_kv_blocks = *kv_blocks;
+  options.kv_block_size = kKvBlockSize;
+  options.num_threads = absl::GetFlag(FLAGS_threads);
+  int64_t last_percent = -1;
+  absl::StatusOr<std::unique_ptr<Backend>> backend = CreateCpuBackend(
+      **checkpoint, options, [&](int64_t done, int64_t total) {
+        const int64_t percent = total > 0 ? done * 100 / total : 100;
+        if (percent / 10 != last_percent / 10) {
+          std::fprintf(stderr, "loading weights: %lld%%\n",
+                       static_cast<long long>(percent));
+          last_percent = percent;
+        }
+      });
+  if (!backend.ok()) return backend.status();
+  const std::string dtype(DTypeName(config.torch_dtype));
+  checkpoint->reset();
+
+  std::unique_ptr<Metrics> metrics;
+  const int metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  {
+    absl::StatusOr<std::unique_ptr<Metrics>> created = Metrics::Create(
+        metrics_port < 0
+            ? ""
+            : absl::StrFormat("%s:%d", absl::GetFlag(FLAGS_host), metrics_port),
+        model_spec, absl::GetFlag(FLAGS_max_inline_policy_labels));
+    if (!created.ok()) return created.status();
+    metrics = std::move(*created);
+  }
+
+  SchedulerOptions scheduler_options;
+  scheduler_options.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  scheduler_options.max_running = absl::GetFlag(FLAGS_max_running);
+  scheduler_options.max_waiting = absl::GetFlag(FLAGS_max_waiting);
+  scheduler_options.batching = *batching;
+  if (scheduler_options.max_batch_tokens < 1 ||
+      scheduler_options.max_running < 1 || scheduler_options.max_waiting < 0) {
+    return absl::InvalidArgumentError(
+        "--max_batch_tokens and --max_running must be >= 1, --max_waiting "
+        ">= 0");
+  }
+  Scheduler* scheduler_ptr = nullptr;
+  Scheduler scheduler(backend->get(), scheduler_options,
+                      [&](const StepReport& report) {
+                        metrics->RecordStep(report);
+                        metrics->RecordEngineState(scheduler_ptr->Stats());
+                      });
+  scheduler_ptr = &scheduler;
+
+  ServingContext context;
+  context.config = &config;
+  context.tokenizer = tokenizer->get();
+  context.policies = &policies;
+  context.limits.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
+  context.limits.default_policy = *default_policy;
+  ServiceInfo info{model_spec, dtype, std::string((*backend)->device_name()),
+                   absl::GetFlag(FLAGS_batching), kKvBlockSize};
+  InferenceService service(&scheduler, context, info, metrics.get());
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(
+      absl::StrFormat("%s:%d", absl::GetFlag(FLAGS_host),
+                      absl::GetFlag(FLAGS_port)),
+      grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    return absl::UnavailableError(absl::StrFormat(
+        "cannot listen on %s:%d", absl::GetFlag(FLAGS_host),
+        absl::GetFlag(FLAGS_port)));
+  }
+  server->GetHealthCheckService()->SetServingStatus(true);
+  if (!absl::GetFlag(FLAGS_port_file).empty()) {
+    const std::string path = absl::GetFlag(FLAGS_port_file);
+    std::ofstream(path + ".tmp") << port << "\n";
+    std::rename((path + ".tmp").c_str(), path.c_str());
+  }
+  std::fprintf(stderr,
+               "serving %s (%d layers, %s) on %s:%d, metrics on port %d, "
+               "%d KV blocks, batching %s\n",
+               model_spec.c_str(), config.num_layers,
+               std::string((*backend)->device_name()).c_str(),
+               absl::GetFlag(FLAGS_host).c_str(), port, metrics->port(),
+               options.num_kv_blocks, absl::GetFlag(FLAGS_batching).c_str());
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  std::fprintf(stderr, "signal %d: draining\n", signal_number);
+  server->GetHealthCheckService()->SetServingStatus(false);
+  service.StartDraining();
+  if (!scheduler.WaitIdleFor(absl::GetFlag(FLAGS_drain_timeout))) {
+    std::fprintf(stderr, "drain timeout: cancelling what is left\n");
+  }
+  scheduler.Shutdown();  // finishes anything left with UNAVAILABLE
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  std::fprintf(stderr, "drained; exiting\n");
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace skipserve::server
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Serves a Llama model over gRPC with per-request skip policies.\n"
+      "  skipserve-server [--model=DIR] [--port=50051] [--metrics_port=9090]");
+  absl::ParseCommandLine(argc, argv);
+  absl::Status status = skipserve::server::Serve();
+  if (!status.ok()) {
+    std::fprintf(stderr, "skipserve-server: %s\n",
+                 std::string(status.message()).c_str());
+    return 1;
+  }
+  return 0;
+}
