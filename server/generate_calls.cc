@@ -20,6 +20,7 @@ class Completion {
         job_(std::move(job)),
         arrival_(arrival),
         rpc_(std::move(rpc)),
+        prompt_tokens_(static_cast<int>(job_.spec.prompt.size())),
         assembler_(env.tokenizer, job_.stop),
         label_(env.metrics != nullptr
                    ? env.metrics->PolicyLabel(job_.policy.name,
@@ -49,7 +50,7 @@ class Completion {
   void Finalize(FinishReason reason, const SequenceTimings& timings,
                 v1::GenerateResponse* out) {
     out->set_finish_reason(ToProto(reason));
-    out->mutable_usage()->set_prompt_tokens(job_.spec.prompt.size());
+    out->mutable_usage()->set_prompt_tokens(prompt_tokens_);
     out->mutable_usage()->set_completion_tokens(generated_);
     out->set_policy(job_.policy.canonical);
     out->set_policy_name(job_.policy.name);
@@ -65,7 +66,7 @@ class Completion {
     r.policy = label_;
     r.code = static_cast<grpc::StatusCode>(status.code());
     r.finish_reason = status.ok() ? FinishReasonName(reason) : "";
-    r.prompt_tokens = static_cast<int>(job_.spec.prompt.size());
+    r.prompt_tokens = prompt_tokens_;
     r.generated_tokens = generated_;
     if (timings.first_scheduled != absl::InfinitePast()) {
       r.queue_seconds = absl::ToDoubleSeconds(timings.first_scheduled - arrival_);
@@ -78,6 +79,7 @@ class Completion {
     env_.metrics->RecordRequest(r);
   }
 
+  // The spec, moved out for the scheduler (the rest of the job stays).
   SequenceSpec TakeSpec() { return std::move(job_.spec); }
 
  private:
@@ -85,6 +87,7 @@ class Completion {
   GenerateJob job_;
   const absl::Time arrival_;
   const std::string rpc_;
+  const int prompt_tokens_;
   TextAssembler assembler_;
   const std::string label_;
   absl::Time last_token_ = absl::InfinitePast();

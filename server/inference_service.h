@@ -26,7 +26,7 @@
 namespace skipserve::server {
 
 struct ServiceInfo {
-  std::string model;    // as given on the command line
+  std::string model;    // the model's name (--model_name)
   std::string dtype;    // the checkpoint's dtype
   std::string device;   // the backend's device name
   std::string batching; // "mixed" or "grouped"

@@ -34,6 +34,9 @@
 ABSL_FLAG(std::string, model, SKIPSERVE_DEFAULT_MODEL_DIR,
           "Hugging Face model directory (config.json, safetensors, "
           "tokenizer.model). Default: the embedded default model.");
+ABSL_FLAG(std::string, model_name, "",
+          "Name in metrics and GetModelInfo (default: the --model directory's "
+          "base name, or the synthetic:<preset> spec).");
 ABSL_FLAG(std::string, tokenizer, "",
           "tokenizer.model to use (default: the one in --model; required for "
           "synthetic:<preset> models).");
@@ -94,6 +97,17 @@ absl::StatusOr<int> KvBlocks(const ModelConfig& config) {
         absl::GetFlag(FLAGS_kv_cache_mb), blocks, config.num_layers));
   }
   return static_cast<int>(std::min<int64_t>(blocks, 1 << 30));
+}
+
+std::string ModelName(const std::string& spec) {
+  if (!absl::GetFlag(FLAGS_model_name).empty()) {
+    return absl::GetFlag(FLAGS_model_name);
+  }
+  if (spec.rfind("synthetic:", 0) == 0) return spec;
+  std::string path = spec;
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
 absl::Status Serve() {
@@ -178,7 +192,7 @@ absl::Status Serve() {
         metrics_port < 0
             ? ""
             : absl::StrFormat("%s:%d", absl::GetFlag(FLAGS_host), metrics_port),
-        model_spec, absl::GetFlag(FLAGS_max_inline_policy_labels));
+        ModelName(model_spec), absl::GetFlag(FLAGS_max_inline_policy_labels));
     if (!created.ok()) return created.status();
     metrics = std::move(*created);
   }
@@ -208,7 +222,7 @@ absl::Status Serve() {
   context.policies = &policies;
   context.limits.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
   context.limits.default_policy = *default_policy;
-  ServiceInfo info{model_spec, dtype, std::string((*backend)->device_name()),
+  ServiceInfo info{ModelName(model_spec), dtype, std::string((*backend)->device_name()),
                    absl::GetFlag(FLAGS_batching), kKvBlockSize};
   InferenceService service(&scheduler, context, info, metrics.get());
 
