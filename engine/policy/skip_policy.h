@@ -18,6 +18,12 @@
 // (half rounds up): layers L-k .. L-1. Skipping "layer" l skips both of its
 // sublayers.
 //
+// Fractions are kept to a millionth (a percentage to 4 decimals; finer digits
+// are rounded), so "33%" and "0.33" are the same policy. A rule with fraction
+// 0 skips nothing and is dropped ("attn:last=0%" == "none"). The empty text
+// is an error, as is "none" combined with other clauses. Indices are at most
+// kMaxLayerIndex.
+//
 // Each kind may appear at most once and an index at most once within a kind
 // (duplicates are errors). A policy is model-independent until Compile()d,
 // which checks indices against the model's layer count.
@@ -46,7 +52,7 @@ struct LayerPlan {
   std::vector<bool> run_attn;  // size num_layers
   std::vector<bool> run_ffn;   // size num_layers
 
-  static LayerPlan Full(int num_layers);
+  static LayerPlan Full(int num_layers);  // num_layers >= 0
   int num_layers() const { return static_cast<int>(run_attn.size()); }
   int NumAttentionRun() const;
   int NumFfnRun() const;
@@ -54,8 +60,9 @@ struct LayerPlan {
 
   // The plan as a canonical policy text with explicit indices: layers where
   // both sublayers are skipped are listed under "layer", the rest under
-  // "attn" / "ffn". "none" for a full plan. Two plans are equal iff their
-  // canonical texts are.
+  // "attn" / "ffn". "none" for a full plan. Index lists are written as in
+  // ToString. Two plans of the same size are equal iff their canonical texts
+  // are, and Parse(Canonical()) compiles back to this plan.
   std::string Canonical() const;
 
   bool operator==(const LayerPlan&) const = default;
@@ -64,29 +71,39 @@ struct LayerPlan {
 struct SkipRule {
   SkipKind kind = SkipKind::kAttention;
   // Exactly one of these is used: a fraction of the last layers, or indices.
-  std::optional<double> last_fraction;  // in [0, 1]
+  std::optional<double> last_fraction;  // in (0, 1], in millionths
   std::vector<int> indices;             // sorted, unique, >= 0
   bool operator==(const SkipRule&) const = default;
 };
 
 class SkipPolicy {
  public:
+  // The largest layer index a policy may name (bounds what a range like
+  // "0-99999999" may expand to; no model has this many layers).
+  static constexpr int kMaxLayerIndex = 65535;
+
   // The empty policy ("none").
   SkipPolicy() = default;
 
   // Parses the text syntax above. Errors (INVALID_ARGUMENT) say what is
-  // wrong and where: unknown kind, bad number, fraction outside [0,1] or
-  // percentage outside [0,100], reversed range, duplicate kind or index.
+  // wrong and where (clause number and text): empty policy or clause,
+  // missing ':' or target, unknown kind, bad number, fraction outside [0,1]
+  // or percentage outside [0,100], negative or too large index, reversed
+  // range, duplicate kind or index, "none" combined with other clauses.
   static absl::StatusOr<SkipPolicy> Parse(std::string_view text);
 
   // Builds a policy from explicit index lists (as the API's SkipPolicy
-  // message carries them). Duplicates within a list are errors.
+  // message carries them), in any order. An empty list adds no rule.
+  // Duplicates within a list, negative indices and indices above
+  // kMaxLayerIndex are INVALID_ARGUMENT.
   static absl::StatusOr<SkipPolicy> FromIndices(std::vector<int> attention,
                                                 std::vector<int> ffn,
                                                 std::vector<int> layers);
 
-  // Compiles to a plan for a model with `num_layers` layers. An index
-  // >= num_layers is INVALID_ARGUMENT naming the index and the range.
+  // Compiles to a plan for a model with `num_layers` (> 0, else a CHECK
+  // failure) layers. An index >= num_layers is INVALID_ARGUMENT naming the
+  // kind, the index and the range. Rules combine: a layer skipped by both
+  // "attn" and "ffn" skips both sublayers.
   absl::StatusOr<LayerPlan> Compile(int num_layers) const;
 
   std::string ToString() const;
