@@ -21,6 +21,7 @@ class Completion {
         arrival_(arrival),
         rpc_(std::move(rpc)),
         prompt_tokens_(static_cast<int>(job_.spec.prompt.size())),
+        plan_(job_.spec.plan),
         assembler_(env.tokenizer, job_.stop),
         label_(env.metrics != nullptr
                    ? env.metrics->PolicyLabel(job_.policy.name,
@@ -68,12 +69,22 @@ class Completion {
     r.finish_reason = status.ok() ? FinishReasonName(reason) : "";
     r.prompt_tokens = prompt_tokens_;
     r.generated_tokens = generated_;
-    if (timings.first_scheduled != absl::InfinitePast()) {
-      r.queue_seconds = absl::ToDoubleSeconds(timings.first_scheduled - arrival_);
+    r.plan = &plan_;
+    const bool scheduled = timings.first_scheduled != absl::InfinitePast();
+    const bool got_token = timings.first_token != absl::InfinitePast();
+    if (scheduled) {
+      r.queue_seconds =
+          absl::ToDoubleSeconds(timings.first_scheduled - arrival_);
     }
-    if (timings.first_token != absl::InfinitePast()) {
+    if (got_token) {
       r.first_token_seconds =
           absl::ToDoubleSeconds(timings.first_token - arrival_);
+      r.decode_seconds =
+          absl::ToDoubleSeconds(timings.finished - timings.first_token);
+    }
+    if (scheduled && got_token) {
+      r.prefill_seconds =
+          absl::ToDoubleSeconds(timings.first_token - timings.first_scheduled);
     }
     r.total_seconds = absl::ToDoubleSeconds(absl::Now() - arrival_);
     env_.metrics->RecordRequest(r);
@@ -88,6 +99,7 @@ class Completion {
   const absl::Time arrival_;
   const std::string rpc_;
   const int prompt_tokens_;
+  const LayerPlan plan_;
   TextAssembler assembler_;
   const std::string label_;
   absl::Time last_token_ = absl::InfinitePast();

@@ -1,6 +1,8 @@
 #include "server/inference_service.h"
 
+#include <atomic>
 #include <memory>
+#include <random>
 #include <vector>
 
 #include "absl/strings/str_format.h"
@@ -94,6 +96,17 @@ class ScoreCall final : public OwnedReactor<grpc::ServerUnaryReactor> {
   absl::Status status_ ABSL_GUARDED_BY(mu_);
 };
 
+// A request id for requests that bring none: a per-process random prefix
+// and a counter, so ids are unique across restarts and replicas in practice.
+std::string NewRequestId() {
+  static const uint64_t prefix = [] {
+    std::random_device device;
+    return (uint64_t{device()} << 32) | device();
+  }();
+  static std::atomic<uint64_t> counter{0};
+  return absl::StrFormat("%016x-%d", prefix, counter.fetch_add(1) + 1);
+}
+
 grpc::ServerUnaryReactor* Finished(grpc::CallbackServerContext* context,
                                    const grpc::Status& status) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
@@ -151,6 +164,7 @@ grpc::ServerUnaryReactor* InferenceService::Generate(
     RecordRejected("Generate", job.status());
     return Finished(context, ToGrpcStatus(job.status()));
   }
+  if (job->request_id.empty()) job->request_id = NewRequestId();
   return StartGenerate(env_, context, *std::move(job), arrival, response);
 }
 
@@ -165,6 +179,7 @@ InferenceService::GenerateStream(grpc::CallbackServerContext* context,
     RecordRejected("GenerateStream", job.status());
     return FailedStream<v1::GenerateResponse>(ToGrpcStatus(job.status()));
   }
+  if (job->request_id.empty()) job->request_id = NewRequestId();
   return StartGenerateStream(env_, context, *std::move(job), arrival);
 }
 
@@ -178,6 +193,7 @@ grpc::ServerUnaryReactor* InferenceService::Score(
     RecordRejected("Score", job.status());
     return Finished(context, ToGrpcStatus(job.status()));
   }
+  if (job->request_id.empty()) job->request_id = NewRequestId();
   auto* call = new ScoreCall(scheduler_, *std::move(job), response);
   call->Start(scheduler_, context);
   call->Release();  // the handler's reference

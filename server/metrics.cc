@@ -1,6 +1,7 @@
 #include "server/metrics.h"
 
 #include "absl/strings/str_format.h"
+#include "prometheus/collectable.h"
 #include "prometheus/counter.h"
 #include "prometheus/exposer.h"
 #include "prometheus/gauge.h"
@@ -12,6 +13,7 @@ namespace skipserve::server {
 namespace {
 
 using prometheus::Histogram;
+using Labels = std::map<std::string, std::string>;
 
 // Sub-millisecond to minutes: LLM requests span that range.
 Histogram::BucketBoundaries LatencyBuckets() {
@@ -23,91 +25,151 @@ Histogram::BucketBoundaries CountBuckets() {
   return {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048};
 }
 
+prometheus::Family<Histogram>& AddHistogram(prometheus::Registry& r,
+                                            const char* name,
+                                            const char* help) {
+  return prometheus::BuildHistogram().Name(name).Help(help).Register(r);
+}
+
+prometheus::Family<prometheus::Counter>& AddCounter(prometheus::Registry& r,
+                                                    const char* name,
+                                                    const char* help) {
+  return prometheus::BuildCounter().Name(name).Help(help).Register(r);
+}
+
 }  // namespace
 
 struct Metrics::Families {
   explicit Families(prometheus::Registry& r)
-      : requests(prometheus::BuildCounter()
-                     .Name("skipserve_requests_total")
-                     .Help("Finished requests by RPC, policy, gRPC status "
-                           "code and finish reason.")
-                     .Register(r)),
-        request_duration(prometheus::BuildHistogram()
-                             .Name("skipserve_request_duration_seconds")
-                             .Help("Arrival to last response byte.")
-                             .Register(r)),
-        ttft(prometheus::BuildHistogram()
-                 .Name("skipserve_time_to_first_token_seconds")
-                 .Help("Arrival to the first generated token.")
-                 .Register(r)),
-        itl(prometheus::BuildHistogram()
-                .Name("skipserve_inter_token_latency_seconds")
-                .Help("Time between successive generated tokens.")
-                .Register(r)),
-        queue(prometheus::BuildHistogram()
-                  .Name("skipserve_queue_duration_seconds")
-                  .Help("Arrival to first scheduled.")
-                  .Register(r)),
-        prompt_tokens(prometheus::BuildCounter()
-                          .Name("skipserve_prompt_tokens_total")
-                          .Help("Prompt tokens processed.")
-                          .Register(r)),
-        generated_tokens(prometheus::BuildCounter()
-                             .Name("skipserve_generated_tokens_total")
-                             .Help("Tokens generated.")
-                             .Register(r)),
-        running(prometheus::BuildGauge()
-                    .Name("skipserve_running_sequences")
-                    .Help("Sequences holding KV blocks.")
-                    .Register(r)),
-        waiting(prometheus::BuildGauge()
-                    .Name("skipserve_waiting_sequences")
-                    .Help("Sequences queued.")
-                    .Register(r)),
-        kv_used(prometheus::BuildGauge()
-                    .Name("skipserve_kv_blocks_used")
-                    .Help("KV cache blocks in use.")
-                    .Register(r)),
-        kv_total(prometheus::BuildGauge()
-                     .Name("skipserve_kv_blocks_total")
-                     .Help("KV cache blocks.")
-                     .Register(r)),
-        batch_rows(prometheus::BuildHistogram()
-                       .Name("skipserve_batch_tokens")
-                       .Help("Tokens (rows) per engine step.")
-                       .Register(r)),
-        batch_policies(prometheus::BuildHistogram()
-                           .Name("skipserve_batch_policies")
-                           .Help("Distinct layer plans per engine step.")
-                           .Register(r)),
-        step_duration(prometheus::BuildHistogram()
-                          .Name("skipserve_step_duration_seconds")
-                          .Help("Duration of one engine step.")
-                          .Register(r)) {}
+      : requests(AddCounter(r, "skipserve_requests_total",
+                            "Finished requests by RPC, policy, gRPC status "
+                            "code and finish reason.")),
+        request_duration(AddHistogram(r, "skipserve_request_duration_seconds",
+                                      "Arrival to finished.")),
+        ttft(AddHistogram(r, "skipserve_time_to_first_token_seconds",
+                          "Arrival to the first generated token.")),
+        itl(AddHistogram(r, "skipserve_inter_token_latency_seconds",
+                         "Time between successive generated tokens.")),
+        queue(AddHistogram(r, "skipserve_queue_duration_seconds",
+                           "Arrival to first scheduled.")),
+        prefill(AddHistogram(r, "skipserve_prefill_duration_seconds",
+                             "First scheduled to first token.")),
+        decode(AddHistogram(r, "skipserve_decode_duration_seconds",
+                            "First token to finished.")),
+        prompt_tokens(AddCounter(r, "skipserve_prompt_tokens_total",
+                                 "Prompt tokens of finished requests.")),
+        generated_tokens(AddCounter(r, "skipserve_generated_tokens_total",
+                                    "Tokens generated.")),
+        sublayers_skipped(AddCounter(
+            r, "skipserve_sublayers_skipped_total",
+            "Sublayer computations skipped: for each finished request, its "
+            "processed tokens times the sublayers of that kind its plan "
+            "skips.")),
+        batch_rows(AddHistogram(r, "skipserve_batch_tokens",
+                                "Tokens (rows) per engine step.")),
+        batch_sequences(AddHistogram(r, "skipserve_batch_sequences",
+                                     "Sequences per engine step.")),
+        batch_policies(AddHistogram(r, "skipserve_batch_policies",
+                                    "Distinct layer plans per engine step.")),
+        step_duration(AddHistogram(r, "skipserve_step_duration_seconds",
+                                   "Duration of one engine step.")) {}
 
   prometheus::Family<prometheus::Counter>& requests;
   prometheus::Family<Histogram>& request_duration;
   prometheus::Family<Histogram>& ttft;
   prometheus::Family<Histogram>& itl;
   prometheus::Family<Histogram>& queue;
+  prometheus::Family<Histogram>& prefill;
+  prometheus::Family<Histogram>& decode;
   prometheus::Family<prometheus::Counter>& prompt_tokens;
   prometheus::Family<prometheus::Counter>& generated_tokens;
-  prometheus::Family<prometheus::Gauge>& running;
-  prometheus::Family<prometheus::Gauge>& waiting;
-  prometheus::Family<prometheus::Gauge>& kv_used;
-  prometheus::Family<prometheus::Gauge>& kv_total;
+  prometheus::Family<prometheus::Counter>& sublayers_skipped;
   prometheus::Family<Histogram>& batch_rows;
+  prometheus::Family<Histogram>& batch_sequences;
   prometheus::Family<Histogram>& batch_policies;
   prometheus::Family<Histogram>& step_duration;
 };
 
+// Engine state and process info, built at scrape time.
+class Metrics::EngineCollector : public prometheus::Collectable {
+ public:
+  explicit EngineCollector(const ServerInfo& info) : info_(info) {}
+  void SetStats(std::function<SchedulerStats()> stats) {
+    absl::MutexLock lock(&mu_);
+    stats_ = std::move(stats);
+  }
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    SchedulerStats stats;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stats_) stats = stats_();
+    }
+    const std::vector<prometheus::ClientMetric::Label> model = {
+        {"model", info_.model}};
+    std::vector<prometheus::MetricFamily> out;
+    auto add = [&](const char* name, const char* help,
+                   prometheus::MetricType type, double value,
+                   std::vector<prometheus::ClientMetric::Label> labels) {
+      prometheus::ClientMetric metric;
+      metric.label = std::move(labels);
+      if (type == prometheus::MetricType::Counter) {
+        metric.counter.value = value;
+      } else {
+        metric.gauge.value = value;
+      }
+      out.push_back({name, help, type, {metric}});
+    };
+    using prometheus::MetricType;
+    add("skipserve_running_sequences", "Sequences holding KV blocks.",
+        MetricType::Gauge, stats.running, model);
+    add("skipserve_waiting_sequences", "Sequences queued for admission.",
+        MetricType::Gauge, stats.waiting, model);
+    add("skipserve_kv_cache_blocks_used", "KV cache blocks in use.",
+        MetricType::Gauge, stats.kv_blocks_used, model);
+    add("skipserve_kv_cache_blocks_capacity", "KV cache blocks.",
+        MetricType::Gauge,
+        stats.kv_blocks_total, model);
+    add("skipserve_kv_cache_used_bytes", "KV cache bytes in use.",
+        MetricType::Gauge,
+        static_cast<double>(stats.kv_blocks_used) * info_.kv_block_bytes,
+        model);
+    add("skipserve_kv_cache_capacity_bytes", "KV cache bytes.",
+        MetricType::Gauge,
+        static_cast<double>(stats.kv_blocks_total) * info_.kv_block_bytes,
+        model);
+    add("skipserve_preemptions_total",
+        "Sequences evicted from the KV cache to be recomputed.",
+        MetricType::Counter, static_cast<double>(stats.preemptions), model);
+    add("skipserve_engine_steps_total", "Engine steps run.",
+        MetricType::Counter, static_cast<double>(stats.steps), model);
+    add("skipserve_build_info", "Always 1; the build's version.",
+        MetricType::Gauge, 1, {{"version", info_.version}});
+    add("skipserve_model_info",
+        "Always 1; the served model and how it is served.", MetricType::Gauge,
+        1,
+        {{"batching", info_.batching},
+         {"device", info_.device},
+         {"dtype", info_.dtype},
+         {"layers", std::to_string(info_.num_layers)},
+         {"model", info_.model}});
+    return out;
+  }
+
+ private:
+  const ServerInfo info_;
+  mutable absl::Mutex mu_;
+  std::function<SchedulerStats()> stats_ ABSL_GUARDED_BY(mu_);
+};
+
 absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
-    const std::string& address, const std::string& model,
+    const std::string& address, const ServerInfo& info,
     int max_inline_labels) {
   std::unique_ptr<Metrics> metrics(new Metrics());
   metrics->registry_ = std::make_shared<prometheus::Registry>();
   metrics->families_ = std::make_unique<Families>(*metrics->registry_);
-  metrics->model_ = model;
+  metrics->engine_collector_ = std::make_shared<EngineCollector>(info);
+  metrics->info_ = info;
   metrics->max_inline_labels_ = max_inline_labels;
   if (!address.empty()) {
     try {
@@ -117,11 +179,16 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
           "cannot serve metrics on %s: %s", address, e.what()));
     }
     metrics->exposer_->RegisterCollectable(metrics->registry_);
+    metrics->exposer_->RegisterCollectable(metrics->engine_collector_);
   }
   return metrics;
 }
 
 Metrics::~Metrics() = default;
+
+void Metrics::SetEngineStats(std::function<SchedulerStats()> stats) {
+  engine_collector_->SetStats(std::move(stats));
+}
 
 int Metrics::port() const {
   if (exposer_ == nullptr) return 0;
@@ -142,47 +209,54 @@ std::string Metrics::PolicyLabel(const std::string& name,
 }
 
 void Metrics::RecordRequest(const RequestRecord& r) {
-  const std::map<std::string, std::string> labels = {{"model", model_},
-                                                     {"policy", r.policy}};
+  const Labels labels = {{"model", info_.model}, {"policy", r.policy}};
   families_->requests
-      .Add({{"model", model_},
+      .Add({{"model", info_.model},
             {"policy", r.policy},
             {"rpc", r.rpc},
             {"code", GrpcCodeName(r.code)},
             {"finish_reason", r.finish_reason}})
       .Increment();
-  families_->request_duration.Add(labels, LatencyBuckets())
-      .Observe(r.total_seconds);
-  if (r.first_token_seconds >= 0) {
-    families_->ttft.Add(labels, LatencyBuckets()).Observe(r.first_token_seconds);
-  }
-  if (r.queue_seconds >= 0) {
-    families_->queue.Add(labels, LatencyBuckets()).Observe(r.queue_seconds);
-  }
+  auto observe = [&](prometheus::Family<Histogram>& family, double seconds) {
+    if (seconds >= 0) family.Add(labels, LatencyBuckets()).Observe(seconds);
+  };
+  observe(families_->request_duration, r.total_seconds);
+  observe(families_->ttft, r.first_token_seconds);
+  observe(families_->queue, r.queue_seconds);
+  observe(families_->prefill, r.prefill_seconds);
+  observe(families_->decode, r.decode_seconds);
   families_->prompt_tokens.Add(labels).Increment(r.prompt_tokens);
   families_->generated_tokens.Add(labels).Increment(r.generated_tokens);
+  if (r.plan != nullptr) {
+    const double tokens = r.prompt_tokens + r.generated_tokens;
+    const int layers = r.plan->num_layers();
+    for (const auto& [kind, run] :
+         {std::pair{"attention", r.plan->NumAttentionRun()},
+          std::pair{"ffn", r.plan->NumFfnRun()}}) {
+      Labels with_kind = labels;
+      with_kind["kind"] = kind;
+      families_->sublayers_skipped.Add(with_kind).Increment(tokens *
+                                                            (layers - run));
+    }
+  }
 }
 
 void Metrics::RecordInterTokenLatency(const std::string& policy,
                                       double seconds) {
-  families_->itl.Add({{"model", model_}, {"policy", policy}}, LatencyBuckets())
+  families_->itl
+      .Add({{"model", info_.model}, {"policy", policy}}, LatencyBuckets())
       .Observe(seconds);
 }
 
 void Metrics::RecordStep(const StepReport& report) {
-  const std::map<std::string, std::string> labels = {{"model", model_}};
+  const Labels labels = {{"model", info_.model}};
   families_->batch_rows.Add(labels, CountBuckets()).Observe(report.rows);
+  families_->batch_sequences.Add(labels, CountBuckets())
+      .Observe(report.sequences);
   families_->batch_policies.Add(labels, CountBuckets())
       .Observe(report.distinct_plans);
-  families_->step_duration.Add(labels, LatencyBuckets()).Observe(report.seconds);
-}
-
-void Metrics::RecordEngineState(const SchedulerStats& stats) {
-  const std::map<std::string, std::string> labels = {{"model", model_}};
-  families_->running.Add(labels).Set(stats.running);
-  families_->waiting.Add(labels).Set(stats.waiting);
-  families_->kv_used.Add(labels).Set(stats.kv_blocks_used);
-  families_->kv_total.Add(labels).Set(stats.kv_blocks_total);
+  families_->step_duration.Add(labels, LatencyBuckets())
+      .Observe(report.seconds);
 }
 
 }  // namespace skipserve::server

@@ -10,6 +10,7 @@
 //
 // Thread safety: all methods may be called concurrently.
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -26,16 +27,32 @@ class Registry;
 
 namespace skipserve::server {
 
+// What one finished request contributes. Durations in seconds; intervals
+// as defined in docs/metrics.md; a negative value means "not reached".
 struct RequestRecord {
   std::string rpc;           // "Generate", "GenerateStream", "Score"
   std::string policy;        // a label from PolicyLabel()
+  const LayerPlan* plan = nullptr;  // the plan that ran (null if none)
   grpc::StatusCode code = grpc::StatusCode::OK;
   std::string finish_reason;  // "stop", "length", "context" or ""
   int prompt_tokens = 0;
   int generated_tokens = 0;
-  double queue_seconds = -1;        // < 0: not reached
-  double first_token_seconds = -1;  // < 0: no token
-  double total_seconds = 0;
+  double queue_seconds = -1;        // arrival -> first scheduled
+  double first_token_seconds = -1;  // arrival -> first token
+  double prefill_seconds = -1;      // first scheduled -> first token
+  double decode_seconds = -1;       // first token -> finished
+  double total_seconds = 0;         // arrival -> finished
+};
+
+// Static facts about the process, exported as info-style gauges.
+struct ServerInfo {
+  std::string version;
+  std::string model;
+  std::string device;
+  std::string dtype;
+  std::string batching;
+  int num_layers = 0;
+  int64_t kv_block_bytes = 0;  // bytes of one KV block (one layer's K and V)
 };
 
 class Metrics {
@@ -43,8 +60,13 @@ class Metrics {
   // Starts serving /metrics on `address` ("127.0.0.1:9090"); no exposer when
   // address is empty (tests).
   static absl::StatusOr<std::unique_ptr<Metrics>> Create(
-      const std::string& address, const std::string& model,
+      const std::string& address, const ServerInfo& info,
       int max_inline_labels);
+
+  // Engine gauges (running, waiting, KV use, preemptions) are read from
+  // `stats` at scrape time, so they are current even when the engine idles.
+  // Call once, before serving.
+  void SetEngineStats(std::function<SchedulerStats()> stats);
   ~Metrics();
 
   // The label value for a request's policy (bounded, see above).
@@ -53,7 +75,6 @@ class Metrics {
   void RecordRequest(const RequestRecord& record);
   void RecordInterTokenLatency(const std::string& policy, double seconds);
   void RecordStep(const StepReport& report);
-  void RecordEngineState(const SchedulerStats& stats);
 
   // The port actually bound (for --metrics_port=0); 0 without an exposer.
   int port() const;
@@ -61,10 +82,12 @@ class Metrics {
  private:
   Metrics() = default;
   struct Families;
+  class EngineCollector;
   std::shared_ptr<prometheus::Registry> registry_;
+  std::shared_ptr<EngineCollector> engine_collector_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::unique_ptr<Families> families_;
-  std::string model_;
+  ServerInfo info_;
   int max_inline_labels_ = 0;
   absl::Mutex mu_;
   absl::flat_hash_set<std::string> inline_labels_ ABSL_GUARDED_BY(mu_);

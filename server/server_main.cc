@@ -185,6 +185,15 @@ absl::Status Serve() {
   const std::string dtype(DTypeName(config.torch_dtype));
   checkpoint->reset();
 
+  ServerInfo server_info;
+  server_info.version = SKIPSERVE_VERSION;
+  server_info.model = ModelName(model_spec);
+  server_info.device = std::string((*backend)->device_name());
+  server_info.dtype = dtype;
+  server_info.batching = absl::GetFlag(FLAGS_batching);
+  server_info.num_layers = config.num_layers;
+  server_info.kv_block_bytes = int64_t{2} * kKvBlockSize * config.kv_dim() *
+                               static_cast<int64_t>(sizeof(float));
   std::unique_ptr<Metrics> metrics;
   const int metrics_port = absl::GetFlag(FLAGS_metrics_port);
   {
@@ -192,7 +201,7 @@ absl::Status Serve() {
         metrics_port < 0
             ? ""
             : absl::StrFormat("%s:%d", absl::GetFlag(FLAGS_host), metrics_port),
-        ModelName(model_spec), absl::GetFlag(FLAGS_max_inline_policy_labels));
+        server_info, absl::GetFlag(FLAGS_max_inline_policy_labels));
     if (!created.ok()) return created.status();
     metrics = std::move(*created);
   }
@@ -208,13 +217,10 @@ absl::Status Serve() {
         "--max_batch_tokens and --max_running must be >= 1, --max_waiting "
         ">= 0");
   }
-  Scheduler* scheduler_ptr = nullptr;
-  Scheduler scheduler(backend->get(), scheduler_options,
-                      [&](const StepReport& report) {
-                        metrics->RecordStep(report);
-                        metrics->RecordEngineState(scheduler_ptr->Stats());
-                      });
-  scheduler_ptr = &scheduler;
+  Scheduler scheduler(
+      backend->get(), scheduler_options,
+      [&metrics](const StepReport& report) { metrics->RecordStep(report); });
+  metrics->SetEngineStats([&scheduler] { return scheduler.Stats(); });
 
   ServingContext context;
   context.config = &config;
