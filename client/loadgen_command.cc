@@ -59,6 +59,7 @@ std::string DescribeMix(const std::vector<MixEntry>& mix) {
   double total = 0;
   for (const MixEntry& entry : mix) total += entry.weight;
   std::vector<std::string> parts;
+  parts.reserve(mix.size());
   for (const MixEntry& entry : mix) {
     parts.push_back(absl::StrFormat("%s %.3g%%", entry.label,
                                     100.0 * entry.weight / total));

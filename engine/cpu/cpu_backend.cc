@@ -78,6 +78,7 @@ class CpuBackend final : public Backend {
   int num_kv_blocks() const override { return options_.num_kv_blocks; }
   int kv_block_size() const override { return options_.kv_block_size; }
 
+  using Backend::Forward;
   absl::Status Forward(const Batch& batch, std::span<float> logits,
                        LayerObserver* observer) override;
 

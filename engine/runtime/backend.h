@@ -57,8 +57,12 @@ class Backend {
   // (n_logit_rows, vocab). INVALID_ARGUMENT for a malformed batch (token id
   // out of range, position beyond max_position_embeddings, KV capacity too
   // small, plan of the wrong length).
+  // `observer` (may be null) sees every sublayer's input and output.
   virtual absl::Status Forward(const Batch& batch, std::span<float> logits,
-                               LayerObserver* observer = nullptr) = 0;
+                               LayerObserver* observer) = 0;
+  absl::Status Forward(const Batch& batch, std::span<float> logits) {
+    return Forward(batch, logits, nullptr);
+  }
 };
 
 }  // namespace skipserve

@@ -216,6 +216,118 @@ void Scheduler::Preempt(Sequence* seq) {
   ++stats_.preemptions;
 }
 
+bool Scheduler::FitsNow(const Sequence& seq) const {
+  const int n = std::min(seq.pending(), options_.max_batch_tokens);
+  return kv_blocks_.BlocksNeeded(seq.kv, seq.num_computed + n) <=
+         kv_blocks_.num_free();
+}
+
+const LayerPlan* Scheduler::SelectGroup() const {
+  if (options_.batching != BatchingMode::kGrouped) return nullptr;
+  // The plan of the sequence that has waited longest since it last ran,
+  // among running sequences and waiting ones that Admit() would admit now.
+  // Every running sequence is picked within a bounded number of steps.
+  const Sequence* oldest = nullptr;
+  auto consider = [&](const Sequence* s) {
+    if (oldest == nullptr || s->last_step < oldest->last_step) oldest = s;
+  };
+  for (const auto& s : running_) consider(s.get());
+  // Only the waiting sequences Admit() would reach: those before the first
+  // one that does not fit.
+  for (const auto& s : waiting_) {
+    if (!FitsNow(*s)) break;
+    consider(s.get());
+  }
+  if (oldest == nullptr) oldest = waiting_.front().get();
+  return &oldest->spec.plan;
+}
+
+bool Scheduler::InGroup(const LayerPlan* group, const Sequence& seq) {
+  return group == nullptr || seq.spec.plan == *group;
+}
+
+std::vector<Scheduler::Chosen> Scheduler::ChooseRunning(const LayerPlan* group,
+                                                        int* budget) {
+  std::vector<Chosen> chosen;
+  // Decodes first (one token each), then unfinished prefills.
+  for (const auto& s : running_) {
+    if (*budget > 0 && s->num_computed > 0 && s->pending() == 1 &&
+        InGroup(group, *s)) {
+      chosen.push_back({s.get(), 1});
+      --*budget;
+    }
+  }
+  for (const auto& s : running_) {
+    if (*budget > 0 && (s->num_computed == 0 || s->pending() > 1) &&
+        InGroup(group, *s)) {
+      const int n = std::min(s->pending(), *budget);
+      chosen.push_back({s.get(), n});
+      *budget -= n;
+    }
+  }
+  return chosen;
+}
+
+Scheduler::Sequence* Scheduler::FindVictim(const Sequence* seq) const {
+  // The most recently admitted running sequence other than `seq`, if it was
+  // admitted after `seq`: older sequences keep priority (FCFS).
+  Sequence* const youngest = running_.back().get();
+  return youngest == seq ? nullptr : youngest;
+}
+
+void Scheduler::ReserveRunning(std::vector<Chosen>& chosen) {
+  for (Chosen& c : chosen) {
+    Sequence* const seq = c.seq;
+    if (seq == nullptr) continue;
+    const int end = seq->num_computed + c.num_tokens;
+    while (!kv_blocks_.Reserve(seq->kv, end).ok()) {
+      Sequence* victim = FindVictim(seq);
+      if (victim == nullptr && running_.size() == 1) {
+        // Alone and still short of blocks: it can never grow.
+        Finish(*seq,
+               absl::ResourceExhaustedError(absl::StrFormat(
+                   "the KV cache (%d blocks) cannot hold %d tokens under "
+                   "this policy",
+                   kv_blocks_.num_blocks(), end)),
+               FinishReason::kStop);
+        c.seq = nullptr;
+        break;
+      }
+      // With nothing younger to evict, this sequence waits for older ones.
+      if (victim == nullptr) victim = seq;
+      for (Chosen& other : chosen) {
+        if (other.seq == victim) other.seq = nullptr;
+      }
+      Preempt(victim);
+      if (victim == seq) break;
+    }
+  }
+}
+
+void Scheduler::Admit(const LayerPlan* group, int* budget,
+                      std::vector<Chosen>* chosen) {
+  // In arrival order (preempted sequences first). A sequence is admitted
+  // when its first chunk fits in the free blocks; admission never evicts.
+  // The first one that does not fit stops all later admissions, whatever
+  // their plan, so freed blocks go to it first (FCFS, no starvation).
+  for (auto it = waiting_.begin();
+       it != waiting_.end() && *budget > 0 &&
+       static_cast<int>(running_.size()) < options_.max_running;) {
+    Sequence* s = it->get();
+    if (!FitsNow(*s)) break;
+    if (!InGroup(group, *s)) {
+      ++it;  // its plan runs in another step
+      continue;
+    }
+    const int n = std::min(s->pending(), *budget);
+    if (!kv_blocks_.Reserve(s->kv, s->num_computed + n).ok()) break;
+    running_.push_back(std::move(*it));
+    it = waiting_.erase(it);
+    chosen->push_back({s, n});
+    *budget -= n;
+  }
+}
+
 bool Scheduler::Step() {
   AdmitIncoming();
   DropCancelled();
@@ -230,89 +342,11 @@ bool Scheduler::Step() {
     step_number = ++stats_.steps;
   }
 
-  // Grouped mode: this step runs only the plan of the sequence that has
-  // waited longest since it last ran.
-  const LayerPlan* group = nullptr;
-  if (options_.batching == BatchingMode::kGrouped) {
-    const Sequence* oldest = nullptr;
-    for (const auto& s : running_) {
-      if (oldest == nullptr || s->last_step < oldest->last_step) oldest = s.get();
-    }
-    for (const auto& s : waiting_) {
-      if (oldest == nullptr || s->last_step < oldest->last_step) oldest = s.get();
-    }
-    group = &oldest->spec.plan;
-  }
-  auto in_group = [&](const Sequence& s) {
-    return group == nullptr || s.spec.plan == *group;
-  };
-
-  // Choose rows: decodes first, then running prefills, then admissions.
-  struct Chosen {
-    Sequence* seq;
-    int num_tokens;
-  };
-  std::vector<Chosen> chosen;
+  const LayerPlan* group = SelectGroup();
   int budget = options_.max_batch_tokens;
-  for (const auto& s : running_) {
-    if (budget > 0 && s->num_computed > 0 && s->pending() == 1 &&
-        in_group(*s)) {
-      chosen.push_back({s.get(), 1});
-      --budget;
-    }
-  }
-  for (const auto& s : running_) {
-    if (budget > 0 && (s->num_computed == 0 || s->pending() > 1) &&
-        in_group(*s)) {
-      const int n = std::min(s->pending(), budget);
-      chosen.push_back({s.get(), n});
-      budget -= n;
-    }
-  }
-  for (auto it = waiting_.begin();
-       it != waiting_.end() && budget > 0 &&
-       static_cast<int>(running_.size()) < options_.max_running;) {
-    if (!in_group(**it)) {
-      ++it;
-      continue;
-    }
-    Sequence* s = it->get();
-    running_.push_back(std::move(*it));
-    it = waiting_.erase(it);
-    const int n = std::min(s->pending(), budget);
-    chosen.push_back({s, n});
-    budget -= n;
-  }
-
-  // Reserve KV, preempting the most recently admitted sequences when the
-  // blocks run out.
-  for (Chosen& c : chosen) {
-    Sequence* const seq = c.seq;
-    if (seq == nullptr) continue;
-    const int end = seq->num_computed + c.num_tokens;
-    while (!kv_blocks_.Reserve(seq->kv, end).ok()) {
-      // Every chosen sequence is in running_, so it is never empty here.
-      Sequence* const victim = running_.back().get();
-      if (victim == seq && running_.size() == 1) {
-        // Alone and still short of blocks: it can never grow.
-        Finish(*seq,
-               absl::ResourceExhaustedError(absl::StrFormat(
-                   "the KV cache (%d blocks) cannot hold %d tokens under "
-                   "this policy",
-                   kv_blocks_.num_blocks(), end)),
-               FinishReason::kStop);
-        c.seq = nullptr;
-        break;
-      }
-      // Evict the youngest; when that is this sequence, it waits for older
-      // ones to finish.
-      for (Chosen& other : chosen) {
-        if (other.seq == victim) other.seq = nullptr;
-      }
-      Preempt(victim);
-      if (victim == seq) break;
-    }
-  }
+  std::vector<Chosen> chosen = ChooseRunning(group, &budget);
+  ReserveRunning(chosen);
+  Admit(group, &budget, &chosen);
   std::erase_if(chosen, [](const Chosen& c) { return c.seq == nullptr; });
   std::erase_if(running_, [](const auto& s) { return s->done; });
 

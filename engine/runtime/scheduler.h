@@ -7,19 +7,23 @@
 //   1. drops cancelled and deadline-expired sequences (their KV blocks are
 //      released in that step) and admits newly submitted ones;
 //   2. fills a token budget (max_batch_tokens): first one decode token for
-//      every running sequence that has one, oldest first, then prefill
-//      chunks — running sequences' unfinished prompts, then waiting
-//      sequences in arrival order (FCFS) while fewer than max_running run;
-//   3. reserves KV blocks for every row; when blocks run out it preempts
-//      the most recently admitted running sequence (its blocks are freed and
-//      it goes back to the head of the queue to be recomputed later, keeping
-//      its generated tokens and sampler state);
+//      every running sequence that has one, oldest first, then running
+//      sequences' unfinished prompt chunks;
+//   3. reserves their KV blocks; when blocks run out it preempts the most
+//      recently admitted running sequence (its blocks are freed and it goes
+//      back to the head of the queue to be recomputed later, keeping its
+//      generated tokens and sampler state);
+//   3b. admits waiting sequences in arrival order (FCFS) while fewer than
+//      max_running run, budget remains and their first chunk fits in the
+//      free blocks; admission never evicts (no thrashing), and a sequence
+//      that does not fit holds back every later one (no starvation);
 //   4. runs Backend::Forward once over the batch, samples, and reports
 //      tokens through each sequence's observer.
 // Batching modes (DESIGN.md section 5): kMixed puts sequences with different
 // plans in one batch (the backend runs each sublayer on the rows that need
-// it); kGrouped runs only sequences whose plan equals the plan of the oldest
-// runnable sequence, so every batch has a single plan.
+// it); kGrouped runs only sequences whose plan equals the plan of the
+// sequence that has waited longest since it last ran, so every batch has a
+// single plan (candidates: running sequences, and waiting ones that fit).
 //
 // Callbacks run on the loop thread and must not block. Every submitted
 // sequence gets exactly one OnFinish, last, after which the scheduler holds
@@ -159,6 +163,11 @@ class Scheduler {
 
  private:
   struct Sequence;
+  // A sequence's share of one step.
+  struct Chosen {
+    Sequence* seq;  // null once dropped from the step
+    int num_tokens;
+  };
   void Loop();
   // One step; false when there was nothing to do.
   bool Step();
@@ -169,6 +178,19 @@ class Scheduler {
   // recomputed (keeping its tokens and sampler state).
   void Preempt(Sequence* seq);
   void PublishStats(const StepReport& report);
+  // Grouped mode: the one plan this step runs (null in mixed mode).
+  const LayerPlan* SelectGroup() const;
+  static bool InGroup(const LayerPlan* group, const Sequence& seq);
+  // Running sequences' rows for this step, within the token budget.
+  std::vector<Chosen> ChooseRunning(const LayerPlan* group, int* budget);
+  // Reserves KV for `chosen`, preempting younger sequences as needed.
+  void ReserveRunning(std::vector<Chosen>& chosen);
+  // Whether `seq`'s next chunk fits in the free blocks now.
+  bool FitsNow(const Sequence& seq) const;
+  // Admits waiting sequences whose first chunk fits.
+  void Admit(const LayerPlan* group, int* budget, std::vector<Chosen>* chosen);
+  // The sequence to evict so `seq` can grow (see .cc), or null.
+  Sequence* FindVictim(const Sequence* seq) const;
 
   Backend* const backend_;
   const SchedulerOptions options_;

@@ -175,6 +175,12 @@ TEST_F(SchedulerTest, GroupedBatchesHoldOnePlanAndGiveTheSameTokens) {
   ExpectBatchInvariance(BatchingMode::kGrouped, 512, 32);
 }
 
+TEST_F(SchedulerTest, GroupedBatchesUnderKvPressureMakeProgress) {
+  // Sequences of other plans hold blocks while a group runs; the group must
+  // not wait on them forever.
+  ExpectBatchInvariance(BatchingMode::kGrouped, 40, 64);
+}
+
 TEST_F(SchedulerTest, PreemptionUnderKvPressureKeepsOutputsExact) {
   // 4 layers x 4-token blocks: 40 blocks hold about 40 tokens of one
   // full-plan sequence, far less than the workload, so sequences get
