@@ -15,8 +15,7 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext* context) {
 void FillTiming(const SequenceTimings& timings, absl::Time arrival,
                 v1::Timing* out) {
   auto since = [&](absl::Time t) {
-    return t == absl::InfinitePast() ? 0.0
-                                     : absl::ToDoubleSeconds(t - arrival);
+    return t == absl::InfinitePast() ? 0.0 : absl::ToDoubleSeconds(t - arrival);
   };
   out->set_queue_seconds(since(timings.first_scheduled));
   out->set_first_token_seconds(since(timings.first_token));

@@ -200,7 +200,8 @@ class StreamCall final
   // Starts the next write, or finishes the call, when nothing is in flight.
   void MaybeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (writing_ || finish_called_) return;
-    const bool has_data = pending_.tokens_size() > 0 || !pending_.text().empty();
+    const bool has_data =
+        pending_.tokens_size() > 0 || !pending_.text().empty();
     if (finished_) {
       finish_called_ = true;
       if (status_.ok() && !broken_) {

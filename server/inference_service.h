@@ -26,10 +26,10 @@
 namespace skipserve::server {
 
 struct ServiceInfo {
-  std::string model;    // the model's name (--model_name)
-  std::string dtype;    // the checkpoint's dtype
-  std::string device;   // the backend's device name
-  std::string batching; // "mixed" or "grouped"
+  std::string model;     // the model's name (--model_name)
+  std::string dtype;     // the checkpoint's dtype
+  std::string device;    // the backend's device name
+  std::string batching;  // "mixed" or "grouped"
   int kv_block_size = 0;
 };
 
@@ -53,10 +53,9 @@ class InferenceService final : public v1::Inference::CallbackService {
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
                                      const v1::TokenizeRequest* request,
                                      v1::TokenizeResponse* response) override;
-  grpc::ServerUnaryReactor* GetModelInfo(
-      grpc::CallbackServerContext* context,
-      const v1::GetModelInfoRequest* request,
-      v1::ModelInfo* response) override;
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
+                                         const v1::GetModelInfoRequest* request,
+                                         v1::ModelInfo* response) override;
 
  private:
   // UNAVAILABLE while draining, else OK.

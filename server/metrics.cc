@@ -18,7 +18,7 @@ using Labels = std::map<std::string, std::string>;
 // Sub-millisecond to minutes: LLM requests span that range.
 Histogram::BucketBoundaries LatencyBuckets() {
   return {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-          0.5,    1,     2.5,    5,     10,   30,    60,   120,  300};
+          0.5,    1,     2.5,    5,     10,   30,    60,   120, 300};
 }
 
 Histogram::BucketBoundaries CountBuckets() {
@@ -128,8 +128,7 @@ class Metrics::EngineCollector : public prometheus::Collectable {
     add("skipserve_kv_cache_blocks_used", "KV cache blocks in use.",
         MetricType::Gauge, stats.kv_blocks_used, model);
     add("skipserve_kv_cache_blocks_capacity", "KV cache blocks.",
-        MetricType::Gauge,
-        stats.kv_blocks_total, model);
+        MetricType::Gauge, stats.kv_blocks_total, model);
     add("skipserve_kv_cache_used_bytes", "KV cache bytes in use.",
         MetricType::Gauge,
         static_cast<double>(stats.kv_blocks_used) * info_.kv_block_bytes,
@@ -163,8 +162,7 @@ class Metrics::EngineCollector : public prometheus::Collectable {
 };
 
 absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
-    const std::string& address, const ServerInfo& info,
-    int max_inline_labels) {
+    const std::string& address, const ServerInfo& info, int max_inline_labels) {
   std::unique_ptr<Metrics> metrics(new Metrics());
   metrics->registry_ = std::make_shared<prometheus::Registry>();
   metrics->families_ = std::make_unique<Families>(*metrics->registry_);
@@ -175,8 +173,8 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
     try {
       metrics->exposer_ = std::make_unique<prometheus::Exposer>(address);
     } catch (const std::exception& e) {
-      return absl::UnavailableError(absl::StrFormat(
-          "cannot serve metrics on %s: %s", address, e.what()));
+      return absl::UnavailableError(
+          absl::StrFormat("cannot serve metrics on %s: %s", address, e.what()));
     }
     metrics->exposer_->RegisterCollectable(metrics->registry_);
     metrics->exposer_->RegisterCollectable(metrics->engine_collector_);

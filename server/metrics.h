@@ -30,8 +30,8 @@ namespace skipserve::server {
 // What one finished request contributes. Durations in seconds; intervals
 // as defined in docs/metrics.md; a negative value means "not reached".
 struct RequestRecord {
-  std::string rpc;           // "Generate", "GenerateStream", "Score"
-  std::string policy;        // a label from PolicyLabel()
+  std::string rpc;                  // "Generate", "GenerateStream", "Score"
+  std::string policy;               // a label from PolicyLabel()
   const LayerPlan* plan = nullptr;  // the plan that ran (null if none)
   grpc::StatusCode code = grpc::StatusCode::OK;
   std::string finish_reason;  // "stop", "length", "context" or ""
@@ -70,7 +70,8 @@ class Metrics {
   ~Metrics();
 
   // The label value for a request's policy (bounded, see above).
-  std::string PolicyLabel(const std::string& name, const std::string& canonical);
+  std::string PolicyLabel(const std::string& name,
+                          const std::string& canonical);
 
   void RecordRequest(const RequestRecord& record);
   void RecordInterTokenLatency(const std::string& policy, double seconds);

@@ -74,7 +74,8 @@ absl::Status PolicyRegistry::LoadJson(const std::string& json,
   std::map<std::string, NamedPolicyEntry> entries;
   int index = 0;
   for (const nlohmann::json& item : doc["policies"]) {
-    const std::string where = absl::StrFormat("%s: policies[%d]", source, index++);
+    const std::string where =
+        absl::StrFormat("%s: policies[%d]", source, index++);
     if (!item.is_object() || !item.contains("name") ||
         !item["name"].is_string() || !item.contains("spec") ||
         !item["spec"].is_string()) {

@@ -47,10 +47,10 @@ TEST(PolicyRegistry, ErrorsNameTheFileEntryAndField) {
 TEST(PolicyRegistry, FailedLoadKeepsThePreviousContents) {
   PolicyRegistry registry(8);
   ASSERT_TRUE(registry.Put("keep", "ffn:1").ok());
-  EXPECT_FALSE(registry
-                   .LoadJson(R"({"policies": [{"name": "x", "spec": "?"}]})",
-                             "p.json")
-                   .ok());
+  EXPECT_FALSE(
+      registry
+          .LoadJson(R"({"policies": [{"name": "x", "spec": "?"}]})", "p.json")
+          .ok());
   EXPECT_TRUE(registry.Find("keep").has_value());
 }
 
@@ -58,7 +58,8 @@ TEST(PolicyRegistry, MissingFileIsNotFoundNamingThePath) {
   PolicyRegistry registry(8);
   absl::Status s = registry.LoadFile("/nonexistent/policies.json");
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(s.message()), HasSubstr("/nonexistent/policies.json"));
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("/nonexistent/policies.json"));
 }
 
 }  // namespace

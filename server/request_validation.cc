@@ -19,9 +19,9 @@ std::string IndexClause(const char* kind,
 }
 
 absl::StatusOr<SkipPolicy> InlinePolicy(const v1::SkipPolicy& inline_policy) {
-  for (const auto* list : {&inline_policy.attention_layers(),
-                           &inline_policy.ffn_layers(),
-                           &inline_policy.layers()}) {
+  for (const auto* list :
+       {&inline_policy.attention_layers(), &inline_policy.ffn_layers(),
+        &inline_policy.layers()}) {
     for (uint32_t index : *list) {
       if (index > static_cast<uint32_t>(SkipPolicy::kMaxLayerIndex)) {
         return Invalid(absl::StrFormat(
@@ -63,10 +63,11 @@ absl::StatusOr<SkipPolicy> InlinePolicy(const v1::SkipPolicy& inline_policy) {
         absl::StrFormat("%s:last=%.9g", names[kind], rule.last_fraction()));
   }
   if (clauses.empty()) return SkipPolicy();
-  absl::StatusOr<SkipPolicy> policy = SkipPolicy::Parse(absl::StrJoin(clauses, ";"));
+  absl::StatusOr<SkipPolicy> policy =
+      SkipPolicy::Parse(absl::StrJoin(clauses, ";"));
   if (!policy.ok()) {
-    return Invalid(absl::StrFormat("policy.inline: %s",
-                                   policy.status().message()));
+    return Invalid(
+        absl::StrFormat("policy.inline: %s", policy.status().message()));
   }
   return policy;
 }
@@ -85,9 +86,9 @@ absl::Status ValidateSampling(const v1::SamplingParams& sampling,
         "sampling.top_p must be in (0, 1] (0 = off), got %g", p));
   }
   if (sampling.top_k() > static_cast<uint32_t>(context.config->vocab_size)) {
-    return Invalid(absl::StrFormat(
-        "sampling.top_k must be in [0, %d] (0 = off), got %d",
-        context.config->vocab_size, sampling.top_k()));
+    return Invalid(
+        absl::StrFormat("sampling.top_k must be in [0, %d] (0 = off), got %d",
+                        context.config->vocab_size, sampling.top_k()));
   }
   if (sampling.stop_size() > context.limits.max_stop_strings) {
     return Invalid(absl::StrFormat(
@@ -97,9 +98,9 @@ absl::Status ValidateSampling(const v1::SamplingParams& sampling,
   for (int i = 0; i < sampling.stop_size(); ++i) {
     const size_t n = sampling.stop(i).size();
     if (n == 0 || n > static_cast<size_t>(context.limits.max_stop_bytes)) {
-      return Invalid(absl::StrFormat(
-          "sampling.stop[%d] must be 1..%d bytes, got %d", i,
-          context.limits.max_stop_bytes, n));
+      return Invalid(
+          absl::StrFormat("sampling.stop[%d] must be 1..%d bytes, got %d", i,
+                          context.limits.max_stop_bytes, n));
     }
   }
   out->temperature = t;
@@ -121,8 +122,8 @@ absl::Status ValidateRequestId(const std::string& id,
 
 }  // namespace
 
-absl::StatusOr<ResolvedPolicy> ResolvePolicy(
-    const v1::PolicySelector& selector, const ServingContext& context) {
+absl::StatusOr<ResolvedPolicy> ResolvePolicy(const v1::PolicySelector& selector,
+                                             const ServingContext& context) {
   const int num_layers = context.config->num_layers;
   if (selector.routing_key().size() >
       static_cast<size_t>(context.limits.max_routing_key_bytes)) {
@@ -169,9 +170,9 @@ absl::StatusOr<ResolvedPolicy> ResolvePolicy(
   }
   absl::StatusOr<LayerPlan> plan = policy.Compile(num_layers);
   if (!plan.ok()) {
-    const char* field =
-        selector.selector_case() == v1::PolicySelector::kInline ? "policy.inline"
-                                                                : "policy.spec";
+    const char* field = selector.selector_case() == v1::PolicySelector::kInline
+                            ? "policy.inline"
+                            : "policy.spec";
     return Invalid(absl::StrFormat("%s: %s", field, plan.status().message()));
   }
   resolved.plan = *plan;
@@ -246,8 +247,8 @@ absl::StatusOr<GenerateJob> ValidateGenerate(const v1::GenerateRequest& request,
   if (!policy.ok()) return policy.status();
   job.policy = *std::move(policy);
   job.spec.plan = job.policy.plan;
-  job.spec.policy = job.policy.name.empty() ? job.policy.canonical
-                                            : job.policy.name;
+  job.spec.policy =
+      job.policy.name.empty() ? job.policy.canonical : job.policy.name;
   job.spec.stop_ids = {config.eos_token_id};
   job.logprobs = request.logprobs();
   return job;
@@ -265,8 +266,9 @@ absl::StatusOr<ScoreJob> ValidateScore(const v1::ScoreRequest& request,
   if (request.context().empty()) return Invalid("context must be non-empty");
   const int n = request.continuations_size();
   if (n < 1 || n > context.limits.max_continuations) {
-    return Invalid(absl::StrFormat("continuations must hold 1..%d strings, got %d",
-                                   context.limits.max_continuations, n));
+    return Invalid(
+        absl::StrFormat("continuations must hold 1..%d strings, got %d",
+                        context.limits.max_continuations, n));
   }
   absl::StatusOr<ResolvedPolicy> policy =
       ResolvePolicy(request.policy(), context);
@@ -276,7 +278,8 @@ absl::StatusOr<ScoreJob> ValidateScore(const v1::ScoreRequest& request,
   absl::StatusOr<std::vector<int>> context_ids =
       context.tokenizer->Encode(request.context());
   if (!context_ids.ok()) {
-    return Invalid(absl::StrFormat("context: %s", context_ids.status().message()));
+    return Invalid(
+        absl::StrFormat("context: %s", context_ids.status().message()));
   }
   for (int i = 0; i < n; ++i) {
     const std::string& continuation = request.continuations(i);
@@ -310,8 +313,8 @@ absl::StatusOr<ScoreJob> ValidateScore(const v1::ScoreRequest& request,
     spec.prompt.assign(whole->begin(), whole->end());
     spec.score_from = static_cast<int>(common);
     spec.plan = job.policy.plan;
-    spec.policy = job.policy.name.empty() ? job.policy.canonical
-                                          : job.policy.name;
+    spec.policy =
+        job.policy.name.empty() ? job.policy.canonical : job.policy.name;
     job.specs.push_back(std::move(spec));
     job.num_bytes.push_back(static_cast<int>(continuation.size()));
   }

@@ -43,8 +43,8 @@ struct ResolvedPolicy {
   std::string name;       // the named policy, if selected by name
 };
 
-absl::StatusOr<ResolvedPolicy> ResolvePolicy(
-    const v1::PolicySelector& selector, const ServingContext& context);
+absl::StatusOr<ResolvedPolicy> ResolvePolicy(const v1::PolicySelector& selector,
+                                             const ServingContext& context);
 
 struct GenerateJob {
   SequenceSpec spec;

@@ -53,7 +53,8 @@ class RequestValidationTest : public ::testing::Test {
 };
 
 TEST_F(RequestValidationTest, PlainPromptGetsBosDefaultsAndNonePolicy) {
-  absl::StatusOr<GenerateJob> job = ValidateGenerate(Request("Hello"), context_);
+  absl::StatusOr<GenerateJob> job =
+      ValidateGenerate(Request("Hello"), context_);
   ASSERT_TRUE(job.ok()) << job.status();
   EXPECT_EQ(job->spec.prompt.front(), config_.bos_token_id);
   EXPECT_EQ(job->spec.max_new_tokens, context_.limits.default_max_tokens);
@@ -101,10 +102,10 @@ TEST_F(RequestValidationTest, TokenIdOutsideVocabularyNamesIndexAndRange) {
   v1::GenerateRequest r;
   r.add_prompt_token_ids(1);
   r.add_prompt_token_ids(config_.vocab_size);
-  ExpectError(r, absl::StatusCode::kInvalidArgument,
-              absl::StrCat("prompt_token_ids[1] = ", config_.vocab_size,
-                           " is outside the vocabulary [0, ",
-                           config_.vocab_size, ")"));
+  ExpectError(
+      r, absl::StatusCode::kInvalidArgument,
+      absl::StrCat("prompt_token_ids[1] = ", config_.vocab_size,
+                   " is outside the vocabulary [0, ", config_.vocab_size, ")"));
 }
 
 TEST_F(RequestValidationTest, PromptPlusMaxTokensBeyondContextGivesRange) {
@@ -143,9 +144,9 @@ TEST_F(RequestValidationTest, SamplingOutOfRangeNamesFieldAndRange) {
               "sampling.top_p must be in (0, 1]");
   r.mutable_sampling()->set_top_p(0.5f);
   r.mutable_sampling()->set_top_k(config_.vocab_size + 1);
-  ExpectError(r, absl::StatusCode::kInvalidArgument,
-              absl::StrCat("sampling.top_k must be in [0, ",
-                           config_.vocab_size, "]"));
+  ExpectError(
+      r, absl::StatusCode::kInvalidArgument,
+      absl::StrCat("sampling.top_k must be in [0, ", config_.vocab_size, "]"));
   r.mutable_sampling()->set_top_k(0);
   r.mutable_sampling()->add_stop("");
   ExpectError(r, absl::StatusCode::kInvalidArgument,

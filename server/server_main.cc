@@ -78,8 +78,8 @@ constexpr int kKvBlockSize = 16;
 absl::StatusOr<BatchingMode> ParseBatching(const std::string& text) {
   if (text == "mixed") return BatchingMode::kMixed;
   if (text == "grouped") return BatchingMode::kGrouped;
-  return absl::InvalidArgumentError(absl::StrFormat(
-      "--batching must be mixed or grouped, got '%s'", text));
+  return absl::InvalidArgumentError(
+      absl::StrFormat("--batching must be mixed or grouped, got '%s'", text));
 }
 
 absl::StatusOr<int> KvBlocks(const ModelConfig& config) {
@@ -131,7 +131,8 @@ absl::Status Serve() {
 
   const std::string model_spec = absl::GetFlag(FLAGS_model);
   std::fprintf(stderr, "loading %s\n", model_spec.c_str());
-  absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint = OpenModel(model_spec);
+  absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint =
+      OpenModel(model_spec);
   if (!checkpoint.ok()) return checkpoint.status();
   const ModelConfig config = (*checkpoint)->config();
 
@@ -172,8 +173,8 @@ absl::Status Serve() {
   options.kv_block_size = kKvBlockSize;
   options.num_threads = absl::GetFlag(FLAGS_threads);
   int64_t last_percent = -1;
-  absl::StatusOr<std::unique_ptr<Backend>> backend = CreateCpuBackend(
-      **checkpoint, options, [&](int64_t done, int64_t total) {
+  absl::StatusOr<std::unique_ptr<Backend>> backend =
+      CreateCpuBackend(**checkpoint, options, [&](int64_t done, int64_t total) {
         const int64_t percent = total > 0 ? done * 100 / total : 100;
         if (percent / 10 != last_percent / 10) {
           std::fprintf(stderr, "loading weights: %lld%%\n",
@@ -228,7 +229,8 @@ absl::Status Serve() {
   context.policies = &policies;
   context.limits.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
   context.limits.default_policy = *default_policy;
-  ServiceInfo info{ModelName(model_spec), dtype, std::string((*backend)->device_name()),
+  ServiceInfo info{ModelName(model_spec), dtype,
+                   std::string((*backend)->device_name()),
                    absl::GetFlag(FLAGS_batching), kKvBlockSize};
   InferenceService service(&scheduler, context, info, metrics.get());
 
@@ -236,16 +238,15 @@ absl::Status Serve() {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(
-      absl::StrFormat("%s:%d", absl::GetFlag(FLAGS_host),
-                      absl::GetFlag(FLAGS_port)),
-      grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(absl::StrFormat("%s:%d", absl::GetFlag(FLAGS_host),
+                                           absl::GetFlag(FLAGS_port)),
+                           grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
-    return absl::UnavailableError(absl::StrFormat(
-        "cannot listen on %s:%d", absl::GetFlag(FLAGS_host),
-        absl::GetFlag(FLAGS_port)));
+    return absl::UnavailableError(absl::StrFormat("cannot listen on %s:%d",
+                                                  absl::GetFlag(FLAGS_host),
+                                                  absl::GetFlag(FLAGS_port)));
   }
   server->GetHealthCheckService()->SetServingStatus(true);
   if (!absl::GetFlag(FLAGS_port_file).empty()) {

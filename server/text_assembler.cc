@@ -18,7 +18,8 @@ std::string TextAssembler::AddToken(int id, bool* stopped) {
   size_t cut = std::string::npos;
   for (const std::string& stop : stop_) {
     // Only a match that ends in the new bytes is new.
-    const size_t from = old_size >= stop.size() ? old_size - stop.size() + 1 : 0;
+    const size_t from =
+        old_size >= stop.size() ? old_size - stop.size() + 1 : 0;
     const size_t at = text_.find(stop, from);
     if (at != std::string::npos) cut = std::min(cut, at);
   }

@@ -2,8 +2,8 @@
 
 #include <numeric>
 
-#include "engine/base/check.h"
 #include "absl/strings/str_format.h"
+#include "engine/base/check.h"
 
 namespace skipserve {
 

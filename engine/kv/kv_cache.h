@@ -43,9 +43,7 @@ class SequenceKv {
   int num_layers() const { return static_cast<int>(tables_.size()); }
   bool holds_layer(int layer) const { return stores_layer_[layer]; }
   // Block ids of `layer`, in token order; empty for a skipped layer.
-  const std::vector<int32_t>& blocks(int layer) const {
-    return tables_[layer];
-  }
+  const std::vector<int32_t>& blocks(int layer) const { return tables_[layer]; }
   // Tokens the reserved blocks can hold (0 when no layer stores KV).
   int capacity_tokens(int block_size) const;
   // Total blocks held over all layers.

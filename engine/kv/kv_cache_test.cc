@@ -29,8 +29,8 @@ TEST(KvCache, SkippedAttentionLayersHoldNoBlocks) {
 TEST(KvCache, ThirdOfAttentionSkippedStoresAThirdLess) {
   KvBlockManager manager(1000, 16);
   SequenceKv full(LayerPlan::Full(30));
-  SequenceKv skipping(PlanSkippingAttention(30, {20, 21, 22, 23, 24, 25, 26,
-                                                 27, 28, 29}));
+  SequenceKv skipping(
+      PlanSkippingAttention(30, {20, 21, 22, 23, 24, 25, 26, 27, 28, 29}));
   ASSERT_TRUE(manager.Reserve(full, 100).ok());
   ASSERT_TRUE(manager.Reserve(skipping, 100).ok());
   EXPECT_EQ(full.num_blocks_held(), 7 * 30);

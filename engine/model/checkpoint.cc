@@ -29,8 +29,8 @@ std::string ShapeReason(const std::string& name, const ModelConfig& c) {
       absl::StrCat("intermediate_size=", c.intermediate_size);
   const std::string vocab = absl::StrCat("vocab_size=", c.vocab_size);
   auto ends = [&](std::string_view suffix) {
-    return absl::EndsWith(name, absl::string_view(suffix.data(),
-                                                  suffix.size()));
+    return absl::EndsWith(name,
+                          absl::string_view(suffix.data(), suffix.size()));
   };
   if (name == tensor_names::kEmbed || name == tensor_names::kLmHead) {
     return absl::StrCat(vocab, ", ", hidden);
@@ -72,8 +72,8 @@ absl::StatusOr<std::map<std::string, std::string>> ReadIndex(
   }
   if (!index.is_object() || !index.contains("weight_map") ||
       !index["weight_map"].is_object()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": expected an object with a \"weight_map\" object"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": expected an object with a \"weight_map\" object"));
   }
   std::map<std::string, std::string> weight_map;
   for (const auto& [tensor, file] : index["weight_map"].items()) {
@@ -151,9 +151,9 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(
       if (shards.contains(shard)) continue;
       const std::string shard_path = (fs::path(dir) / shard).string();
       if (!fs::exists(shard_path, ec)) {
-        return absl::NotFoundError(absl::StrCat(
-            index_path, ": shard ", shard, " (listed for tensor ", tensor,
-            ") does not exist"));
+        return absl::NotFoundError(absl::StrCat(index_path, ": shard ", shard,
+                                                " (listed for tensor ", tensor,
+                                                ") does not exist"));
       }
       absl::StatusOr<std::unique_ptr<SafetensorsFile>> file =
           SafetensorsFile::Open(shard_path);
@@ -183,8 +183,8 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(
   for (const std::unique_ptr<SafetensorsFile>& file : ckpt->files_) {
     for (const TensorInfo& info : file->tensors()) {
       absl::Status s = ckpt->Index(
-          info.name, WeightView{info.dtype, info.shape, file->Data(info),
-                                file->path()});
+          info.name,
+          WeightView{info.dtype, info.shape, file->Data(info), file->path()});
       if (!s.ok()) return s;
     }
   }
@@ -257,9 +257,8 @@ absl::Status Checkpoint::ValidateExpected() const {
     if (view.shape != expected.shape) {
       return absl::InvalidArgumentError(absl::StrCat(
           view.source, ": tensor ", expected.name, " has shape ",
-          ShapeString(view.shape), ", expected ",
-          ShapeString(expected.shape), " from config.json (",
-          ShapeReason(expected.name, config_), ")"));
+          ShapeString(view.shape), ", expected ", ShapeString(expected.shape),
+          " from config.json (", ShapeReason(expected.name, config_), ")"));
     }
     if (view.dtype != DType::kF32 && view.dtype != DType::kF16 &&
         view.dtype != DType::kBF16) {

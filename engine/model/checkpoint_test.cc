@@ -90,8 +90,8 @@ TEST_F(CheckpointTest, WritesAndReadsBackEveryDTypeAndSharding) {
   for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
     for (int shards : {1, 3}) {
       SCOPED_TRACE(absl::StrCat(std::string(DTypeName(dtype)), " x", shards));
-      const std::string dir = dir_.File(
-          absl::StrCat(std::string(DTypeName(dtype)), "_", shards));
+      const std::string dir =
+          dir_.File(absl::StrCat(std::string(DTypeName(dtype)), "_", shards));
       ASSERT_TRUE(WriteHfModel(*original_, {dtype, shards}, dir).ok());
       EXPECT_EQ(fs::exists(dir + "/model.safetensors"), shards == 1);
       EXPECT_EQ(fs::exists(dir + "/model.safetensors.index.json"), shards == 3);
@@ -119,7 +119,8 @@ TEST_F(CheckpointTest, WritesAndReadsBackEveryDTypeAndSharding) {
         const nlohmann::json index = nlohmann::json::parse(
             testing::ReadFile(dir + "/model.safetensors.index.json"));
         EXPECT_EQ(index["metadata"]["total_size"], (*back)->TotalBytes());
-        EXPECT_EQ(index["weight_map"]["model.embed_tokens.weight"], Shard(1, 3));
+        EXPECT_EQ(index["weight_map"]["model.embed_tokens.weight"],
+                  Shard(1, 3));
         EXPECT_EQ(index["weight_map"]["lm_head.weight"], Shard(3, 3));
         // All three shards exist and are roughly equal: none above half.
         for (int i = 1; i <= 3; ++i) {
@@ -176,7 +177,9 @@ TEST_F(CheckpointTest, ExtraTensorsAreIgnored) {
   WriteTiny(1);
   const std::vector<std::byte> freqs(8 * 4);
   Rewrite(dir_.File("model.safetensors"), "",
-          {{"model.layers.0.self_attn.rotary_emb.inv_freq", DType::kF32, {8},
+          {{"model.layers.0.self_attn.rotary_emb.inv_freq",
+            DType::kF32,
+            {8},
             freqs}});
   absl::StatusOr<std::unique_ptr<Checkpoint>> c = Checkpoint::Open(dir_.path());
   ASSERT_TRUE(c.ok()) << c.status();
@@ -189,8 +192,8 @@ TEST_F(CheckpointTest, MissingTensorNamesTensorAndFile) {
   WriteTiny(1);
   const std::string missing = tensor_names::Layer(2, tensor_names::kWUp);
   Rewrite(dir_.File("model.safetensors"), missing);
-  ExpectOpenFails(dir_.path(), {missing, dir_.File("model.safetensors"),
-                                "missing"});
+  ExpectOpenFails(dir_.path(),
+                  {missing, dir_.File("model.safetensors"), "missing"});
 }
 
 TEST_F(CheckpointTest, WrongShapeNamesShapes) {
@@ -230,8 +233,8 @@ TEST_F(CheckpointTest, ShardErrors) {
   const std::string shard3 = testing::ReadFile(dir_.File(Shard(3, 3)));
   testing::WriteFile(dir_.File(Shard(3, 3)),
                      shard3.substr(0, shard3.size() - 100));
-  ExpectOpenFails(dir_.path(), {dir_.File(Shard(3, 3)), "lm_head.weight",
-                                "truncated"});
+  ExpectOpenFails(dir_.path(),
+                  {dir_.File(Shard(3, 3)), "lm_head.weight", "truncated"});
 
   // A missing shard.
   testing::WriteFile(dir_.File(Shard(3, 3)), shard3);
@@ -240,8 +243,8 @@ TEST_F(CheckpointTest, ShardErrors) {
   absl::StatusOr<std::unique_ptr<Checkpoint>> c = Checkpoint::Open(dir_.path());
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(c.status().message()), AllOf(HasSubstr(index),
-                                          HasSubstr(Shard(2, 3))));
+  EXPECT_THAT(std::string(c.status().message()),
+              AllOf(HasSubstr(index), HasSubstr(Shard(2, 3))));
 
   testing::WriteFile(index, "{\"weight_map\": 3}");
   ExpectOpenFails(dir_.path(), {index, "weight_map"});
@@ -302,13 +305,13 @@ TEST_F(CheckpointTest, GetUnknownTensorAborts) {
 
 TEST(SyntheticTest, Presets) {
   const ModelConfig d = *SyntheticPreset("default");
-  EXPECT_EQ(std::vector<int>({d.hidden_size, d.intermediate_size,
-                              d.num_layers, d.num_heads, d.num_kv_heads,
-                              d.vocab_size, d.max_position_embeddings}),
+  EXPECT_EQ(std::vector<int>({d.hidden_size, d.intermediate_size, d.num_layers,
+                              d.num_heads, d.num_kv_heads, d.vocab_size,
+                              d.max_position_embeddings}),
             std::vector<int>({256, 704, 8, 8, 2, 1024, 1024}));
   const ModelConfig b = *SyntheticPreset("llama2-70b");
-  EXPECT_EQ(std::vector<int>({b.hidden_size, b.intermediate_size,
-                              b.num_layers, b.num_heads, b.num_kv_heads}),
+  EXPECT_EQ(std::vector<int>({b.hidden_size, b.intermediate_size, b.num_layers,
+                              b.num_heads, b.num_kv_heads}),
             std::vector<int>({8192, 28672, 80, 64, 8}));
   EXPECT_EQ(SyntheticPreset("llama2-7b")->NumParameters(), 6738415616);
   for (const std::string& name : SyntheticPresetNames()) {
@@ -320,9 +323,9 @@ TEST(SyntheticTest, Presets) {
   absl::StatusOr<ModelConfig> bad = SyntheticPreset("llama3");
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(bad.status().message()),
-              AllOf(HasSubstr("llama3"), HasSubstr("tiny"),
-                    HasSubstr("llama2-70b")));
+  EXPECT_THAT(
+      std::string(bad.status().message()),
+      AllOf(HasSubstr("llama3"), HasSubstr("tiny"), HasSubstr("llama2-70b")));
 }
 
 TEST(SyntheticTest, DeterministicAndThreadIndependent) {
@@ -339,8 +342,7 @@ TEST(SyntheticTest, DeterministicAndThreadIndependent) {
     const auto& b = two->Get(e.name).bytes;
     EXPECT_TRUE(std::equal(a.begin(), a.end(), b.begin(), b.end())) << e.name;
     const auto& c = other->Get(e.name).bytes;
-    EXPECT_FALSE(std::equal(a.begin(), a.end(), c.begin(), c.end()))
-        << e.name;
+    EXPECT_FALSE(std::equal(a.begin(), a.end(), c.begin(), c.end())) << e.name;
     std::vector<float> values = Floats(one->Get(e.name));
     std::vector<float> rounded = Floats(bf16->Get(e.name));
     for (size_t i = 0; i < values.size(); ++i) {
@@ -374,10 +376,9 @@ TEST(SyntheticTest, Distributions) {
 }
 
 TEST(SyntheticTest, OpenModel) {
-  for (auto [spec, dtype] :
-       {std::pair("synthetic:tiny", DType::kF32),
-        std::pair("synthetic:tiny:bf16", DType::kBF16),
-        std::pair("synthetic:tiny:f16", DType::kF16)}) {
+  for (auto [spec, dtype] : {std::pair("synthetic:tiny", DType::kF32),
+                             std::pair("synthetic:tiny:bf16", DType::kBF16),
+                             std::pair("synthetic:tiny:f16", DType::kF16)}) {
     auto c = OpenModel(spec);
     ASSERT_TRUE(c.ok()) << c.status();
     EXPECT_EQ((*c)->LmHead().dtype, dtype) << spec;

@@ -52,9 +52,9 @@ class FieldReader {
       : object_(object), source_(source) {}
 
   absl::Status Error(std::string_view field, std::string_view message) const {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source_, ": field \"", std::string(field), "\" ",
-                     std::string(message)));
+    return absl::InvalidArgumentError(absl::StrCat(source_, ": field \"",
+                                                   std::string(field), "\" ",
+                                                   std::string(message)));
   }
 
   // nullptr when the field is absent or null.
@@ -66,14 +66,14 @@ class FieldReader {
 
   absl::StatusOr<int> Int(const Json& value, std::string_view field) const {
     if (!value.is_number_integer()) {
-      return Error(field, absl::StrCat("must be an integer, got ",
-                                       value.dump()));
+      return Error(field,
+                   absl::StrCat("must be an integer, got ", value.dump()));
     }
-    const int64_t v = value.is_number_unsigned()
-                          ? static_cast<int64_t>(std::min<uint64_t>(
-                                value.get<uint64_t>(),
-                                std::numeric_limits<int64_t>::max()))
-                          : value.get<int64_t>();
+    const int64_t v =
+        value.is_number_unsigned()
+            ? static_cast<int64_t>(std::min<uint64_t>(
+                  value.get<uint64_t>(), std::numeric_limits<int64_t>::max()))
+            : value.get<int64_t>();
     if (v < std::numeric_limits<int>::min() ||
         v > std::numeric_limits<int>::max()) {
       return Error(field, absl::StrCat("is out of range: ", value.dump()));
@@ -101,15 +101,14 @@ class FieldReader {
     return absl::OkStatus();
   }
 
-  absl::Status Float(std::string_view field, bool required,
-                     float* out) const {
+  absl::Status Float(std::string_view field, bool required, float* out) const {
     const Json* value = Find(field);
     if (value == nullptr) {
       return required ? Error(field, "is missing") : absl::OkStatus();
     }
     if (!value->is_number()) {
-      return Error(field, absl::StrCat("must be a number, got ",
-                                       value->dump()));
+      return Error(field,
+                   absl::StrCat("must be a number, got ", value->dump()));
     }
     *out = static_cast<float>(value->get<double>());
     return absl::OkStatus();
@@ -119,8 +118,8 @@ class FieldReader {
     const Json* value = Find(field);
     if (value == nullptr) return absl::OkStatus();
     if (!value->is_boolean()) {
-      return Error(field, absl::StrCat("must be true or false, got ",
-                                       value->dump()));
+      return Error(field,
+                   absl::StrCat("must be true or false, got ", value->dump()));
     }
     *out = value->get<bool>();
     return absl::OkStatus();
@@ -132,13 +131,13 @@ class FieldReader {
     const Json* value = Find(field);
     if (value == nullptr) return absl::OkStatus();
     if (!value->is_string()) {
-      return Error(field, absl::StrCat("must be a string, got ",
-                                       value->dump()));
+      return Error(field,
+                   absl::StrCat("must be a string, got ", value->dump()));
     }
     if (value->get<std::string>() != expected) {
-      return Error(field, absl::StrCat("is ", value->dump(), "; only \"",
-                                       std::string(expected),
-                                       "\" is supported"));
+      return Error(field,
+                   absl::StrCat("is ", value->dump(), "; only \"",
+                                std::string(expected), "\" is supported"));
     }
     return absl::OkStatus();
   }
@@ -148,10 +147,10 @@ class FieldReader {
   std::string source_;
 };
 
-#define RETURN_IF_ERROR(expr)                              \
-  do {                                                     \
-    absl::Status status_internal = (expr);                 \
-    if (!status_internal.ok()) return status_internal;     \
+#define RETURN_IF_ERROR(expr)                          \
+  do {                                                 \
+    absl::Status status_internal = (expr);             \
+    if (!status_internal.ok()) return status_internal; \
   } while (false)
 
 // Rejects anything that is not plain Llama.
@@ -215,9 +214,9 @@ absl::Status ModelConfig::Validate() const {
         "rope_theta must be positive and finite, got ", rope_theta));
   }
   if (hidden_size % num_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "hidden_size (", hidden_size, ") is not divisible by ",
-        "num_attention_heads (", num_heads, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("hidden_size (", hidden_size, ") is not divisible by ",
+                     "num_attention_heads (", num_heads, ")"));
   }
   if (num_heads % num_kv_heads != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -261,13 +260,11 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view json,
 
   ModelConfig c;
   RETURN_IF_ERROR(r.RequiredInt("hidden_size", &c.hidden_size));
-  RETURN_IF_ERROR(
-      r.RequiredInt("intermediate_size", &c.intermediate_size));
+  RETURN_IF_ERROR(r.RequiredInt("intermediate_size", &c.intermediate_size));
   RETURN_IF_ERROR(r.RequiredInt("num_hidden_layers", &c.num_layers));
   RETURN_IF_ERROR(r.RequiredInt("num_attention_heads", &c.num_heads));
   c.num_kv_heads = c.num_heads;
-  RETURN_IF_ERROR(
-      r.OptionalInt("num_key_value_heads", &c.num_kv_heads));
+  RETURN_IF_ERROR(r.OptionalInt("num_key_value_heads", &c.num_kv_heads));
   RETURN_IF_ERROR(r.RequiredInt("vocab_size", &c.vocab_size));
   RETURN_IF_ERROR(
       r.RequiredInt("max_position_embeddings", &c.max_position_embeddings));
@@ -286,8 +283,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view json,
       c.eos_token_id = *v;
     }
   }
-  RETURN_IF_ERROR(
-      r.Bool("tie_word_embeddings", &c.tie_word_embeddings));
+  RETURN_IF_ERROR(r.Bool("tie_word_embeddings", &c.tie_word_embeddings));
   // Newer transformers versions write "dtype" instead of "torch_dtype".
   const char* dtype_field = r.Find("torch_dtype") ? "torch_dtype" : "dtype";
   if (const Json* dtype = r.Find(dtype_field)) {
@@ -309,17 +305,18 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view json,
 
   absl::Status valid = c.Validate();
   if (!valid.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(src, ": ", valid.message()));
+    return absl::InvalidArgumentError(absl::StrCat(src, ": ", valid.message()));
   }
   if (const Json* head_dim = r.Find("head_dim")) {
     absl::StatusOr<int> v = r.Int(*head_dim, "head_dim");
     if (!v.ok()) return v.status();
     if (*v != c.head_dim()) {
-      return r.Error("head_dim",
-                     absl::StrCat("is ", *v, " but hidden_size / "
-                                  "num_attention_heads is ", c.head_dim(),
-                                  "; a separate head_dim is not supported"));
+      return r.Error(
+          "head_dim",
+          absl::StrCat("is ", *v,
+                       " but hidden_size / "
+                       "num_attention_heads is ",
+                       c.head_dim(), "; a separate head_dim is not supported"));
     }
   }
   return c;
@@ -370,14 +367,13 @@ int64_t ModelConfig::NumParameters() const {
   const int64_t h = hidden_size;
   const int64_t q_dim = num_heads > 0 ? int64_t{num_heads} * head_dim() : 0;
   const int64_t kv = num_heads > 0 ? kv_dim() : 0;
-  const int64_t per_layer = h * q_dim            // q_proj
-                            + 2 * kv * h         // k_proj, v_proj
-                            + q_dim * h          // o_proj
+  const int64_t per_layer = h * q_dim                    // q_proj
+                            + 2 * kv * h                 // k_proj, v_proj
+                            + q_dim * h                  // o_proj
                             + 3 * h * intermediate_size  // gate, up, down
-                            + 2 * h;             // two norms
+                            + 2 * h;                     // two norms
   const int64_t embed = int64_t{vocab_size} * h;
-  return embed + num_layers * per_layer + h +
-         (tie_word_embeddings ? 0 : embed);
+  return embed + num_layers * per_layer + h + (tie_word_embeddings ? 0 : embed);
 }
 
 #undef RETURN_IF_ERROR

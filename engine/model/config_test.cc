@@ -221,10 +221,10 @@ TEST(ConfigTest, RejectsMissingAndMistypedFields) {
 
 TEST(ConfigTest, RejectsInconsistentSizes) {
   const std::pair<const char*, int> bad[] = {
-      {"hidden_size", 0},          {"hidden_size", -4096},
-      {"intermediate_size", 0},    {"num_hidden_layers", -1},
-      {"vocab_size", 0},           {"max_position_embeddings", 0},
-      {"num_key_value_heads", 0},  {"num_attention_heads", 0}};
+      {"hidden_size", 0},         {"hidden_size", -4096},
+      {"intermediate_size", 0},   {"num_hidden_layers", -1},
+      {"vocab_size", 0},          {"max_position_embeddings", 0},
+      {"num_key_value_heads", 0}, {"num_attention_heads", 0}};
   for (const auto& [field, value] : bad) {
     nlohmann::json j = Base();
     j[field] = value;
@@ -253,7 +253,8 @@ TEST(ConfigTest, RejectsInconsistentSizes) {
 
 TEST(ConfigTest, RejectsInvalidJson) {
   for (const char* text : {"", "{", "[1, 2]", "\"llama\"", "{\"a\": }"}) {
-    absl::StatusOr<ModelConfig> c = ModelConfig::FromJson(text, "m/config.json");
+    absl::StatusOr<ModelConfig> c =
+        ModelConfig::FromJson(text, "m/config.json");
     ASSERT_FALSE(c.ok()) << text;
     EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(std::string(c.status().message()), HasSubstr("m/config.json"));

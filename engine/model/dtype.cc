@@ -136,8 +136,7 @@ void ConvertToFloat(DType dtype, const std::byte* src, size_t count,
   SKIPSERVE_CHECK(false) << "invalid DType " << static_cast<int>(dtype);
 }
 
-void ConvertFromFloat(DType dtype, std::span<const float> src,
-                      std::byte* dst) {
+void ConvertFromFloat(DType dtype, std::span<const float> src, std::byte* dst) {
   switch (dtype) {
     case DType::kF32:
       if (!src.empty()) {

@@ -73,8 +73,7 @@ TEST(DTypeTest, HalfRoundsToNearestEven) {
   EXPECT_EQ(FloatToHalf(3 * std::ldexp(1.0f, -25)), 0x0002);
   EXPECT_EQ(FloatToHalf(-std::ldexp(1.0f, -30)), 0x8000);
   // The largest subnormal rounds up into the smallest normal.
-  EXPECT_EQ(FloatToHalf(std::ldexp(1.0f, -14) - std::ldexp(1.0f, -26)),
-            0x0400);
+  EXPECT_EQ(FloatToHalf(std::ldexp(1.0f, -14) - std::ldexp(1.0f, -26)), 0x0400);
 }
 
 TEST(DTypeTest, HalfSpecials) {
@@ -139,7 +138,8 @@ TEST(DTypeTest, BFloat16KnownBitPatterns) {
   EXPECT_TRUE(std::isnan(BFloat16ToFloat(
       FloatToBFloat16(std::numeric_limits<float>::quiet_NaN()))));
   // A NaN with payload only in the low 16 bits must not become infinity.
-  EXPECT_TRUE(std::isnan(BFloat16ToFloat(FloatToBFloat16(FromBits(0x7F800001u)))));
+  EXPECT_TRUE(
+      std::isnan(BFloat16ToFloat(FloatToBFloat16(FromBits(0x7F800001u)))));
   EXPECT_EQ(FloatToBFloat16(FromBits(0xFF800001u)) & 0x8000, 0x8000);
 }
 
@@ -155,8 +155,8 @@ TEST(DTypeTest, EveryBFloat16RoundTrips) {
 }
 
 TEST(DTypeTest, BulkConversionsMatchScalarOnes) {
-  const std::vector<float> values = {1.0f,    -0.333f, 65504.0f, 1e-7f,
-                                     1e30f,   0.0f,    -3.14159f, 2.5e-6f};
+  const std::vector<float> values = {1.0f,  -0.333f, 65504.0f,  1e-7f,
+                                     1e30f, 0.0f,    -3.14159f, 2.5e-6f};
   for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
     // Odd offset: the conversions accept any alignment.
     std::vector<std::byte> buffer(values.size() * DTypeSize(dtype) + 1);

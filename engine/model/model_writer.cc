@@ -33,8 +33,8 @@ absl::Status WriteTextFile(const std::string& path, const std::string& text) {
   if (f == nullptr) {
     return absl::InternalError(absl::StrCat("cannot create ", tmp));
   }
-  const bool written = std::fwrite(text.data(), 1, text.size(), f) ==
-                       text.size();
+  const bool written =
+      std::fwrite(text.data(), 1, text.size(), f) == text.size();
   const bool closed = std::fclose(f) == 0;
   if (!written || !closed || std::rename(tmp.c_str(), path.c_str()) != 0) {
     std::remove(tmp.c_str());
@@ -52,8 +52,9 @@ std::vector<std::byte> Convert(const WeightView& view, DType dtype) {
   std::vector<float> buffer(std::min(numel, kChunk));
   for (size_t begin = 0; begin < numel; begin += kChunk) {
     const size_t count = std::min(kChunk, numel - begin);
-    ConvertToFloat(view.dtype, view.bytes.data() + begin * DTypeSize(view.dtype),
-                   count, buffer.data());
+    ConvertToFloat(view.dtype,
+                   view.bytes.data() + begin * DTypeSize(view.dtype), count,
+                   buffer.data());
     ConvertFromFloat(dtype, std::span<const float>(buffer.data(), count),
                      out.data() + begin * DTypeSize(dtype));
   }
@@ -65,7 +66,8 @@ std::vector<std::byte> Convert(const WeightView& view, DType dtype) {
 // sizes.size() at the end.
 std::vector<size_t> SplitEvenly(const std::vector<int64_t>& sizes, int count) {
   std::vector<int64_t> prefix(sizes.size() + 1, 0);
-  for (size_t i = 0; i < sizes.size(); ++i) prefix[i + 1] = prefix[i] + sizes[i];
+  for (size_t i = 0; i < sizes.size(); ++i)
+    prefix[i + 1] = prefix[i] + sizes[i];
   const double total = static_cast<double>(prefix.back());
   std::vector<size_t> bounds = {0};
   for (int g = 0; g + 1 < count; ++g) {
@@ -103,14 +105,13 @@ absl::Status RemoveStale(const std::string& dir, int num_shards) {
     }
   }
   if (ec) {
-    return absl::InternalError(absl::StrCat("cannot list ", dir, ": ",
-                                            ec.message()));
+    return absl::InternalError(
+        absl::StrCat("cannot list ", dir, ": ", ec.message()));
   }
   for (const fs::path& path : stale) {
     if (!fs::remove(path, ec) && ec) {
-      return absl::InternalError(absl::StrCat("cannot remove stale ",
-                                              path.string(), ": ",
-                                              ec.message()));
+      return absl::InternalError(absl::StrCat(
+          "cannot remove stale ", path.string(), ": ", ec.message()));
     }
   }
   return absl::OkStatus();
@@ -125,9 +126,9 @@ absl::Status WriteHfModel(const Checkpoint& checkpoint,
       ExpectedTensors(checkpoint.config());
   if (options.num_shards < 1 ||
       static_cast<size_t>(options.num_shards) > expected.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "num_shards must be between 1 and the number of tensors (",
-        expected.size(), "), got ", options.num_shards));
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_shards must be between 1 and the number of tensors (",
+                     expected.size(), "), got ", options.num_shards));
   }
   std::error_code ec;
   fs::create_directories(dir, ec);

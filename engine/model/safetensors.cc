@@ -31,8 +31,8 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 
 absl::Status TensorError(const std::string& path, const std::string& name,
                          std::string_view message) {
-  return absl::InvalidArgumentError(absl::StrCat(
-      path, ": tensor \"", name, "\": ", std::string(message)));
+  return absl::InvalidArgumentError(
+      absl::StrCat(path, ": tensor \"", name, "\": ", std::string(message)));
 }
 
 // A non-negative JSON integer, or nullopt.
@@ -101,11 +101,10 @@ absl::StatusOr<TensorInfo> ParseEntry(const std::string& path,
                                     info.end, "] begin after end"));
   }
   if (info.end > data_size) {
-    return TensorError(
-        path, name,
-        absl::StrCat("data_offsets [", info.begin, ", ", info.end,
-                     "] extend past the ", data_size,
-                     " bytes of data (truncated file?)"));
+    return TensorError(path, name,
+                       absl::StrCat("data_offsets [", info.begin, ", ",
+                                    info.end, "] extend past the ", data_size,
+                                    " bytes of data (truncated file?)"));
   }
   uint64_t expected_bytes = 0;
   overflow = overflow || __builtin_mul_overflow(numel, DTypeSize(info.dtype),
@@ -273,8 +272,7 @@ const TensorInfo* SafetensorsFile::Find(std::string_view name) const {
   return it == index_.end() ? nullptr : &tensors_[it->second];
 }
 
-std::span<const std::byte> SafetensorsFile::Data(
-    const TensorInfo& info) const {
+std::span<const std::byte> SafetensorsFile::Data(const TensorInfo& info) const {
   return std::span<const std::byte>(data_ + info.begin, info.end - info.begin);
 }
 
@@ -293,18 +291,17 @@ absl::Status WriteSafetensors(
     uint64_t numel = 1;
     for (int64_t d : t.shape) {
       if (d < 0) {
-        return TensorError(path, t.name,
-                           absl::StrCat("negative shape ",
-                                        ShapeString(t.shape)));
+        return TensorError(
+            path, t.name,
+            absl::StrCat("negative shape ", ShapeString(t.shape)));
       }
       numel *= static_cast<uint64_t>(d);
     }
     if (numel * DTypeSize(t.dtype) != t.data.size()) {
-      return TensorError(
-          path, t.name,
-          absl::StrCat(t.data.size(), " bytes given for ",
-                       std::string(DTypeName(t.dtype)), " shape ",
-                       ShapeString(t.shape)));
+      return TensorError(path, t.name,
+                         absl::StrCat(t.data.size(), " bytes given for ",
+                                      std::string(DTypeName(t.dtype)),
+                                      " shape ", ShapeString(t.shape)));
     }
     header[t.name] = {{"dtype", std::string(DTypeName(t.dtype))},
                       {"shape", t.shape},
@@ -320,8 +317,8 @@ absl::Status WriteSafetensors(
   }
 
   const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                        0644);
+  const int fd =
+      ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoError("cannot create", tmp);
   absl::Status status = WriteAll(fd, length, sizeof(length), tmp);
   if (status.ok()) {

@@ -80,10 +80,9 @@ struct TensorToWrite {
 // Writes a safetensors file (header padded with spaces to 8-byte alignment,
 // as the reference implementation does). Written to a temporary name and
 // renamed, so a crash never leaves a half-written file at `path`.
-absl::Status WriteSafetensors(const std::string& path,
-                              std::span<const TensorToWrite> tensors,
-                              const std::map<std::string, std::string>&
-                                  metadata = {});
+absl::Status WriteSafetensors(
+    const std::string& path, std::span<const TensorToWrite> tensors,
+    const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace skipserve
 

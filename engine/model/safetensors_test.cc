@@ -20,7 +20,8 @@ using ::testing::HasSubstr;
 std::string RawFile(const std::string& header, const std::string& data,
                     uint64_t declared_length) {
   std::string out(8, '\0');
-  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>(declared_length >> (8 * i));
+  for (int i = 0; i < 8; ++i)
+    out[i] = static_cast<char>(declared_length >> (8 * i));
   return out + header + data;
 }
 std::string RawFile(const std::string& header, const std::string& data) {
@@ -77,8 +78,8 @@ TEST_F(SafetensorsTest, RoundTripsAllDTypes) {
   uint64_t n = 0;
   std::memcpy(&n, raw.data(), 8);
   EXPECT_EQ((8 + n) % 8, 0u);
-  EXPECT_EQ(raw.size(), 8 + n + a_bytes.size() + b_bytes.size() +
-                            c_bytes.size());
+  EXPECT_EQ(raw.size(),
+            8 + n + a_bytes.size() + b_bytes.size() + c_bytes.size());
 
   absl::StatusOr<std::unique_ptr<SafetensorsFile>> file =
       SafetensorsFile::Open(path);
@@ -128,13 +129,12 @@ TEST_F(SafetensorsTest, EmptyFileAndScalars) {
 
 TEST_F(SafetensorsTest, WriterRejectsInconsistentTensors) {
   const std::vector<std::byte> six(6);
-  const std::vector<TensorToWrite> wrong_size = {
-      {"w", DType::kF32, {2}, six}};
+  const std::vector<TensorToWrite> wrong_size = {{"w", DType::kF32, {2}, six}};
   absl::Status s = WriteSafetensors(dir_.File("w.safetensors"), wrong_size);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(s.message()), HasSubstr("\"w\""));
-  const std::vector<TensorToWrite> repeated = {
-      {"r", DType::kF16, {3}, six}, {"r", DType::kF16, {3}, six}};
+  const std::vector<TensorToWrite> repeated = {{"r", DType::kF16, {3}, six},
+                                               {"r", DType::kF16, {3}, six}};
   EXPECT_FALSE(WriteSafetensors(dir_.File("r.safetensors"), repeated).ok());
   EXPECT_FALSE(std::filesystem::exists(dir_.File("w.safetensors")));
 }
@@ -144,7 +144,8 @@ TEST_F(SafetensorsTest, MissingFile) {
       SafetensorsFile::Open(dir_.File("nope.safetensors"));
   ASSERT_FALSE(file.ok());
   EXPECT_EQ(file.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(file.status().message()), HasSubstr("nope.safetensors"));
+  EXPECT_THAT(std::string(file.status().message()),
+              HasSubstr("nope.safetensors"));
 }
 
 TEST_F(SafetensorsTest, RejectsBrokenFraming) {
@@ -186,12 +187,10 @@ TEST_F(SafetensorsTest, RejectsBrokenTensorEntries) {
                {"t.weight", "shape"});
   ExpectBroken(entry(R"({"dtype":"F32","shape":[4],"data_offsets":[0]})"),
                {"t.weight", "data_offsets"});
-  ExpectBroken(
-      entry(R"({"dtype":"F32","shape":[4],"data_offsets":[0,16,16]})"),
-      {"t.weight", "data_offsets"});
-  ExpectBroken(
-      entry(R"({"dtype":"F32","shape":[4],"data_offsets":[0,"16"]})"),
-      {"t.weight", "data_offsets"});
+  ExpectBroken(entry(R"({"dtype":"F32","shape":[4],"data_offsets":[0,16,16]})"),
+               {"t.weight", "data_offsets"});
+  ExpectBroken(entry(R"({"dtype":"F32","shape":[4],"data_offsets":[0,"16"]})"),
+               {"t.weight", "data_offsets"});
   ExpectBroken(entry(R"({"dtype":"F32","shape":[4],"data_offsets":[-1,15]})"),
                {"t.weight", "data_offsets"});
   ExpectBroken(entry(R"({"dtype":"F32","shape":[0],"data_offsets":[16,0]})"),
@@ -223,11 +222,10 @@ TEST_F(SafetensorsTest, RejectsOverlappingTensors) {
   // Adjacent tensors and empty tensors do not overlap.
   const std::string path = dir_.File("ok.safetensors");
   testing::WriteFile(
-      path,
-      RawFile(R"({"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]},)"
-              R"("e":{"dtype":"F32","shape":[0],"data_offsets":[8,8]},)"
-              R"("a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
-              data));
+      path, RawFile(R"({"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]},)"
+                    R"("e":{"dtype":"F32","shape":[0],"data_offsets":[8,8]},)"
+                    R"("a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
+                    data));
   absl::StatusOr<std::unique_ptr<SafetensorsFile>> file =
       SafetensorsFile::Open(path);
   ASSERT_TRUE(file.ok()) << file.status();

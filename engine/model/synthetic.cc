@@ -70,8 +70,8 @@ void FillNormal(uint64_t stream, int64_t begin, int64_t count, float* out) {
 // Fills `tensor` (already sized) with mean + stddev * N(0, 1), generated
 // chunk by chunk straight into its dtype.
 void Generate(uint64_t stream, float mean, float stddev, OwnedTensor* tensor) {
-  const int64_t numel = static_cast<int64_t>(tensor->bytes.size() /
-                                             DTypeSize(tensor->dtype));
+  const int64_t numel =
+      static_cast<int64_t>(tensor->bytes.size() / DTypeSize(tensor->dtype));
   const int64_t chunks = (numel + kChunk - 1) / kChunk;
   const size_t elem = DTypeSize(tensor->dtype);
   std::byte* out = tensor->bytes.data();
@@ -109,10 +109,9 @@ absl::StatusOr<ModelConfig> SyntheticPreset(std::string_view name) {
     c.torch_dtype = DType::kF32;
     return c;
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown synthetic preset \"", std::string(name),
-                   "\"; valid presets: ",
-                   absl::StrJoin(SyntheticPresetNames(), ", ")));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown synthetic preset \"", std::string(name),
+      "\"; valid presets: ", absl::StrJoin(SyntheticPresetNames(), ", ")));
 }
 
 std::vector<std::string> SyntheticPresetNames() {
@@ -152,8 +151,7 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> MakeSyntheticCheckpoint(
                    std::string(DTypeName(dtype)), ")"));
 }
 
-absl::StatusOr<std::unique_ptr<Checkpoint>> OpenModel(
-    const std::string& spec) {
+absl::StatusOr<std::unique_ptr<Checkpoint>> OpenModel(const std::string& spec) {
   constexpr absl::string_view kPrefix = "synthetic:";
   if (!absl::StartsWith(spec, kPrefix)) return Checkpoint::Open(spec);
   std::string preset = spec.substr(kPrefix.size());
@@ -169,9 +167,9 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> OpenModel(
     } else if (suffix == "bf16") {
       dtype = DType::kBF16;
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "model \"", spec, "\": unknown dtype suffix \"", suffix,
-          "\" (expected f32, f16 or bf16)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("model \"", spec, "\": unknown dtype suffix \"", suffix,
+                       "\" (expected f32, f16 or bf16)"));
     }
   }
   absl::StatusOr<ModelConfig> config = SyntheticPreset(preset);

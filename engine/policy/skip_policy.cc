@@ -28,8 +28,8 @@ namespace {
 // that "33%" and "0.33" parse to the same double and ToString round-trips.
 constexpr double kFractionUnits = 1e6;
 
-constexpr std::array<SkipKind, 3> kKinds = {
-    SkipKind::kAttention, SkipKind::kFfn, SkipKind::kLayer};
+constexpr std::array<SkipKind, 3> kKinds = {SkipKind::kAttention,
+                                            SkipKind::kFfn, SkipKind::kLayer};
 
 absl::string_view KindName(SkipKind kind) {
   switch (kind) {
@@ -87,8 +87,8 @@ std::optional<double> ParseDecimal(absl::string_view s) {
   if (digits == 0 || dots > 1) return std::nullopt;
   // from_chars does not accept a leading '+' or a leading '.' without a
   // digit before it on every library; give it a normalised copy.
-  std::string normalised = body.front() == '.' ? absl::StrCat("0", body)
-                                                : std::string(body);
+  std::string normalised =
+      body.front() == '.' ? absl::StrCat("0", body) : std::string(body);
   if (normalised.back() == '.') normalised.pop_back();
   double value = 0;
   const char* end = normalised.data() + normalised.size();
@@ -142,8 +142,8 @@ absl::StatusOr<int> ParseIndex(absl::string_view text, int clause_number,
                                absl::string_view clause) {
   const absl::string_view s = Trim(text);
   if (s.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "missing layer index in ", Where(clause_number, clause)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("missing layer index in ", Where(clause_number, clause)));
   }
   if (s.front() == '-') {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -157,10 +157,9 @@ absl::StatusOr<int> ParseIndex(absl::string_view text, int clause_number,
   int value = 0;
   auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
   if (ec != std::errc() || value > SkipPolicy::kMaxLayerIndex) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("layer index ", s, " in ", Where(clause_number, clause),
-                     " is too large (at most ", SkipPolicy::kMaxLayerIndex,
-                     ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layer index ", s, " in ", Where(clause_number, clause),
+        " is too large (at most ", SkipPolicy::kMaxLayerIndex, ")"));
   }
   return value;
 }
@@ -194,9 +193,9 @@ absl::StatusOr<double> ParseFraction(absl::string_view after_last,
   if (!(*value >= 0 && *value <= 1)) {
     const std::string hint =
         *value > 1 ? absl::StrCat("; for a percentage write ", s, "%") : "";
-    return absl::InvalidArgumentError(
-        absl::StrCat("fraction ", s, " in ", Where(clause_number, clause),
-                     " is outside [0, 1]", hint));
+    return absl::InvalidArgumentError(absl::StrCat("fraction ", s, " in ",
+                                                   Where(clause_number, clause),
+                                                   " is outside [0, 1]", hint));
   }
   return RoundFraction(*value);
 }
@@ -209,9 +208,9 @@ absl::StatusOr<std::vector<int>> ParseItems(absl::string_view target,
   for (absl::string_view raw_item : absl::StrSplit(target, ',')) {
     const absl::string_view item = Trim(raw_item);
     if (item.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "empty item in ", Where(clause_number, clause),
-          "; expected INDEX or INDEX-INDEX between commas"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("empty item in ", Where(clause_number, clause),
+                       "; expected INDEX or INDEX-INDEX between commas"));
     }
     // A '-' after the first character separates a range; a leading '-' is
     // a negative index (reported by ParseIndex).
@@ -229,10 +228,9 @@ absl::StatusOr<std::vector<int>> ParseItems(absl::string_view target,
         ParseIndex(item.substr(dash + 1), clause_number, clause);
     if (!last.ok()) return last.status();
     if (*last < *first) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("range ", *first, "-", *last, " is reversed in ",
-                       Where(clause_number, clause), "; write ", *last, "-",
-                       *first));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "range ", *first, "-", *last, " is reversed in ",
+          Where(clause_number, clause), "; write ", *last, "-", *first));
     }
     for (int i = *first; i <= *last; ++i) indices.push_back(i);
   }
@@ -240,8 +238,8 @@ absl::StatusOr<std::vector<int>> ParseItems(absl::string_view target,
   const auto dup = std::adjacent_find(indices.begin(), indices.end());
   if (dup != indices.end()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("layer ", *dup, " listed twice in ", KindName(kind),
-                     " (", Where(clause_number, clause), ")"));
+        absl::StrCat("layer ", *dup, " listed twice in ", KindName(kind), " (",
+                     Where(clause_number, clause), ")"));
   }
   return indices;
 }
@@ -263,8 +261,8 @@ absl::StatusOr<std::vector<int>> CheckIndexList(std::vector<int> indices,
   std::sort(indices.begin(), indices.end());
   const auto dup = std::adjacent_find(indices.begin(), indices.end());
   if (dup != indices.end()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "layer ", *dup, " listed twice in ", KindName(kind)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer ", *dup, " listed twice in ", KindName(kind)));
   }
   return indices;
 }
@@ -373,9 +371,9 @@ absl::StatusOr<SkipPolicy> SkipPolicy::Parse(std::string_view text) {
     first_seen = number;
     const absl::string_view target = Trim(clause.substr(colon + 1));
     if (target.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "missing target after ':' in ", Where(number, clause),
-          "; expected last=FRACTION or layer indices"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("missing target after ':' in ", Where(number, clause),
+                       "; expected last=FRACTION or layer indices"));
     }
     SkipRule rule;
     rule.kind = *kind;
@@ -437,10 +435,10 @@ absl::StatusOr<LayerPlan> SkipPolicy::Compile(int num_layers) const {
     } else {
       for (int index : rule.indices) {
         if (index >= num_layers) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "policy ", KindName(rule.kind), ": layer index ", index,
-              " out of range [0, ", num_layers - 1, "] for a ", num_layers,
-              "-layer model"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("policy ", KindName(rule.kind), ": layer index ",
+                           index, " out of range [0, ", num_layers - 1,
+                           "] for a ", num_layers, "-layer model"));
         }
         layers.push_back(index);
       }

@@ -55,8 +55,8 @@ std::vector<int> Range(int first, int last) {
 void ExpectParseError(const std::string& text,
                       const std::vector<std::string>& parts) {
   absl::StatusOr<SkipPolicy> policy = SkipPolicy::Parse(text);
-  ASSERT_FALSE(policy.ok()) << "'" << text << "' parsed as "
-                            << policy->ToString();
+  ASSERT_FALSE(policy.ok())
+      << "'" << text << "' parsed as " << policy->ToString();
   EXPECT_EQ(policy.status().code(), absl::StatusCode::kInvalidArgument);
   for (const std::string& part : parts) {
     EXPECT_THAT(std::string(policy.status().message()), HasSubstr(part))
@@ -155,10 +155,8 @@ TEST(SkipPolicy, CanonicalFractionText) {
   EXPECT_EQ(MustParse("attn:last=1").ToString(), "attn:last=100%");
   EXPECT_EQ(MustParse("attn:last=0.0001").ToString(), "attn:last=0.01%");
   EXPECT_EQ(MustParse("attn:last=0.000001").ToString(), "attn:last=0.0001%");
-  EXPECT_EQ(MustParse("attn:last=12.34567%").ToString(),
-            "attn:last=12.3457%");
-  EXPECT_EQ(MustParse("attn:last=99.9999%").ToString(),
-            "attn:last=99.9999%");
+  EXPECT_EQ(MustParse("attn:last=12.34567%").ToString(), "attn:last=12.3457%");
+  EXPECT_EQ(MustParse("attn:last=99.9999%").ToString(), "attn:last=99.9999%");
   EXPECT_EQ(MustParse("attn:last=50.50%").ToString(), "attn:last=50.5%");
   // Finer than a millionth rounds away.
   EXPECT_TRUE(MustParse("attn:last=0.0000004").IsNone());
@@ -313,9 +311,8 @@ TEST(SkipPolicy, FromIndicesRoundTrips) {
 // --- FromIndices ------------------------------------------------------------
 
 TEST(SkipPolicy, FromIndicesMatchesText) {
-  absl::StatusOr<SkipPolicy> policy =
-      SkipPolicy::FromIndices({31, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30},
-                              {31, 30}, {});
+  absl::StatusOr<SkipPolicy> policy = SkipPolicy::FromIndices(
+      {31, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30}, {31, 30}, {});
   ASSERT_TRUE(policy.ok()) << policy.status();
   EXPECT_EQ(*policy, MustParse("attn:20-31;ffn:30,31"));
 
@@ -329,8 +326,8 @@ TEST(SkipPolicy, FromIndicesMatchesText) {
 }
 
 TEST(SkipPolicy, FromIndicesRejectsDuplicates) {
-  absl::StatusOr<SkipPolicy> policy = SkipPolicy::FromIndices({1, 2}, {4, 3, 4},
-                                                              {});
+  absl::StatusOr<SkipPolicy> policy =
+      SkipPolicy::FromIndices({1, 2}, {4, 3, 4}, {});
   ASSERT_FALSE(policy.ok());
   EXPECT_EQ(policy.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(policy.status().message()),
@@ -357,8 +354,7 @@ TEST(SkipPolicy, CompilesPaperRulesFor32Layers) {
   EXPECT_EQ(SkippedAttention(MustCompile("attn:last=10%", 32)), Range(29, 31));
   EXPECT_EQ(SkippedAttention(MustCompile("attn:last=25%", 32)), Range(24, 31));
   EXPECT_EQ(SkippedAttention(MustCompile("attn:last=33%", 32)), Range(21, 31));
-  EXPECT_EQ(SkippedAttention(MustCompile("attn:last=0.33", 32)),
-            Range(21, 31));
+  EXPECT_EQ(SkippedAttention(MustCompile("attn:last=0.33", 32)), Range(21, 31));
 }
 
 TEST(SkipPolicy, CompilesPaperRulesFor40Layers) {
@@ -537,7 +533,8 @@ TEST(SkipPolicy, RejectsReversedRange) {
 TEST(SkipPolicy, RejectsDuplicateKind) {
   ExpectParseError("attn:1;ffn:2;attn:3",
                    {"kind attn appears twice", "clauses 1 and 3"});
-  ExpectParseError("layer:last=10%;layer:last=10%", {"kind layer appears twice"});
+  ExpectParseError("layer:last=10%;layer:last=10%",
+                   {"kind layer appears twice"});
   // Even when the first rule would be dropped.
   ExpectParseError("attn:last=0;attn:3", {"kind attn appears twice"});
 }

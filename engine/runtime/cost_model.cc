@@ -43,7 +43,8 @@ double PrefillFlops(const ModelConfig& config, const LayerPlan& plan,
       2.0 * 2.0 * pairs * config.num_heads * config.head_dim();
   double flops = 2.0 * config.hidden_size * config.vocab_size;
   for (int l = 0; l < plan.num_layers(); ++l) {
-    if (plan.run_attn[l]) flops += 2.0 * n * sizes.attn_weights + attention_core;
+    if (plan.run_attn[l])
+      flops += 2.0 * n * sizes.attn_weights + attention_core;
     if (plan.run_ffn[l]) flops += 2.0 * n * sizes.ffn_weights;
   }
   return flops;

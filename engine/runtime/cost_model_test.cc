@@ -33,9 +33,9 @@ TEST(CostModel, SkippingAttentionRemovesItsWeightsAndKvReads) {
   LayerPlan plan = LayerPlan::Full(2);
   plan.run_attn[1] = false;
   const double attention = 64 + 32 + 32 + 64 + 8 + 6 * 4 * 2;
-  EXPECT_DOUBLE_EQ(DecodeBytes(c, LayerPlan::Full(2), 5, 1) -
-                       DecodeBytes(c, plan, 5, 1),
-                   attention);
+  EXPECT_DOUBLE_EQ(
+      DecodeBytes(c, LayerPlan::Full(2), 5, 1) - DecodeBytes(c, plan, 5, 1),
+      attention);
 }
 
 TEST(CostModel, PrefillFlopsScaleWithSkippedFfn) {
@@ -43,9 +43,8 @@ TEST(CostModel, PrefillFlopsScaleWithSkippedFfn) {
   LayerPlan plan = LayerPlan::Full(2);
   plan.run_ffn[0] = false;
   const double ffn = 2.0 * 10 * (3 * 96 + 8);
-  EXPECT_DOUBLE_EQ(PrefillFlops(c, LayerPlan::Full(2), 10) -
-                       PrefillFlops(c, plan, 10),
-                   ffn);
+  EXPECT_DOUBLE_EQ(
+      PrefillFlops(c, LayerPlan::Full(2), 10) - PrefillFlops(c, plan, 10), ffn);
 }
 
 TEST(CostModel, AttentionCoreIsQuadraticInPromptLength) {

@@ -10,8 +10,7 @@ namespace skipserve {
 namespace {
 
 double SecondsSince(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                       start)
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
       .count();
 }
 
@@ -54,9 +53,9 @@ absl::StatusOr<GenerationResult> Generator::Generate(
         "max_new_tokens must be >= 1, got %d", request.max_new_tokens));
   }
   if (request.plan.num_layers() != config.num_layers) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "plan has %d layers, the model %d", request.plan.num_layers(),
-        config.num_layers));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("plan has %d layers, the model %d",
+                        request.plan.num_layers(), config.num_layers));
   }
   if (absl::Status s = ValidateSamplingParams(request.sampling); !s.ok()) {
     return s;
@@ -91,8 +90,8 @@ absl::StatusOr<GenerationResult> Generator::Generate(
     result.tokens.push_back(token);
     if (result.tokens.size() == 1) result.prefill_seconds = SecondsSince(start);
     if (on_token) on_token(token);
-    if (std::find(request.stop_ids.begin(), request.stop_ids.end(),
-                  token.id) != request.stop_ids.end()) {
+    if (std::find(request.stop_ids.begin(), request.stop_ids.end(), token.id) !=
+        request.stop_ids.end()) {
       result.finish_reason = FinishReason::kStop;
       break;
     }

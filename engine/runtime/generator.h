@@ -28,18 +28,18 @@ enum class FinishReason { kStop, kLength, kContext };
 const char* FinishReasonName(FinishReason reason);
 
 struct GenerationRequest {
-  std::vector<int32_t> prompt;     // token ids, BOS included if wanted
-  LayerPlan plan;                  // compiled for the backend's model
+  std::vector<int32_t> prompt;  // token ids, BOS included if wanted
+  LayerPlan plan;               // compiled for the backend's model
   SamplingParams sampling;
-  int max_new_tokens = 16;         // >= 1
-  std::vector<int32_t> stop_ids;   // e.g. EOS; the stop token is included
+  int max_new_tokens = 16;        // >= 1
+  std::vector<int32_t> stop_ids;  // e.g. EOS; the stop token is included
 };
 
 struct GenerationResult {
   std::vector<SampledToken> tokens;
   FinishReason finish_reason = FinishReason::kLength;
-  double prefill_seconds = 0;      // prompt in -> first token sampled
-  double decode_seconds = 0;       // first token -> last token
+  double prefill_seconds = 0;  // prompt in -> first token sampled
+  double decode_seconds = 0;   // first token -> last token
 };
 
 class Generator {
@@ -57,7 +57,7 @@ class Generator {
       const std::function<void(const SampledToken&)>& on_token = {});
 
  private:
-  Backend* backend_;          // not owned
+  Backend* backend_;           // not owned
   KvBlockManager* kv_blocks_;  // not owned
   int prefill_chunk_;
 };

@@ -75,8 +75,8 @@ inline float ExpNonPositive(float x) {
 
 // out[i] = exp((logits[i] - max) / temperature). Written in fixed-size
 // blocks so that GCC vectorizes it at -O2.
-void ScaledExp(const float* __restrict logits, float* __restrict out,
-               size_t n, float max, float temperature) {
+void ScaledExp(const float* __restrict logits, float* __restrict out, size_t n,
+               float max, float temperature) {
   constexpr size_t kBlock = 16;
   size_t i = 0;
   for (; i + kBlock <= n; i += kBlock) {
@@ -230,13 +230,12 @@ constexpr auto Better = [](const std::pair<float, int32_t>& a,
 absl::Status ValidateSamplingParams(const SamplingParams& params) {
   // Written so that NaN fails every test.
   if (!(params.temperature >= 0 && params.temperature <= 100)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("sampling.temperature must be in [0, 100], got ",
-                     params.temperature));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sampling.temperature must be in [0, 100], got ", params.temperature));
   }
   if (!(params.top_p > 0 && params.top_p <= 1)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "sampling.top_p must be in (0, 1], got ", params.top_p));
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampling.top_p must be in (0, 1], got ", params.top_p));
   }
   if (params.top_k < 0) {
     return absl::InvalidArgumentError(
@@ -273,10 +272,9 @@ SampledToken Sampler::Sample(std::span<const float> logits) {
   const LogitScan scan = ScanLogits(logits);
   const double u = NextUniform();
   double raw_sum_exp = -1;  // sum exp(logit - max), once known
-  const int32_t id =
-      params_.temperature == 0
-          ? scan.argmax
-          : SampleFiltered(logits, scan.max, u, &raw_sum_exp);
+  const int32_t id = params_.temperature == 0
+                         ? scan.argmax
+                         : SampleFiltered(logits, scan.max, u, &raw_sum_exp);
   if (raw_sum_exp < 0) raw_sum_exp = SumExp(logits, scan.max);
   return SampledToken{id, LogSoftmax(logits, id, scan.max, raw_sum_exp)};
 }
@@ -320,10 +318,9 @@ float Sampler::BucketTokens(std::span<const float> logits, float max_logit) {
   const float min_logit =
       MinLogitOfPositive(logits.data(), weights_.data(), vocab, max_logit);
   const float range = max_logit - min_logit;
-  const float scale =
-      range > 0 ? std::min(kNumBuckets / range,
-                           std::numeric_limits<float>::max())
-                : 0.0f;
+  const float scale = range > 0 ? std::min(kNumBuckets / range,
+                                           std::numeric_limits<float>::max())
+                                : 0.0f;
   buckets_.resize(vocab);
   ComputeBuckets(logits.data(), weights_.data(), buckets_.data(), vocab,
                  max_logit, scale);

@@ -169,7 +169,8 @@ TEST(SamplerDeathTest, RejectsBadLogits) {
   Sampler sampler(Params(1));
   EXPECT_DEATH(sampler.Sample(std::vector<float>{}), "empty logits");
   EXPECT_DEATH(sampler.Sample(std::vector<float>{1, NAN}), "NaN");
-  EXPECT_DEATH(sampler.Sample(std::vector<float>{1, INFINITY}), "NaN or \\+inf");
+  EXPECT_DEATH(sampler.Sample(std::vector<float>{1, INFINITY}),
+               "NaN or \\+inf");
   EXPECT_DEATH(sampler.Sample(std::vector<float>{kNegInf, kNegInf}),
                "every logit is -inf");
 }
@@ -239,8 +240,8 @@ TEST(Sampler, LogSoftmaxAtMatchesReference) {
 TEST(Sampler, SameSeedSameTokens) {
   const std::vector<float> logits = RandomLogits(32000, 21, -3, 3);
   for (const SamplingParams& params :
-       {Params(1, 1, 0, 99), Params(0.7f, 0.9f, 0, 99),
-        Params(1.3f, 1, 50, 99), Params(1, 0.95f, 100, 99)}) {
+       {Params(1, 1, 0, 99), Params(0.7f, 0.9f, 0, 99), Params(1.3f, 1, 50, 99),
+        Params(1, 0.95f, 100, 99)}) {
     EXPECT_EQ(Draw(params, logits, 200), Draw(params, logits, 200));
   }
 }
@@ -265,8 +266,8 @@ TEST(Sampler, MatchesIndependentXoshiroStream) {
   // Python from the reference algorithms.
   const std::vector<float> flat(1024, 0.25f);
   EXPECT_EQ(Draw(Params(1, 1, 0, 0), flat, 12),
-            (std::vector<int>{615, 765, 105, 426, 750, 1023, 432, 548, 876,
-                              940, 117, 68}));
+            (std::vector<int>{615, 765, 105, 426, 750, 1023, 432, 548, 876, 940,
+                              117, 68}));
   EXPECT_EQ(Draw(Params(1, 1, 0, 12345), flat, 12),
             (std::vector<int>{761, 133, 986, 49, 568, 10, 163, 302, 395, 932,
                               800, 550}));
@@ -553,8 +554,7 @@ TEST(Sampler, FrequenciesMatchWithLargeTopK) {
       kept += probs[i];
     }
     for (double& p : probs) p /= kept;
-    const std::vector<int> counts =
-        Counts(Draw(params, logits, 60000), 2000);
+    const std::vector<int> counts = Counts(Draw(params, logits, 60000), 2000);
     EXPECT_LE(ChiSquare(counts, probs), ChiSquareBound(k - 1)) << "k " << k;
   }
 }

@@ -66,14 +66,13 @@ absl::StatusOr<uint64_t> Scheduler::Submit(
     return absl::InvalidArgumentError("malformed sequence spec");
   }
   SequenceKv probe(spec.plan);
-  const int prompt_blocks = kv_blocks_.BlocksNeeded(
-      probe, static_cast<int>(spec.prompt.size()) + 1);
+  const int prompt_blocks =
+      kv_blocks_.BlocksNeeded(probe, static_cast<int>(spec.prompt.size()) + 1);
   if (prompt_blocks > kv_blocks_.num_blocks()) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "the KV cache (%d blocks of %d tokens) cannot hold a %d-token prompt "
         "under this policy",
-        kv_blocks_.num_blocks(), kv_blocks_.block_size(),
-        spec.prompt.size()));
+        kv_blocks_.num_blocks(), kv_blocks_.block_size(), spec.prompt.size()));
   }
   absl::MutexLock lock(&mu_);
   if (shutting_down_) {
@@ -86,8 +85,8 @@ absl::StatusOr<uint64_t> Scheduler::Submit(
         options_.max_waiting));
   }
   const uint64_t id = next_id_++;
-  auto seq = std::make_unique<Sequence>(id, std::move(spec),
-                                        std::move(observer));
+  auto seq =
+      std::make_unique<Sequence>(id, std::move(spec), std::move(observer));
   seq->timings.arrival = absl::Now();
   seq->timings.prompt_tokens = static_cast<int>(seq->tokens.size());
   seq->last_step = stats_.steps;
@@ -110,7 +109,8 @@ void Scheduler::WaitIdle() {
 bool Scheduler::WaitIdleFor(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
   return mu_.AwaitWithTimeout(
-      absl::Condition(+[](int* active) { return *active == 0; }, &active_),
+      absl::Condition(
+          +[](int* active) { return *active == 0; }, &active_),
       timeout);
 }
 
@@ -358,11 +358,11 @@ bool Scheduler::Step() {
       s.timings.first_scheduled = absl::Now();
     }
     s.last_step = step_number;
-    batch.Add(&s.spec.plan, &s.kv, s.num_computed,
-              std::vector<int32_t>(s.tokens.begin() + s.num_computed,
-                                   s.tokens.begin() + s.num_computed +
-                                       c.num_tokens),
-              s.scoring());
+    batch.Add(
+        &s.spec.plan, &s.kv, s.num_computed,
+        std::vector<int32_t>(s.tokens.begin() + s.num_computed,
+                             s.tokens.begin() + s.num_computed + c.num_tokens),
+        s.scoring());
     if (std::none_of(plans.begin(), plans.end(),
                      [&](const LayerPlan* p) { return *p == s.spec.plan; })) {
       plans.push_back(&s.spec.plan);
@@ -432,9 +432,9 @@ bool Scheduler::Step() {
   report.rows = batch.NumRows();
   report.sequences = static_cast<int>(batch.sequences.size());
   report.distinct_plans = static_cast<int>(plans.size());
-  report.seconds = std::chrono::duration<double>(
-                       std::chrono::steady_clock::now() - start)
-                       .count();
+  report.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
   PublishStats(report);
   if (on_step_ && report.rows > 0) on_step_(report);
   return true;

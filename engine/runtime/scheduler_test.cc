@@ -215,10 +215,8 @@ TEST_F(SchedulerTest, SequenceThatCanNeverFitIsRejectedAndOthersRun) {
   EXPECT_EQ(rejected.status().code(), absl::StatusCode::kResourceExhausted);
   // Fits its prompt but not its generation: fails once it runs alone.
   auto grows = std::make_shared<Recorder>();
-  ASSERT_TRUE(
-      scheduler.Submit(Spec("none", {1, 2, 3, 4, 5}, 100), grows).ok());
-  ASSERT_TRUE(
-      scheduler.Submit(Spec("attn:0-2", {1, 2, 3}, 4), small).ok());
+  ASSERT_TRUE(scheduler.Submit(Spec("none", {1, 2, 3, 4, 5}, 100), grows).ok());
+  ASSERT_TRUE(scheduler.Submit(Spec("attn:0-2", {1, 2, 3}, 4), small).ok());
   scheduler.WaitIdle();
   EXPECT_EQ(grows->status_.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(grows->tokens().size(), 4u);  // 8 tokens fill its 8 blocks
@@ -280,8 +278,7 @@ TEST_F(SchedulerTest, FullQueueAnswersResourceExhausted) {
         scheduler.Submit(Spec("none", {1, 2}, 100), recorders.back());
     if (!id.ok()) {
       EXPECT_EQ(id.status().code(), absl::StatusCode::kResourceExhausted);
-      EXPECT_NE(id.status().message().find("max_waiting=2"),
-                std::string::npos);
+      EXPECT_NE(id.status().message().find("max_waiting=2"), std::string::npos);
       ++rejected;
     }
   }
@@ -337,8 +334,8 @@ TEST_F(SchedulerTest, ScoringReportsLogProbsOfTheContinuation) {
 
 TEST_F(SchedulerTest, ShutdownFinishesEverythingWithUnavailable) {
   std::unique_ptr<Backend> backend = MakeBackend(256);
-  auto scheduler = std::make_unique<Scheduler>(backend.get(),
-                                               SchedulerOptions{});
+  auto scheduler =
+      std::make_unique<Scheduler>(backend.get(), SchedulerOptions{});
   std::vector<std::shared_ptr<Recorder>> recorders;
   for (int i = 0; i < 4; ++i) {
     recorders.push_back(std::make_shared<Recorder>());
@@ -349,10 +346,9 @@ TEST_F(SchedulerTest, ShutdownFinishesEverythingWithUnavailable) {
   for (auto& r : recorders) {
     EXPECT_EQ(r->finishes_, 1);
   }
-  EXPECT_EQ(scheduler->Submit(Spec("none", {1}, 1), recorders[0])
-                .status()
-                .code(),
-            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(
+      scheduler->Submit(Spec("none", {1}, 1), recorders[0]).status().code(),
+      absl::StatusCode::kUnavailable);
 }
 
 }  // namespace

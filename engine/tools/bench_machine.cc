@@ -41,9 +41,9 @@ MemoryBandwidth MeasureMemoryBandwidth(int threads) {
     auto start = std::chrono::steady_clock::now();
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t i = 0; i < n; ++i) b[i] = a[i];
-    double seconds = std::chrono::duration<double>(
-                         std::chrono::steady_clock::now() - start)
-                         .count();
+    double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
     best.copy_gb_s =
         std::max(best.copy_gb_s, 2.0 * n * sizeof(float) / seconds / 1e9);
 
@@ -61,9 +61,9 @@ MemoryBandwidth MeasureMemoryBandwidth(int threads) {
       }
       for (float lane : lanes) sum += lane;
     }
-    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                            start)
-                  .count();
+    seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
     best.read_gb_s =
         std::max(best.read_gb_s, 1.0 * n * sizeof(float) / seconds / 1e9);
     if (sum < 0) best.read_gb_s = 0;  // keeps the sum alive

@@ -78,8 +78,7 @@ class Bench {
     absl::Status s = Prefill(plan, seq, n);
     volatile int next = 0;
     if (s.ok()) {
-      next = static_cast<int>(std::max_element(logits_.begin(),
-                                               logits_.end()) -
+      next = static_cast<int>(std::max_element(logits_.begin(), logits_.end()) -
                               logits_.begin());
     }
     const double seconds =
@@ -110,7 +109,8 @@ class Bench {
 
  private:
   int32_t Token(int i) const {
-    return static_cast<int32_t>((i * 7919 + 13) % backend_->config().vocab_size);
+    return static_cast<int32_t>((i * 7919 + 13) %
+                                backend_->config().vocab_size);
   }
   absl::Status Prefill(const LayerPlan& plan, SequenceKv& seq, int n) {
     std::vector<int32_t> tokens(n);
@@ -176,7 +176,8 @@ absl::Status Run() {
     if (!policy.ok()) return policy.status();
     absl::StatusOr<LayerPlan> plan = policy->Compile(config.num_layers);
     if (!plan.ok()) return plan.status();
-    runs.push_back({policy->ToString(), *plan,
+    runs.push_back({policy->ToString(),
+                    *plan,
                     std::vector<std::vector<double>>(prompt_lens.size()),
                     {}});
   }
@@ -188,8 +189,8 @@ absl::Status Run() {
     std::fprintf(stderr, "round %d/%d\n", round + 1, rounds);
     for (PolicyRun& run : runs) {
       for (size_t i = 0; i < prompt_lens.size(); ++i) {
-        absl::StatusOr<double> t = bench.TimeToFirstToken(run.plan,
-                                                          prompt_lens[i]);
+        absl::StatusOr<double> t =
+            bench.TimeToFirstToken(run.plan, prompt_lens[i]);
         if (!t.ok()) return t.status();
         run.ttft[i].push_back(*t);
       }
@@ -231,9 +232,8 @@ absl::Status Run() {
     for (size_t i = 0; i < prompt_lens.size(); ++i) {
       const double t = Median(run.ttft[i]);
       const double speedup = Median(base.ttft[i]) / t;
-      const double predicted =
-          PrefillFlops(config, base.plan, prompt_lens[i]) /
-          PrefillFlops(config, run.plan, prompt_lens[i]);
+      const double predicted = PrefillFlops(config, base.plan, prompt_lens[i]) /
+                               PrefillFlops(config, run.plan, prompt_lens[i]);
       std::printf(" %7.1fms %5.3f(%5.3f)", t * 1e3, speedup, predicted);
       row["ttft"].push_back({{"prompt_len", prompt_lens[i]},
                              {"seconds", t},

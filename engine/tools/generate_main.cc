@@ -55,7 +55,8 @@ absl::StatusOr<std::vector<int32_t>> ParseTokenIds(const std::string& text) {
 
 absl::Status Run() {
   const std::string model_spec = absl::GetFlag(FLAGS_model);
-  absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint = OpenModel(model_spec);
+  absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint =
+      OpenModel(model_spec);
   if (!checkpoint.ok()) return checkpoint.status();
   const ModelConfig& config = (*checkpoint)->config();
 
@@ -83,7 +84,8 @@ absl::Status Run() {
         "a synthetic model has no tokenizer: pass --tokens");
   }
 
-  absl::StatusOr<SkipPolicy> policy = SkipPolicy::Parse(absl::GetFlag(FLAGS_policy));
+  absl::StatusOr<SkipPolicy> policy =
+      SkipPolicy::Parse(absl::GetFlag(FLAGS_policy));
   if (!policy.ok()) return policy.status();
   absl::StatusOr<LayerPlan> plan = policy->Compile(config.num_layers);
   if (!plan.ok()) return plan.status();
@@ -92,9 +94,8 @@ absl::Status Run() {
   options.num_threads = absl::GetFlag(FLAGS_threads);
   const int max_tokens = absl::GetFlag(FLAGS_max_tokens);
   const int context = static_cast<int>(prompt.size()) + max_tokens;
-  options.num_kv_blocks =
-      (context + options.kv_block_size - 1) / options.kv_block_size *
-      config.num_layers;
+  options.num_kv_blocks = (context + options.kv_block_size - 1) /
+                          options.kv_block_size * config.num_layers;
   absl::StatusOr<std::unique_ptr<Backend>> backend =
       CreateCpuBackend(**checkpoint, options);
   if (!backend.ok()) return backend.status();

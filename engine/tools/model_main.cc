@@ -91,8 +91,9 @@ absl::Status Create() {
     if (d == "bf16") dtype = DType::kBF16;
   }
   if (!dtype.has_value()) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "--dtype must be f32, f16 or bf16, got '%s'", absl::GetFlag(FLAGS_dtype)));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--dtype must be f32, f16 or bf16, got '%s'",
+                        absl::GetFlag(FLAGS_dtype)));
   }
   const int shards = absl::GetFlag(FLAGS_shards);
   if (shards < 1) {
@@ -109,9 +110,9 @@ absl::Status Create() {
   if (!absl::GetFlag(FLAGS_corpus).empty()) {
     std::fprintf(stderr, "training a %d-piece tokenizer on %s\n",
                  config->vocab_size, absl::GetFlag(FLAGS_corpus).c_str());
-    if (absl::Status s = TrainTokenizer(absl::GetFlag(FLAGS_corpus),
-                                        config->vocab_size,
-                                        out + "/tokenizer.model");
+    if (absl::Status s =
+            TrainTokenizer(absl::GetFlag(FLAGS_corpus), config->vocab_size,
+                           out + "/tokenizer.model");
         !s.ok()) {
       return s;
     }
@@ -126,15 +127,15 @@ absl::Status Create() {
     return s;
   }
   std::fprintf(stderr, "wrote %s: %lld parameters, %s, %d shard(s)\n",
-               out.c_str(),
-               static_cast<long long>(config->NumParameters()),
+               out.c_str(), static_cast<long long>(config->NumParameters()),
                std::string(DTypeName(*dtype)).c_str(), shards);
   return absl::OkStatus();
 }
 
 absl::Status Info() {
   const std::string dir = absl::GetFlag(FLAGS_model);
-  absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint = Checkpoint::Open(dir);
+  absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint =
+      Checkpoint::Open(dir);
   if (!checkpoint.ok()) return checkpoint.status();
   const ModelConfig& c = (*checkpoint)->config();
   std::cout << absl::StrFormat(

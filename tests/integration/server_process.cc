@@ -33,9 +33,8 @@ std::string ReadFile(const std::string& path) {
 
 std::string MakeTempDir() {
   const char* base = std::getenv("TMPDIR");
-  std::string pattern =
-      absl::StrCat(base != nullptr && *base != '\0' ? base : "/tmp",
-                   "/skipserve-it-XXXXXX");
+  std::string pattern = absl::StrCat(
+      base != nullptr && *base != '\0' ? base : "/tmp", "/skipserve-it-XXXXXX");
   std::vector<char> buffer(pattern.begin(), pattern.end());
   buffer.push_back('\0');
   if (mkdtemp(buffer.data()) == nullptr) return "";
@@ -84,9 +83,8 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
   const int log_fd = open(server->stderr_path_.c_str(),
                           O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (log_fd < 0) {
-    return absl::InternalError(absl::StrCat("cannot create ",
-                                            server->stderr_path_, ": ",
-                                            std::strerror(errno)));
+    return absl::InternalError(absl::StrCat(
+        "cannot create ", server->stderr_path_, ": ", std::strerror(errno)));
   }
   const int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   const pid_t parent = getpid();
@@ -141,16 +139,15 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
       }
       server->Signal(SIGKILL);
       server->Wait(absl::Seconds(10));
-      return absl::InternalError(absl::StrFormat(
-          "bad port file contents '%s'; server stderr:\n%s", text,
-          server->Stderr()));
+      return absl::InternalError(
+          absl::StrFormat("bad port file contents '%s'; server stderr:\n%s",
+                          text, server->Stderr()));
     }
     if (server->TryReap()) {
       const int status = server->wait_status_;
       return absl::InternalError(absl::StrFormat(
           "%s ended before serving (%s %d); its stderr:\n%s",
-          absl::StrJoin(args, " "),
-          WIFEXITED(status) ? "exit code" : "signal",
+          absl::StrJoin(args, " "), WIFEXITED(status) ? "exit code" : "signal",
           WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
           server->Stderr()));
     }
@@ -225,8 +222,7 @@ ServerExit ServerProcess::Wait(absl::Duration timeout) {
   ServerExit result;
   result.exited = WIFEXITED(wait_status_);
   result.exit_code = result.exited ? WEXITSTATUS(wait_status_) : -1;
-  result.term_signal =
-      WIFSIGNALED(wait_status_) ? WTERMSIG(wait_status_) : 0;
+  result.term_signal = WIFSIGNALED(wait_status_) ? WTERMSIG(wait_status_) : 0;
   result.timed_out = timed_out_;
   result.stderr_text = Stderr();
   return result;

@@ -34,10 +34,10 @@
 namespace skipserve::testing {
 
 struct ServerExit {
-  bool exited = false;    // ended by exit() (exit_code is valid)
-  int exit_code = -1;     // when exited
-  int term_signal = 0;    // the signal that killed it, when not exited
-  bool timed_out = false; // it did not end in time and was SIGKILLed
+  bool exited = false;     // ended by exit() (exit_code is valid)
+  int exit_code = -1;      // when exited
+  int term_signal = 0;     // the signal that killed it, when not exited
+  bool timed_out = false;  // it did not end in time and was SIGKILLed
   std::string stderr_text;
 };
 

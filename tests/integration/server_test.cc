@@ -130,9 +130,9 @@ std::string TokenTexts(const v1::GenerateResponse& response) {
 // A deterministic, prompt-like text that differs per `i` (and in length).
 std::string Prompt(int i) {
   static const char* const kWords[] = {
-      "the",   "model", "skips", "layers", "when",  "asked", "by",
-      "a",     "policy", "and",  "serves", "tokens", "over", "grpc",
-      "while", "many",  "requests", "share", "one", "batch"};
+      "the",   "model",  "skips",    "layers", "when",   "asked", "by",
+      "a",     "policy", "and",      "serves", "tokens", "over",  "grpc",
+      "while", "many",   "requests", "share",  "one",    "batch"};
   std::string text = absl::StrFormat("Request %d:", i);
   const int n = 3 + (i * 7) % 11;
   for (int k = 0; k < n; ++k) {
@@ -287,8 +287,9 @@ class InferenceTest : public ::testing::Test {
         "/skipserve-it-policies-", getpid(), ".json");
     std::ofstream(policies_path_) << kPoliciesJson;
     absl::StatusOr<std::unique_ptr<ServerProcess>> server =
-        ServerProcess::Start(SKIPSERVE_SERVER_BINARY,
-                             {absl::StrCat("--policies_file=", policies_path_)});
+        ServerProcess::Start(
+            SKIPSERVE_SERVER_BINARY,
+            {absl::StrCat("--policies_file=", policies_path_)});
     if (!server.ok()) {
       start_error_ = server.status().ToString();
       return;
@@ -313,9 +314,7 @@ class InferenceTest : public ::testing::Test {
     std::remove(policies_path_.c_str());
   }
 
-  void SetUp() override {
-    ASSERT_NE(client_, nullptr) << start_error_;
-  }
+  void SetUp() override { ASSERT_NE(client_, nullptr) << start_error_; }
 
   static SkipserveClient& client() { return *client_; }
   static const std::string& target() { return server_->target(); }
@@ -352,14 +351,17 @@ std::vector<PolicyCase> PolicyCases() {
   cases.push_back({"no selector", std::nullopt, "none", ""});
   cases.push_back({"spec none", Spec("none"), "none", ""});
   // round(0.33 * 8) = 3: layers 5..7.
-  cases.push_back({"spec attn:last=33%", Spec("attn:last=33%"), "attn:5-7", ""});
-  cases.push_back({"spec attn:last=0.33", Spec("attn:last=0.33"), "attn:5-7", ""});
+  cases.push_back(
+      {"spec attn:last=33%", Spec("attn:last=33%"), "attn:5-7", ""});
+  cases.push_back(
+      {"spec attn:last=0.33", Spec("attn:last=0.33"), "attn:5-7", ""});
   // Layer 4 loses both sublayers.
   cases.push_back({"spec attn:3,4;ffn:4,5", Spec("attn:3,4;ffn:4,5"),
                    "attn:3;ffn:5;layer:4", ""});
   // round(0.5 * 8) = 4 (attn 4..7), round(0.25 * 8) = 2 (ffn 6,7).
   cases.push_back({"spec attn:last=50%;ffn:last=25%",
-                   Spec("attn:last=50%;ffn:last=25%"), "attn:4,5;layer:6,7", ""});
+                   Spec("attn:last=50%;ffn:last=25%"), "attn:4,5;layer:6,7",
+                   ""});
   cases.push_back({"spec layer:0-7", Spec("layer:0-7"), "layer:0-7", ""});
   cases.push_back({"named fast", Named("fast"), "attn:5-7", "fast"});
   cases.push_back({"named deep", Named("deep"), "attn:4-6;layer:7", "deep"});
@@ -590,8 +592,8 @@ std::vector<Job> MixedJobs(int n) {
   std::vector<Job> jobs;
   for (int i = 0; i < n; ++i) {
     Job job;
-    job.request = Request(Prompt(i), 12 + (i % 5) * 6,
-                          policies[i % policies.size()]);
+    job.request =
+        Request(Prompt(i), 12 + (i % 5) * 6, policies[i % policies.size()]);
     job.request.set_logprobs(true);
     job.stream = (i / 4) % 2 == 1;
     jobs.push_back(job);
@@ -632,8 +634,9 @@ TEST_F(InferenceTest, ConcurrentMixedPolicyRequestsMatchRunningAlone) {
   std::vector<absl::StatusOr<v1::GenerateResponse>> batched =
       RunConcurrently(client(), jobs);
   for (size_t i = 0; i < jobs.size(); ++i) {
-    SCOPED_TRACE(absl::StrCat("job ", i, " (", jobs[i].stream ? "stream" : "unary",
-                              ", policy ", alone[i].policy(), ")"));
+    SCOPED_TRACE(absl::StrCat("job ", i, " (",
+                              jobs[i].stream ? "stream" : "unary", ", policy ",
+                              alone[i].policy(), ")"));
     ASSERT_TRUE(batched[i].ok()) << batched[i].status();
     EXPECT_EQ(Ids(*batched[i]), Ids(alone[i]));
     EXPECT_TRUE(LogprobsNear(Logprobs(*batched[i]), Logprobs(alone[i])));
@@ -764,9 +767,8 @@ TEST_F(InferenceTest, CancelledUnaryCallReleasesItsKvBlocks) {
   v1::GenerateRequest request = Request("Cancel the unary call", 900);
   v1::GenerateResponse response;
   std::promise<grpc::Status> done;
-  std::thread caller([&] {
-    done.set_value(stub->Generate(&context, request, &response));
-  });
+  std::thread caller(
+      [&] { done.set_value(stub->Generate(&context, request, &response)); });
   // Cancel once the server is decoding it.
   bool running = false;
   const absl::Time give_up = absl::Now() + absl::Seconds(20);
@@ -830,7 +832,8 @@ std::vector<BadCase> BadGenerateCases() {
   std::vector<BadCase> cases;
   auto add = [&](std::string label, v1::GenerateRequest r,
                  grpc::StatusCode code, std::vector<std::string> mentions) {
-    cases.push_back({std::move(label), std::move(r), code, std::move(mentions)});
+    cases.push_back(
+        {std::move(label), std::move(r), code, std::move(mentions)});
   };
   const grpc::StatusCode kInvalid = grpc::StatusCode::INVALID_ARGUMENT;
   const v1::GenerateRequest good = Request("A fine prompt", 8);
@@ -885,7 +888,8 @@ std::vector<BadCase> BadGenerateCases() {
   }
   {
     v1::GenerateRequest r = good;
-    for (int i = 0; i < 17; ++i) r.mutable_sampling()->add_stop("s" + std::to_string(i));
+    for (int i = 0; i < 17; ++i)
+      r.mutable_sampling()->add_stop("s" + std::to_string(i));
     add("17 stop strings", r, kInvalid, {"stop"});
   }
   {
@@ -898,15 +902,15 @@ std::vector<BadCase> BadGenerateCases() {
     r.mutable_sampling()->add_stop(std::string(257, 'x'));
     add("257-byte stop string", r, kInvalid, {"stop"});
   }
-  add("unknown policy name", Request("A fine prompt", 8, Named("no-such-policy")),
+  add("unknown policy name",
+      Request("A fine prompt", 8, Named("no-such-policy")),
       grpc::StatusCode::NOT_FOUND, {"policy.name", "no-such-policy"});
   add("bad spec", Request("A fine prompt", 8, Spec("atn:last=33%")), kInvalid,
       {"policy.spec"});
   add("empty spec", Request("A fine prompt", 8, Spec("")), kInvalid,
       {"policy.spec"});
-  add("spec layer out of range",
-      Request("A fine prompt", 8, Spec("layer:8")), kInvalid,
-      {"policy.spec", "8"});
+  add("spec layer out of range", Request("A fine prompt", 8, Spec("layer:8")),
+      kInvalid, {"policy.spec", "8"});
   {
     v1::PolicySelector s;
     s.mutable_inline_()->add_attention_layers(99);
@@ -983,8 +987,8 @@ TEST_F(InferenceTest, BadRequestsGetDocumentedErrorsAndDisturbNothing) {
   absl::StatusOr<v1::GenerateResponse> concurrent =
       absl::UnknownError("not run");
   std::thread runner([&] {
-    concurrent = client().GenerateStream(
-        long_request, [&](const v1::GenerateResponse&) {
+    concurrent =
+        client().GenerateStream(long_request, [&](const v1::GenerateResponse&) {
           if (!signalled.exchange(true)) first_chunk.set_value();
         });
     if (!signalled.exchange(true)) first_chunk.set_value();
@@ -1131,11 +1135,13 @@ TEST_F(InferenceTest, ScoreSumsTokenLogprobsAndFollowsThePolicy) {
   for (int i = 0; i < 2; ++i) {
     const v1::ContinuationScore& a = first->scores(i);
     const v1::ContinuationScore& b = second->scores(i);
-    EXPECT_EQ(std::vector<uint32_t>(a.token_ids().begin(), a.token_ids().end()),
-              std::vector<uint32_t>(b.token_ids().begin(), b.token_ids().end()));
-    EXPECT_TRUE(LogprobsNear(
-        std::vector<float>(a.token_logprobs().begin(), a.token_logprobs().end()),
-        std::vector<float>(b.token_logprobs().begin(), b.token_logprobs().end())));
+    EXPECT_EQ(
+        std::vector<uint32_t>(a.token_ids().begin(), a.token_ids().end()),
+        std::vector<uint32_t>(b.token_ids().begin(), b.token_ids().end()));
+    EXPECT_TRUE(LogprobsNear(std::vector<float>(a.token_logprobs().begin(),
+                                                a.token_logprobs().end()),
+                             std::vector<float>(b.token_logprobs().begin(),
+                                                b.token_logprobs().end())));
     EXPECT_NEAR(a.logprob(), b.logprob(), 1e-3);
     EXPECT_EQ(a.is_greedy(), b.is_greedy());
     EXPECT_EQ(a.num_bytes(), b.num_bytes());
@@ -1288,8 +1294,8 @@ TEST_F(InferenceTest, ReflectionListsTheInferenceService) {
     return ok;
   };
   std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call = stub.PrepareCall(
-      &context, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-      &cq);
+      &context,
+      "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
   ASSERT_NE(call, nullptr);
   call->StartCall(reinterpret_cast<void*>(1));
   ASSERT_TRUE(next(1));
@@ -1356,8 +1362,8 @@ TEST(QueueLimitTest, FullQueueRejectsWithResourceExhausted) {
       EXPECT_EQ(results[i].status().code(),
                 absl::StatusCode::kResourceExhausted)
           << results[i].status();
-      EXPECT_TRUE(absl::StrContains(results[i].status().message(),
-                                    "max_waiting"))
+      EXPECT_TRUE(
+          absl::StrContains(results[i].status().message(), "max_waiting"))
           << results[i].status();
     }
   }
@@ -1500,8 +1506,8 @@ TEST(DrainTest, SigtermFinishesStreamsInFlightThenExitsZero) {
   for (int i = 0; i < kStreams; ++i) {
     threads.emplace_back([&, i] {
       bool first = true;
-      results[i] = client->GenerateStream(
-          requests[i], [&](const v1::GenerateResponse&) {
+      results[i] =
+          client->GenerateStream(requests[i], [&](const v1::GenerateResponse&) {
             if (first) all_streaming.count_down();
             first = false;
           });
@@ -1568,8 +1574,8 @@ TEST(DrainTest, SigtermFinishesStreamsInFlightThenExitsZero) {
 // ------------------------------------------------------- ServerProcess --
 
 TEST(ServerProcessTest, ReportsAServerThatFailsToStart) {
-  absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(
-      SKIPSERVE_SERVER_BINARY, {"--batching=sideways"});
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start(SKIPSERVE_SERVER_BINARY, {"--batching=sideways"});
   ASSERT_FALSE(server.ok());
   EXPECT_TRUE(absl::StrContains(server.status().message(), "--batching"))
       << server.status();
