@@ -16,11 +16,17 @@ namespace {
 // have, with the first error if any.
 class ScoreCall final : public OwnedReactor<grpc::ServerUnaryReactor> {
  public:
-  ScoreCall(Scheduler* scheduler, ScoreJob job, v1::ScoreResponse* response)
+  ScoreCall(Scheduler* scheduler, Metrics* metrics, absl::Time arrival,
+            ScoreJob job, v1::ScoreResponse* response)
       : cancel_(scheduler),
+        metrics_(metrics),
+        arrival_(arrival),
         job_(std::move(job)),
         response_(response),
         remaining_(static_cast<int>(job_.specs.size())) {
+    for (const SequenceSpec& spec : job_.specs) {
+      prompt_tokens_ += static_cast<int>(spec.prompt.size());
+    }
     for (size_t i = 0; i < job_.specs.size(); ++i) response_->add_scores();
     response_->set_policy(job_.policy.canonical);
     response_->set_request_id(job_.request_id);
@@ -85,12 +91,26 @@ class ScoreCall final : public OwnedReactor<grpc::ServerUnaryReactor> {
   void PartDone(const absl::Status& status) {
     absl::MutexLock lock(&mu_);
     if (!status.ok() && status_.ok()) status_ = status;
-    if (--remaining_ == 0) Finish(ToGrpcStatus(status_));
+    if (--remaining_ > 0) return;
+    if (metrics_ != nullptr) {
+      RequestRecord r;
+      r.rpc = "Score";
+      r.policy = metrics_->PolicyLabel(job_.policy.name, job_.policy.canonical);
+      r.plan = &job_.policy.plan;
+      r.code = static_cast<grpc::StatusCode>(status_.code());
+      r.prompt_tokens = prompt_tokens_;
+      r.total_seconds = absl::ToDoubleSeconds(absl::Now() - arrival_);
+      metrics_->RecordRequest(r);
+    }
+    Finish(ToGrpcStatus(status_));
   }
 
   CancelLink cancel_;
+  Metrics* const metrics_;  // may be null
+  const absl::Time arrival_;
   ScoreJob job_;
   v1::ScoreResponse* const response_;
+  int prompt_tokens_ = 0;
   absl::Mutex mu_;
   int remaining_ ABSL_GUARDED_BY(mu_);
   absl::Status status_ ABSL_GUARDED_BY(mu_);
@@ -133,12 +153,14 @@ absl::Status InferenceService::Admit() const {
 }
 
 void InferenceService::RecordRejected(const std::string& rpc,
-                                      const absl::Status& status) {
+                                      const absl::Status& status,
+                                      absl::Time arrival) {
   if (metrics_ == nullptr) return;
   RequestRecord r;
   r.rpc = rpc;
   r.policy = "unresolved";
   r.code = static_cast<grpc::StatusCode>(status.code());
+  r.total_seconds = absl::ToDoubleSeconds(absl::Now() - arrival);
   metrics_->RecordRequest(r);
 }
 
@@ -161,7 +183,7 @@ grpc::ServerUnaryReactor* InferenceService::Generate(
   absl::StatusOr<GenerateJob> job =
       admitted.ok() ? ValidateGenerate(*request, context_) : admitted;
   if (!job.ok()) {
-    RecordRejected("Generate", job.status());
+    RecordRejected("Generate", job.status(), arrival);
     return Finished(context, ToGrpcStatus(job.status()));
   }
   if (job->request_id.empty()) job->request_id = NewRequestId();
@@ -176,7 +198,7 @@ InferenceService::GenerateStream(grpc::CallbackServerContext* context,
   absl::StatusOr<GenerateJob> job =
       admitted.ok() ? ValidateGenerate(*request, context_) : admitted;
   if (!job.ok()) {
-    RecordRejected("GenerateStream", job.status());
+    RecordRejected("GenerateStream", job.status(), arrival);
     return FailedStream<v1::GenerateResponse>(ToGrpcStatus(job.status()));
   }
   if (job->request_id.empty()) job->request_id = NewRequestId();
@@ -186,15 +208,17 @@ InferenceService::GenerateStream(grpc::CallbackServerContext* context,
 grpc::ServerUnaryReactor* InferenceService::Score(
     grpc::CallbackServerContext* context, const v1::ScoreRequest* request,
     v1::ScoreResponse* response) {
+  const absl::Time arrival = absl::Now();
   absl::Status admitted = Admit();
   absl::StatusOr<ScoreJob> job =
       admitted.ok() ? ValidateScore(*request, context_) : admitted;
   if (!job.ok()) {
-    RecordRejected("Score", job.status());
+    RecordRejected("Score", job.status(), arrival);
     return Finished(context, ToGrpcStatus(job.status()));
   }
   if (job->request_id.empty()) job->request_id = NewRequestId();
-  auto* call = new ScoreCall(scheduler_, *std::move(job), response);
+  auto* call =
+      new ScoreCall(scheduler_, metrics_, arrival, *std::move(job), response);
   call->Start(scheduler_, context);
   call->Release();  // the handler's reference
   call->Release();  // ScoreCall's parts hold their own references

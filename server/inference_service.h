@@ -60,7 +60,8 @@ class InferenceService final : public v1::Inference::CallbackService {
  private:
   // UNAVAILABLE while draining, else OK.
   absl::Status Admit() const;
-  void RecordRejected(const std::string& rpc, const absl::Status& status);
+  void RecordRejected(const std::string& rpc, const absl::Status& status,
+                      absl::Time arrival);
   template <typename Response>
   grpc::ServerWriteReactor<Response>* FailedStream(const grpc::Status& status);
 

@@ -143,7 +143,8 @@ class Metrics::EngineCollector : public prometheus::Collectable {
     add("skipserve_engine_steps_total", "Engine steps run.",
         MetricType::Counter, static_cast<double>(stats.steps), model);
     add("skipserve_build_info", "Always 1; the build's version.",
-        MetricType::Gauge, 1, {{"version", info_.version}});
+        MetricType::Gauge, 1,
+        {{"model", info_.model}, {"version", info_.version}});
     add("skipserve_model_info",
         "Always 1; the served model and how it is served.", MetricType::Gauge,
         1,
@@ -223,8 +224,11 @@ void Metrics::RecordRequest(const RequestRecord& r) {
   observe(families_->queue, r.queue_seconds);
   observe(families_->prefill, r.prefill_seconds);
   observe(families_->decode, r.decode_seconds);
-  families_->prompt_tokens.Add(labels).Increment(r.prompt_tokens);
-  families_->generated_tokens.Add(labels).Increment(r.generated_tokens);
+  // Rejected requests processed no tokens: no zero series for them.
+  if (r.prompt_tokens > 0 || r.generated_tokens > 0) {
+    families_->prompt_tokens.Add(labels).Increment(r.prompt_tokens);
+    families_->generated_tokens.Add(labels).Increment(r.generated_tokens);
+  }
   if (r.plan != nullptr) {
     const double tokens = r.prompt_tokens + r.generated_tokens;
     const int layers = r.plan->num_layers();
