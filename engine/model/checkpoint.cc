@@ -23,7 +23,7 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 
 // The config.json values a tensor's expected shape comes from.
 std::string ShapeReason(const std::string& name, const ModelConfig& c) {
-  const std::string hidden = absl::StrCat("hidden_size=", c.hidden_size);
+  std::string hidden = absl::StrCat("hidden_size=", c.hidden_size);
   const std::string head_dim = absl::StrCat("head_dim=", c.head_dim());
   const std::string inter =
       absl::StrCat("intermediate_size=", c.intermediate_size);
@@ -103,16 +103,16 @@ std::vector<ExpectedTensor> ExpectedTensors(const ModelConfig& config) {
   std::vector<ExpectedTensor> out;
   out.push_back({std::string(tensor_names::kEmbed), {vocab, hidden}});
   for (int i = 0; i < config.num_layers; ++i) {
-    using namespace tensor_names;  // NOLINT(build/namespaces)
-    out.push_back({Layer(i, kAttnNorm), {hidden}});
-    out.push_back({Layer(i, kWq), {q_dim, hidden}});
-    out.push_back({Layer(i, kWk), {kv_dim, hidden}});
-    out.push_back({Layer(i, kWv), {kv_dim, hidden}});
-    out.push_back({Layer(i, kWo), {hidden, q_dim}});
-    out.push_back({Layer(i, kFfnNorm), {hidden}});
-    out.push_back({Layer(i, kWGate), {inter, hidden}});
-    out.push_back({Layer(i, kWUp), {inter, hidden}});
-    out.push_back({Layer(i, kWDown), {hidden, inter}});
+    namespace tn = tensor_names;
+    out.push_back({tn::Layer(i, tn::kAttnNorm), {hidden}});
+    out.push_back({tn::Layer(i, tn::kWq), {q_dim, hidden}});
+    out.push_back({tn::Layer(i, tn::kWk), {kv_dim, hidden}});
+    out.push_back({tn::Layer(i, tn::kWv), {kv_dim, hidden}});
+    out.push_back({tn::Layer(i, tn::kWo), {hidden, q_dim}});
+    out.push_back({tn::Layer(i, tn::kFfnNorm), {hidden}});
+    out.push_back({tn::Layer(i, tn::kWGate), {inter, hidden}});
+    out.push_back({tn::Layer(i, tn::kWUp), {inter, hidden}});
+    out.push_back({tn::Layer(i, tn::kWDown), {hidden, inter}});
   }
   out.push_back({std::string(tensor_names::kFinalNorm), {hidden}});
   if (!config.tie_word_embeddings) {
@@ -194,7 +194,8 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(
 }
 
 absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::FromTensors(
-    const ModelConfig& config, std::map<std::string, OwnedTensor> tensors,
+    const ModelConfig& config,
+    std::map<std::string, OwnedTensor> tensors,  // NOLINT: moved from below
     std::string source) {
   absl::Status config_ok = config.Validate();
   if (!config_ok.ok()) {

@@ -144,6 +144,7 @@ absl::Status WriteHfModel(const Checkpoint& checkpoint,
   if (!status.ok()) return status;
 
   std::vector<int64_t> sizes;
+  sizes.reserve(expected.size());
   for (const ExpectedTensor& e : expected) {
     sizes.push_back(checkpoint.Get(e.name).NumElements() *
                     static_cast<int64_t>(DTypeSize(options.dtype)));

@@ -69,7 +69,7 @@ absl::StatusOr<GenerationResult> Generator::Generate(
   const auto start = std::chrono::steady_clock::now();
 
   // Runs tokens at positions [pos, pos + n) and leaves the last row's logits.
-  auto step = [&](int pos, std::vector<int32_t> tokens) -> absl::Status {
+  auto step = [&](int pos, const std::vector<int32_t>& tokens) -> absl::Status {
     const int end = pos + static_cast<int>(tokens.size());
     if (absl::Status s = kv_blocks_->Reserve(kv, end); !s.ok()) return s;
     Batch batch;
@@ -81,7 +81,7 @@ absl::StatusOr<GenerationResult> Generator::Generate(
     const int n = std::min(prefill_chunk_, prompt_len - pos);
     std::vector<int32_t> chunk(request.prompt.begin() + pos,
                                request.prompt.begin() + pos + n);
-    if (absl::Status s = step(pos, std::move(chunk)); !s.ok()) return s;
+    if (absl::Status s = step(pos, chunk); !s.ok()) return s;
   }
 
   int pos = prompt_len;

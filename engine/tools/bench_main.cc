@@ -25,6 +25,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "engine/cpu/cpu_backend.h"
@@ -138,7 +139,15 @@ absl::Status Run() {
   std::vector<int> prompt_lens;
   for (absl::string_view p : absl::StrSplit(absl::GetFlag(FLAGS_prompt_lens),
                                             ',', absl::SkipEmpty())) {
-    prompt_lens.push_back(std::stoi(std::string(p)));
+    int n = 0;
+    if (!absl::SimpleAtoi(p, &n) || n < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("--prompt_lens: '%s' is not a positive integer", p));
+    }
+    prompt_lens.push_back(n);
+  }
+  if (prompt_lens.empty()) {
+    return absl::InvalidArgumentError("--prompt_lens is empty");
   }
   const int decode_context = absl::GetFlag(FLAGS_decode_context);
   const int decode_tokens = absl::GetFlag(FLAGS_decode_tokens);

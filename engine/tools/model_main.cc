@@ -126,9 +126,9 @@ absl::Status Create() {
   if (absl::Status s = WriteHfModel(**checkpoint, options, out); !s.ok()) {
     return s;
   }
-  std::fprintf(stderr, "wrote %s: %lld parameters, %s, %d shard(s)\n",
-               out.c_str(), static_cast<long long>(config->NumParameters()),
-               std::string(DTypeName(*dtype)).c_str(), shards);
+  std::cerr << absl::StrFormat("wrote %s: %d parameters, %s, %d shard(s)\n",
+                               out, config->NumParameters(),
+                               std::string(DTypeName(*dtype)), shards);
   return absl::OkStatus();
 }
 
@@ -141,12 +141,11 @@ absl::Status Info() {
   std::cout << absl::StrFormat(
       "%s\n  layers %d, hidden %d, intermediate %d, heads %d, kv_heads %d, "
       "head_dim %d\n  vocab %d, context %d, rope_theta %g, rms_norm_eps %g, "
-      "tied %s\n  %lld parameters, %lld bytes of weights\n",
+      "tied %s\n  %d parameters, %d bytes of weights\n",
       dir, c.num_layers, c.hidden_size, c.intermediate_size, c.num_heads,
       c.num_kv_heads, c.head_dim(), c.vocab_size, c.max_position_embeddings,
       c.rope_theta, c.rms_norm_eps, c.tie_word_embeddings ? "yes" : "no",
-      static_cast<long long>(c.NumParameters()),
-      static_cast<long long>((*checkpoint)->TotalBytes()));
+      c.NumParameters(), (*checkpoint)->TotalBytes());
   return absl::OkStatus();
 }
 
