@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "engine/cpu/cpu_kernels.h"
 #include "engine/model/dtype.h"
+#include "engine/runtime/validate_batch.h"
 
 namespace skipserve {
 namespace {
@@ -83,7 +84,6 @@ class CpuBackend final : public Backend {
                        LayerObserver* observer) override;
 
  private:
-  absl::Status ValidateBatch(const Batch& batch, size_t logits_size) const;
   // The rows of the batch whose plan runs (layer, sublayer).
   void SelectRows(const Batch& batch, int layer, bool attention,
                   std::vector<int>* rows) const;
@@ -157,69 +157,6 @@ absl::Status CpuBackend::Init(const Checkpoint& checkpoint,
         "cannot allocate the KV cache: %d blocks of %d tokens need %d MiB",
         options_.num_kv_blocks, options_.kv_block_size,
         kv_floats * static_cast<int64_t>(sizeof(float)) >> 20));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CpuBackend::ValidateBatch(const Batch& batch,
-                                       size_t logits_size) const {
-  int expected_offset = 0;
-  for (size_t i = 0; i < batch.sequences.size(); ++i) {
-    const BatchSequence& s = batch.sequences[i];
-    if (s.plan == nullptr || s.kv == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("batch sequence %d has no plan or KV", i));
-    }
-    if (s.plan->num_layers() != config_.num_layers ||
-        s.kv->num_layers() != config_.num_layers) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("batch sequence %d: plan has %d layers, the model %d",
-                          i, s.plan->num_layers(), config_.num_layers));
-    }
-    for (int l = 0; l < config_.num_layers; ++l) {
-      if (s.kv->holds_layer(l) != static_cast<bool>(s.plan->run_attn[l])) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "batch sequence %d: KV was made for another plan (layer %d)", i,
-            l));
-      }
-    }
-    if (s.num_tokens <= 0 || s.token_offset != expected_offset) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "batch sequence %d: tokens [%d, +%d) are not the next run of the "
-          "batch",
-          i, s.token_offset, s.num_tokens));
-    }
-    expected_offset += s.num_tokens;
-    const int end = s.start_pos + s.num_tokens;
-    if (s.start_pos < 0 || end > config_.max_position_embeddings) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "batch sequence %d: positions [%d, %d) outside the model's context "
-          "[0, %d)",
-          i, s.start_pos, end, config_.max_position_embeddings));
-    }
-    if (s.plan->NumAttentionRun() > 0 &&
-        s.kv->capacity_tokens(options_.kv_block_size) < end) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "batch sequence %d: KV holds %d tokens, the step needs %d", i,
-          s.kv->capacity_tokens(options_.kv_block_size), end));
-    }
-  }
-  if (expected_offset != batch.NumRows()) {
-    return absl::InvalidArgumentError("batch tokens not covered by sequences");
-  }
-  for (int32_t token : batch.tokens) {
-    if (token < 0 || token >= config_.vocab_size) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("token id %d outside the vocabulary [0, %d)", token,
-                          config_.vocab_size));
-    }
-  }
-  const size_t needed =
-      static_cast<size_t>(batch.NumLogitRows()) * config_.vocab_size;
-  if (logits_size < needed) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("logits buffer holds %d floats, the batch needs %d",
-                        logits_size, needed));
   }
   return absl::OkStatus();
 }
@@ -343,7 +280,11 @@ void CpuBackend::FeedForward(int layer, const std::vector<int>& rows,
 
 absl::Status CpuBackend::Forward(const Batch& batch, std::span<float> logits,
                                  LayerObserver* observer) {
-  if (absl::Status s = ValidateBatch(batch, logits.size()); !s.ok()) return s;
+  if (absl::Status s =
+          ValidateBatch(batch, config_, options_.kv_block_size, logits.size());
+      !s.ok()) {
+    return s;
+  }
   const int n = batch.NumRows();
   const int hidden = config_.hidden_size;
 

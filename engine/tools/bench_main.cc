@@ -1,4 +1,4 @@
-// skipserve-bench: the paper's grid on the CPU engine.
+// skipserve-bench: the paper's grid on the CPU or the CUDA engine.
 //
 // For policy none and attention / FFN / whole-layer skips of the last
 // 10%, 25% and 33% of layers it measures, side by side in one run
@@ -9,7 +9,11 @@
 // It also measures the machine's memory bandwidth (STREAM-like copy and a
 // read-only sweep) and reports each decode figure against the bytes-moved
 // roofline, and each skip speedup against what the skipped bytes (decode)
-// and FLOPs (prefill) predict.
+// and FLOPs (prefill) predict. With --device=cuda the bandwidth is the
+// device's measured copy bandwidth and bytes are counted in bf16. Decode is
+// timed for each --decode_batches size (that many sequences, one token each
+// per step); --mixed times a 50/50 batch of two policies against each
+// policy's single-policy batch of the same size.
 
 #include <omp.h>
 
@@ -28,11 +32,15 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "engine/cpu/cpu_backend.h"
 #include "engine/model/synthetic.h"
 #include "engine/runtime/cost_model.h"
+#include "engine/runtime/create_backend.h"
 #include "engine/tools/bench_machine.h"
 #include "nlohmann/json.hpp"
+
+#ifdef SKIPSERVE_HAVE_CUDA
+#include "engine/cuda/device_info.h"
+#endif
 
 ABSL_FLAG(std::string, model, "synthetic:llama2-110m",
           "Model directory or synthetic:<preset>.");
@@ -48,6 +56,12 @@ ABSL_FLAG(std::string, policies,
           "layer:last=33%",
           "Comma-separated policies (use ';' inside a policy).");
 ABSL_FLAG(std::string, out, "", "Write the results as JSON here.");
+ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or auto.");
+ABSL_FLAG(std::string, decode_batches, "1",
+          "Comma-separated decode batch sizes (sequences per step).");
+ABSL_FLAG(std::string, mixed, "",
+          "Two policies A|B: time a 50/50 batch of both against single-policy "
+          "batches of the same size (the largest --decode_batches).");
 
 namespace skipserve {
 namespace {
@@ -62,15 +76,13 @@ double Median(std::vector<double> v) {
 struct PolicyRun {
   std::string policy;
   LayerPlan plan;
-  std::vector<std::vector<double>> ttft;  // (prompt_lens, rounds) seconds
-  std::vector<double> decode_tps;         // (rounds)
+  std::vector<std::vector<double>> ttft;        // (prompt_lens, rounds) seconds
+  std::vector<std::vector<double>> decode_tps;  // (decode_batches, rounds)
 };
 
 class Bench {
  public:
-  Bench(Backend* backend, KvBlockManager* kv) : backend_(backend), kv_(kv) {
-    logits_.resize(static_cast<size_t>(backend->config().vocab_size));
-  }
+  Bench(Backend* backend, KvBlockManager* kv) : backend_(backend), kv_(kv) {}
 
   // Prefill `n` tokens and pick the next one; seconds.
   absl::StatusOr<double> TimeToFirstToken(const LayerPlan& plan, int n) {
@@ -90,22 +102,32 @@ class Bench {
     return seconds;
   }
 
-  // Decode `steps` tokens after a context of `context`; tokens/s.
-  absl::StatusOr<double> DecodeRate(const LayerPlan& plan, int context,
-                                    int steps) {
-    SequenceKv seq(plan);
-    absl::Status s = Prefill(plan, seq, context);
+  // Decode `steps` tokens for each of plans.size() sequences, one batch per
+  // step, after a context of `context`; tokens/s over all sequences.
+  absl::StatusOr<double> DecodeRate(const std::vector<const LayerPlan*>& plans,
+                                    int context, int steps) {
+    std::vector<std::unique_ptr<SequenceKv>> seqs;
+    absl::Status s;
+    for (const LayerPlan* plan : plans) {
+      seqs.push_back(std::make_unique<SequenceKv>(*plan));
+      if (s.ok()) s = Prefill(*plan, *seqs.back(), context);
+    }
     double seconds = 0;
     if (s.ok()) {
       const auto start = Clock::now();
       for (int i = 0; i < steps && s.ok(); ++i) {
-        s = Step(plan, seq, context + i, {Token(context + i)});
+        Batch batch;
+        for (size_t j = 0; j < seqs.size() && s.ok(); ++j) {
+          s = kv_->Reserve(*seqs[j], context + i + 1);
+          batch.Add(plans[j], seqs[j].get(), context + i, {Token(context + i)});
+        }
+        if (s.ok()) s = Forward(batch);
       }
       seconds = std::chrono::duration<double>(Clock::now() - start).count();
     }
-    kv_->Release(seq);
+    for (auto& seq : seqs) kv_->Release(*seq);
     if (!s.ok()) return s;
-    return steps / seconds;
+    return static_cast<double>(steps) * plans.size() / seconds;
   }
 
  private:
@@ -127,6 +149,11 @@ class Bench {
     }
     Batch batch;
     batch.Add(&plan, &seq, pos, tokens);
+    return Forward(batch);
+  }
+  absl::Status Forward(const Batch& batch) {
+    logits_.resize(static_cast<size_t>(batch.NumLogitRows()) *
+                   backend_->config().vocab_size);
     return backend_->Forward(batch, logits_);
   }
 
@@ -156,8 +183,18 @@ absl::Status Run() {
                           ? absl::GetFlag(FLAGS_threads)
                           : omp_get_max_threads();
 
-  std::fprintf(stderr, "measuring memory bandwidth...\n");
-  const MemoryBandwidth bandwidth = MeasureMemoryBandwidth(threads);
+  std::vector<int> batches;
+  for (absl::string_view p : absl::StrSplit(absl::GetFlag(FLAGS_decode_batches),
+                                            ',', absl::SkipEmpty())) {
+    int n = 0;
+    if (!absl::SimpleAtoi(p, &n) || n < 1) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "--decode_batches: '%s' is not a positive integer", p));
+    }
+    batches.push_back(n);
+  }
+  if (batches.empty()) batches.push_back(1);
+  const int max_batch = *std::max_element(batches.begin(), batches.end());
 
   std::fprintf(stderr, "loading %s...\n", absl::GetFlag(FLAGS_model).c_str());
   absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint =
@@ -169,12 +206,35 @@ absl::Status Run() {
                decode_context + decode_tokens);
   BackendOptions options;
   options.num_threads = threads;
-  options.num_kv_blocks = (max_context + options.kv_block_size - 1) /
-                          options.kv_block_size * config.num_layers;
+  // Room for the largest decode batch at its full context (and the longest
+  // prompt, which runs alone).
+  const int blocks_per_seq = (max_context + options.kv_block_size - 1) /
+                             options.kv_block_size * config.num_layers;
+  options.num_kv_blocks = blocks_per_seq * max_batch;
   absl::StatusOr<std::unique_ptr<Backend>> backend =
-      CreateCpuBackend(**checkpoint, options);
+      CreateBackend(absl::GetFlag(FLAGS_device), **checkpoint, options);
   if (!backend.ok()) return backend.status();
   checkpoint->reset();
+  const std::string device_name((*backend)->device_name());
+  const bool on_gpu = device_name != "cpu";
+  const int bytes_per_element = on_gpu ? 2 : 4;  // bf16 on the device
+  std::fprintf(stderr, "measuring memory bandwidth...\n");
+  MemoryBandwidth bandwidth;
+  nlohmann::json device_json = {{"name", device_name}};
+  if (on_gpu) {
+#ifdef SKIPSERVE_HAVE_CUDA
+    absl::StatusOr<CudaDeviceInfo> info = MeasureCudaDevice();
+    if (!info.ok()) return info.status();
+    // A device-to-device copy: the read and the write rates are not
+    // separated, so both take the copy figure.
+    bandwidth.copy_gb_s = bandwidth.read_gb_s = info->copy_gb_s;
+    device_json["gpu"] = info->name;
+    device_json["multiprocessors"] = info->multiprocessors;
+    device_json["memory_bytes"] = info->memory_bytes;
+#endif
+  } else {
+    bandwidth = MeasureMemoryBandwidth(threads);
+  }
   KvBlockManager kv(options.num_kv_blocks, options.kv_block_size);
   Bench bench(backend->get(), &kv);
 
@@ -185,15 +245,14 @@ absl::Status Run() {
     if (!policy.ok()) return policy.status();
     absl::StatusOr<LayerPlan> plan = policy->Compile(config.num_layers);
     if (!plan.ok()) return plan.status();
-    runs.push_back({policy->ToString(),
-                    *plan,
+    runs.push_back({policy->ToString(), *plan,
                     std::vector<std::vector<double>>(prompt_lens.size()),
-                    {}});
+                    std::vector<std::vector<double>>(batches.size())});
   }
 
   // Warm-up (page in weights, size scratch buffers), then interleaved rounds
   // so every policy sees the same machine conditions.
-  (void)bench.DecodeRate(runs[0].plan, decode_context, 4);
+  (void)bench.DecodeRate({&runs[0].plan}, decode_context, 4);
   for (int round = 0; round < rounds; ++round) {
     std::fprintf(stderr, "round %d/%d\n", round + 1, rounds);
     for (PolicyRun& run : runs) {
@@ -203,36 +262,94 @@ absl::Status Run() {
         if (!t.ok()) return t.status();
         run.ttft[i].push_back(*t);
       }
-      absl::StatusOr<double> rate =
-          bench.DecodeRate(run.plan, decode_context, decode_tokens);
-      if (!rate.ok()) return rate.status();
-      run.decode_tps.push_back(*rate);
+      for (size_t b = 0; b < batches.size(); ++b) {
+        absl::StatusOr<double> rate = bench.DecodeRate(
+            std::vector<const LayerPlan*>(batches[b], &run.plan),
+            decode_context, decode_tokens);
+        if (!rate.ok()) return rate.status();
+        run.decode_tps[b].push_back(*rate);
+      }
     }
+  }
+
+  // 50/50 mixed-policy batch against single-policy batches of the same size.
+  nlohmann::json mixed_json;
+  if (!absl::GetFlag(FLAGS_mixed).empty()) {
+    std::vector<LayerPlan> pair;
+    for (absl::string_view text :
+         absl::StrSplit(absl::GetFlag(FLAGS_mixed), '|', absl::SkipEmpty())) {
+      absl::StatusOr<SkipPolicy> policy = SkipPolicy::Parse(std::string(text));
+      if (!policy.ok()) return policy.status();
+      absl::StatusOr<LayerPlan> plan = policy->Compile(config.num_layers);
+      if (!plan.ok()) return plan.status();
+      pair.push_back(*plan);
+    }
+    if (pair.size() != 2) {
+      return absl::InvalidArgumentError("--mixed wants two policies: A|B");
+    }
+    std::vector<const LayerPlan*> mixed(max_batch);
+    for (int i = 0; i < max_batch; ++i) mixed[i] = &pair[i % 2];
+    std::vector<double> a_rates, b_rates, mixed_rates;
+    for (int round = 0; round < rounds; ++round) {
+      for (auto [plans, rates] :
+           {std::pair{std::vector<const LayerPlan*>(max_batch, &pair[0]),
+                      &a_rates},
+            std::pair{std::vector<const LayerPlan*>(max_batch, &pair[1]),
+                      &b_rates},
+            std::pair{mixed, &mixed_rates}}) {
+        absl::StatusOr<double> rate =
+            bench.DecodeRate(plans, decode_context, decode_tokens);
+        if (!rate.ok()) return rate.status();
+        rates->push_back(*rate);
+      }
+    }
+    mixed_json = {{"policies", absl::GetFlag(FLAGS_mixed)},
+                  {"batch", max_batch},
+                  {"tokens_per_s_a_only", Median(a_rates)},
+                  {"tokens_per_s_b_only", Median(b_rates)},
+                  {"tokens_per_s_mixed", Median(mixed_rates)}};
+    std::printf(
+        "mixed %s batch %d: A only %.1f, B only %.1f, 50/50 %.1f "
+        "tokens/s\n",
+        absl::GetFlag(FLAGS_mixed).c_str(), max_batch, Median(a_rates),
+        Median(b_rates), Median(mixed_rates));
   }
 
   nlohmann::json out;
   out["machine"] = DescribeMachine();
   out["machine"]["threads_used"] = threads;
+  out["device"] = device_json;
+  if (!mixed_json.is_null()) out["mixed"] = mixed_json;
   out["memory_bandwidth_gb_s"] = {{"copy", bandwidth.copy_gb_s},
                                   {"read", bandwidth.read_gb_s}};
   out["model"] = {{"spec", absl::GetFlag(FLAGS_model)},
                   {"layers", config.num_layers},
                   {"hidden", config.hidden_size},
                   {"parameters", config.NumParameters()},
-                  {"dtype_in_engine", "f32"}};
+                  {"dtype_in_engine", on_gpu ? "bf16" : "f32"}};
   out["settings"] = {{"prompt_lens", prompt_lens},
                      {"decode_context", decode_context},
                      {"decode_tokens", decode_tokens},
+                     {"decode_batches", batches},
                      {"rounds", rounds}};
   const PolicyRun& base = runs[0];
-  const double base_decode = Median(base.decode_tps);
-  const double base_bytes = DecodeBytes(config, base.plan, decode_context);
+  // Bytes one decode step of `batch` sequences moves: the weights once,
+  // the K/V of every sequence.
+  auto step_bytes = [&](const LayerPlan& plan, int batch) {
+    const double weights = DecodeBytes(config, plan, 0, bytes_per_element);
+    return weights + batch * (DecodeBytes(config, plan, decode_context,
+                                          bytes_per_element) -
+                              weights);
+  };
 
   std::printf("memory bandwidth: copy %.1f GB/s, read %.1f GB/s (%d threads)\n",
               bandwidth.copy_gb_s, bandwidth.read_gb_s, threads);
   std::printf("%-16s", "policy");
   for (int n : prompt_lens) std::printf(" ttft@%-4d speedup(pred)", n);
-  std::printf("  decode tok/s  speedup(pred)  roofline%%\n");
+  for (int b : batches) {
+    std::printf("  decode@b%-3d tok/s speedup(pred) roofline%%", b);
+  }
+  std::printf("\n");
   for (const PolicyRun& run : runs) {
     nlohmann::json row;
     row["policy"] = run.policy;
@@ -250,20 +367,28 @@ absl::Status Run() {
                              {"speedup", speedup},
                              {"predicted_speedup_flops", predicted}});
     }
-    const double tps = Median(run.decode_tps);
-    const double bytes = DecodeBytes(config, run.plan, decode_context);
-    const double roofline_tps = bandwidth.read_gb_s * 1e9 / bytes;
-    const double speedup = tps / base_decode;
-    const double predicted = base_bytes / bytes;
-    std::printf("  %12.1f  %5.3f(%5.3f)  %8.1f\n", tps, speedup, predicted,
-                100.0 * tps / roofline_tps);
-    row["decode"] = {{"tokens_per_s", tps},
-                     {"all_rounds", run.decode_tps},
-                     {"bytes_per_token", bytes},
-                     {"roofline_tokens_per_s_read_bw", roofline_tps},
-                     {"roofline_share", tps / roofline_tps},
-                     {"speedup", speedup},
-                     {"predicted_speedup_bytes", predicted}};
+    for (size_t b = 0; b < batches.size(); ++b) {
+      const double tps = Median(run.decode_tps[b]);
+      const double bytes = step_bytes(run.plan, batches[b]);
+      const double roofline_tps =
+          batches[b] * bandwidth.read_gb_s * 1e9 / bytes;
+      const double speedup = tps / Median(base.decode_tps[b]);
+      const double predicted = step_bytes(base.plan, batches[b]) / bytes;
+      std::printf("  %16.1f %5.3f(%5.3f) %8.1f", tps, speedup, predicted,
+                  100.0 * tps / roofline_tps);
+      nlohmann::json decode = {{"batch", batches[b]},
+                               {"tokens_per_s", tps},
+                               {"all_rounds", run.decode_tps[b]},
+                               {"bytes_per_step", bytes},
+                               {"roofline_tokens_per_s_read_bw", roofline_tps},
+                               {"roofline_share", tps / roofline_tps},
+                               {"speedup", speedup},
+                               {"predicted_speedup_bytes", predicted}};
+      // Batch 1 keeps the key the CPU reports already use.
+      if (batches[b] == 1) row["decode"] = decode;
+      row["decode_batches"].push_back(decode);
+    }
+    std::printf("\n");
     out["policies"].push_back(row);
   }
   if (!absl::GetFlag(FLAGS_out).empty()) {
@@ -278,7 +403,8 @@ absl::Status Run() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "Benchmarks the CPU engine over the paper's skip-policy grid.");
+      "Benchmarks the engine (CPU or CUDA) over the paper's skip-policy "
+      "grid.");
   absl::ParseCommandLine(argc, argv);
   absl::Status status = skipserve::Run();
   if (!status.ok()) {

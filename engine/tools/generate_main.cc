@@ -16,8 +16,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "engine/cpu/cpu_backend.h"
 #include "engine/model/synthetic.h"
+#include "engine/runtime/create_backend.h"
 #include "engine/runtime/generator.h"
 #include "engine/tokenizer/tokenizer.h"
 
@@ -36,6 +36,7 @@ ABSL_FLAG(int, top_k, 0, "Keep the k most likely tokens; 0 = off.");
 ABSL_FLAG(uint64_t, seed, 0, "Sampling seed: same seed, same tokens.");
 ABSL_FLAG(bool, logprobs, false, "Print each token with its log-probability.");
 ABSL_FLAG(int, threads, 0, "CPU threads; 0 = all cores.");
+ABSL_FLAG(std::string, device, "auto", "cpu, cuda or auto.");
 
 namespace skipserve {
 namespace {
@@ -97,7 +98,7 @@ absl::Status Run() {
   options.num_kv_blocks = (context + options.kv_block_size - 1) /
                           options.kv_block_size * config.num_layers;
   absl::StatusOr<std::unique_ptr<Backend>> backend =
-      CreateCpuBackend(**checkpoint, options);
+      CreateBackend(absl::GetFlag(FLAGS_device), **checkpoint, options);
   if (!backend.ok()) return backend.status();
   checkpoint->reset();  // the backend holds its own copy of the weights
   KvBlockManager kv_blocks(options.num_kv_blocks, options.kv_block_size);
@@ -152,7 +153,7 @@ absl::Status Run() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "Generates text with the skipserve engine on the CPU.\n"
+      "Generates text with the skipserve engine (CPU or CUDA).\n"
       "  skipserve-generate --prompt TEXT [--policy SPEC] [--max_tokens N]");
   absl::ParseCommandLine(argc, argv);
   absl::Status status = skipserve::Run();

@@ -1,0 +1,398 @@
+#include "engine/cuda/cuda_backend.h"
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/cuda/cuda_check.h"
+#include "engine/cuda/cuda_weights.h"
+#include "engine/cuda/device_buffer.h"
+#include "engine/cuda/gemm.h"
+#include "engine/cuda/kernels.h"
+#include "engine/cuda/launch_plan.h"
+#include "engine/runtime/validate_batch.h"
+
+namespace skipserve {
+namespace cuda {
+namespace {
+
+// Per-step device scratch, grown to its high-water mark and reused.
+struct Scratch {
+  DeviceBuffer<int32_t> ints;     // LaunchPlan::ints
+  DeviceBuffer<float> x;          // (rows, hidden) the residual stream
+  DeviceBuffer<bf16> normed;      // (m, hidden) the running sublayer's input
+  DeviceBuffer<float> qkv;        // (m, q_dim + 2 * kv_dim)
+  DeviceBuffer<bf16> attn_out;    // (m, q_dim)
+  DeviceBuffer<float> delta;      // (m, hidden)
+  DeviceBuffer<float> gate_up;    // (m, 2 * intermediate)
+  DeviceBuffer<bf16> act;         // (m, intermediate)
+  DeviceBuffer<float> logits;     // (logit rows, vocab)
+  DeviceBuffer<float> workspace;  // attention splits, AttentionWorkspaceFloats
+  DeviceBuffer<float> observed;   // (m, hidden), only with an observer
+};
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(const ModelConfig& config, const BackendOptions& options)
+      : config_(config), options_(options) {}
+  ~CudaBackend() override;
+
+  absl::Status Init(const Checkpoint& checkpoint, const ProgressFn& progress);
+
+  const ModelConfig& config() const override { return config_; }
+  std::string_view device_name() const override { return "cuda:0"; }
+  int num_kv_blocks() const override { return options_.num_kv_blocks; }
+  int kv_block_size() const override { return options_.kv_block_size; }
+
+  using Backend::Forward;
+  absl::Status Forward(const Batch& batch, std::span<float> logits,
+                       LayerObserver* observer) override;
+
+ private:
+  // Sublayer s < 2 * num_layers is layer s / 2's attention (even) or FFN
+  // (odd); s == 2 * num_layers is the final norm before the logits.
+  const RowSet& RowsOf(const LaunchPlan& plan, int s) const;
+  const float* NormWeightOf(int s) const;
+  const int32_t* DeviceInts(IntRange r) const {
+    return r.size == 0 ? nullptr : scratch_.ints.get() + r.offset;
+  }
+  const int32_t* RowIndices(const RowSet& rows) const {
+    return rows.mode == RowMode::kGathered ? DeviceInts(rows.rows) : nullptr;
+  }
+  int AttentionSplitsFor(const AttentionLaunch& a) const {
+    return AttentionSplits(a.rows.num_rows, config_.num_heads, a.max_keys,
+                           num_sms_);
+  }
+
+  absl::Status Grow(const LaunchPlan& plan, bool observe);
+  // Makes scratch_.normed hold sublayer s's normalised input rows.
+  absl::Status NormInput(const LaunchPlan& plan, int s);
+  absl::Status Attention(const LaunchPlan& plan, int layer,
+                         LayerObserver* observer);
+  absl::Status FeedForward(const LaunchPlan& plan, int layer,
+                           LayerObserver* observer);
+  // x[rows of s] += delta, fused with the next running sublayer's RMSNorm
+  // when that one runs on the same rows; reports to the observer.
+  absl::Status AddResidual(const LaunchPlan& plan, int s,
+                           LayerObserver* observer);
+  absl::Status CopyRowsToHost(const RowSet& rows, std::vector<float>* out);
+
+  ModelConfig config_;
+  BackendOptions options_;
+  cudaStream_t stream_ = nullptr;
+  int num_sms_ = 1;
+  std::unique_ptr<Gemm> gemm_;
+  DeviceWeights weights_;
+  DeviceBuffer<float> rope_cos_;  // (max_positions, head_dim / 2)
+  DeviceBuffer<float> rope_sin_;  // (max_positions, head_dim / 2)
+  DeviceBuffer<bf16> kv_;  // (num_blocks, 2, block_size, kv_heads, head_dim)
+  Scratch scratch_;
+  int normed_for_ = -1;  // the sublayer whose input scratch_.normed holds
+};
+
+CudaBackend::~CudaBackend() {
+  if (stream_ != nullptr) CUDA_CHECK(cudaStreamSynchronize(stream_));
+  gemm_.reset();
+  if (stream_ != nullptr) CUDA_CHECK(cudaStreamDestroy(stream_));
+}
+
+absl::Status CudaBackend::Init(const Checkpoint& checkpoint,
+                               const ProgressFn& progress) {
+  CUDA_RETURN_IF_ERROR(cudaSetDevice(0));
+  CUDA_RETURN_IF_ERROR(
+      cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  CUDA_RETURN_IF_ERROR(
+      cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, 0));
+  gemm_ = std::make_unique<Gemm>();
+  if (absl::Status s = gemm_->Init(stream_); !s.ok()) return s;
+  if (absl::Status s = LoadWeights(checkpoint, progress, stream_, &weights_);
+      !s.ok()) {
+    return s;
+  }
+
+  // Rotate-half RoPE tables, computed in double as the CPU backend does.
+  const int half = config_.head_dim() / 2;
+  const int positions = config_.max_position_embeddings;
+  std::vector<float> cos(static_cast<size_t>(positions) * half);
+  std::vector<float> sin(cos.size());
+  for (int pos = 0; pos < positions; ++pos) {
+    for (int i = 0; i < half; ++i) {
+      const double angle =
+          pos * std::pow(static_cast<double>(config_.rope_theta),
+                         -2.0 * i / config_.head_dim());
+      cos[static_cast<size_t>(pos) * half + i] =
+          static_cast<float>(std::cos(angle));
+      sin[static_cast<size_t>(pos) * half + i] =
+          static_cast<float>(std::sin(angle));
+    }
+  }
+  if (absl::Status s = rope_cos_.Allocate(cos.size()); !s.ok()) return s;
+  if (absl::Status s = rope_sin_.Allocate(sin.size()); !s.ok()) return s;
+  CUDA_RETURN_IF_ERROR(cudaMemcpy(rope_cos_.get(), cos.data(),
+                                  rope_cos_.bytes(), cudaMemcpyHostToDevice));
+  CUDA_RETURN_IF_ERROR(cudaMemcpy(rope_sin_.get(), sin.data(),
+                                  rope_sin_.bytes(), cudaMemcpyHostToDevice));
+
+  const size_t kv_elements = static_cast<size_t>(options_.num_kv_blocks) * 2 *
+                             options_.kv_block_size * config_.kv_dim();
+  if (absl::Status s = kv_.Allocate(kv_elements); !s.ok()) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "cannot allocate the KV cache on the device: %d blocks of %d tokens "
+        "need %d MiB (%s)",
+        options_.num_kv_blocks, options_.kv_block_size, kv_.bytes() >> 20,
+        s.message()));
+  }
+  if (kv_elements > 0) {
+    CUDA_RETURN_IF_ERROR(cudaMemset(kv_.get(), 0, kv_elements * sizeof(bf16)));
+  }
+  return absl::OkStatus();
+}
+
+const RowSet& CudaBackend::RowsOf(const LaunchPlan& plan, int s) const {
+  if (s == 2 * config_.num_layers) return plan.logits;
+  return s % 2 == 0 ? plan.attention[s / 2].rows : plan.ffn[s / 2];
+}
+
+const float* CudaBackend::NormWeightOf(int s) const {
+  if (s == 2 * config_.num_layers) return weights_.final_norm.get();
+  const DeviceLayer& layer = weights_.layers[s / 2];
+  return s % 2 == 0 ? layer.attn_norm.get() : layer.ffn_norm.get();
+}
+
+absl::Status CudaBackend::Grow(const LaunchPlan& plan, bool observe) {
+  const size_t n = plan.num_rows;
+  const size_t hidden = config_.hidden_size;
+  const size_t q_dim =
+      static_cast<size_t>(config_.num_heads) * config_.head_dim();
+  const size_t stride = q_dim + 2 * config_.kv_dim();
+  const size_t inter = config_.intermediate_size;
+  int64_t workspace = 0;
+  for (const AttentionLaunch& a : plan.attention) {
+    if (a.rows.mode == RowMode::kNone) continue;
+    workspace = std::max(
+        workspace,
+        AttentionWorkspaceFloats(a.rows.num_rows, config_.num_heads,
+                                 config_.head_dim(), AttentionSplitsFor(a)));
+  }
+  for (absl::Status s :
+       {scratch_.ints.Grow(plan.ints.size()), scratch_.x.Grow(n * hidden),
+        scratch_.normed.Grow(n * hidden), scratch_.qkv.Grow(n * stride),
+        scratch_.attn_out.Grow(n * q_dim), scratch_.delta.Grow(n * hidden),
+        scratch_.gate_up.Grow(n * 2 * inter), scratch_.act.Grow(n * inter),
+        scratch_.logits.Grow(static_cast<size_t>(plan.logits.num_rows) *
+                             config_.vocab_size),
+        scratch_.workspace.Grow(workspace),
+        scratch_.observed.Grow(observe ? n * hidden : 0)}) {
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::NormInput(const LaunchPlan& plan, int s) {
+  if (normed_for_ == s) return absl::OkStatus();
+  const RowSet& rows = RowsOf(plan, s);
+  CUDA_RETURN_IF_ERROR(RmsNorm(
+      scratch_.x.get(), RowIndices(rows), rows.num_rows, config_.hidden_size,
+      NormWeightOf(s), config_.rms_norm_eps, scratch_.normed.get(), stream_));
+  normed_for_ = s;
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Attention(const LaunchPlan& plan, int layer,
+                                    LayerObserver* observer) {
+  const AttentionLaunch& a = plan.attention[layer];
+  const DeviceLayer& w = weights_.layers[layer];
+  const int m = a.rows.num_rows;
+  const int hidden = config_.hidden_size;
+  const int q_dim = config_.num_heads * config_.head_dim();
+  const int stride = q_dim + 2 * config_.kv_dim();
+  if (absl::Status s = NormInput(plan, 2 * layer); !s.ok()) return s;
+  if (absl::Status s = gemm_->Run(scratch_.normed.get(), w.wqkv.get(),
+                                  scratch_.qkv.get(), m, hidden, stride);
+      !s.ok()) {
+    return s;
+  }
+  RopeKvParams rope;
+  rope.qkv = scratch_.qkv.get();
+  rope.positions = DeviceInts(a.positions);
+  rope.kv_slots = DeviceInts(a.kv_slots);
+  rope.cos = rope_cos_.get();
+  rope.sin = rope_sin_.get();
+  rope.kv_cache = kv_.get();
+  rope.m = m;
+  rope.num_heads = config_.num_heads;
+  rope.num_kv_heads = config_.num_kv_heads;
+  rope.head_dim = config_.head_dim();
+  rope.block_size = options_.kv_block_size;
+  CUDA_RETURN_IF_ERROR(RopeKvWrite(rope, stream_));
+
+  AttentionParams attn;
+  attn.q = scratch_.qkv.get();
+  attn.q_stride = stride;
+  attn.kv_cache = kv_.get();
+  attn.positions = DeviceInts(a.positions);
+  attn.table_starts = DeviceInts(a.table_starts);
+  attn.block_ids = DeviceInts(a.block_ids);
+  attn.out = scratch_.attn_out.get();
+  attn.workspace = scratch_.workspace.get();
+  attn.m = m;
+  attn.num_heads = config_.num_heads;
+  attn.num_kv_heads = config_.num_kv_heads;
+  attn.head_dim = config_.head_dim();
+  attn.block_size = options_.kv_block_size;
+  attn.splits = AttentionSplitsFor(a);
+  CUDA_RETURN_IF_ERROR(PagedAttention(attn, stream_));
+
+  if (absl::Status s = gemm_->Run(scratch_.attn_out.get(), w.wo.get(),
+                                  scratch_.delta.get(), m, q_dim, hidden);
+      !s.ok()) {
+    return s;
+  }
+  return AddResidual(plan, 2 * layer, observer);
+}
+
+absl::Status CudaBackend::FeedForward(const LaunchPlan& plan, int layer,
+                                      LayerObserver* observer) {
+  const DeviceLayer& w = weights_.layers[layer];
+  const int m = plan.ffn[layer].num_rows;
+  const int hidden = config_.hidden_size;
+  const int inter = config_.intermediate_size;
+  if (absl::Status s = NormInput(plan, 2 * layer + 1); !s.ok()) return s;
+  if (absl::Status s = gemm_->Run(scratch_.normed.get(), w.w_gate_up.get(),
+                                  scratch_.gate_up.get(), m, hidden, 2 * inter);
+      !s.ok()) {
+    return s;
+  }
+  CUDA_RETURN_IF_ERROR(
+      SiluMul(scratch_.gate_up.get(), m, inter, scratch_.act.get(), stream_));
+  if (absl::Status s = gemm_->Run(scratch_.act.get(), w.w_down.get(),
+                                  scratch_.delta.get(), m, inter, hidden);
+      !s.ok()) {
+    return s;
+  }
+  return AddResidual(plan, 2 * layer + 1, observer);
+}
+
+absl::Status CudaBackend::CopyRowsToHost(const RowSet& rows,
+                                         std::vector<float>* out) {
+  const size_t count = static_cast<size_t>(rows.num_rows) * config_.hidden_size;
+  CUDA_RETURN_IF_ERROR(GatherRows(scratch_.x.get(), RowIndices(rows),
+                                  rows.num_rows, config_.hidden_size,
+                                  scratch_.observed.get(), stream_));
+  out->resize(count);
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out->data(), scratch_.observed.get(),
+                                       count * sizeof(float),
+                                       cudaMemcpyDeviceToHost, stream_));
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::AddResidual(const LaunchPlan& plan, int s,
+                                      LayerObserver* observer) {
+  const RowSet& rows = RowsOf(plan, s);
+  std::vector<float> input, output;
+  if (observer != nullptr) {
+    if (absl::Status st = CopyRowsToHost(rows, &input); !st.ok()) return st;
+  }
+  const int last = 2 * config_.num_layers;
+  int next = s + 1;
+  while (next < last && RowsOf(plan, next).mode == RowMode::kNone) ++next;
+  const bool fuse = plan.SameRows(rows, RowsOf(plan, next));
+  CUDA_RETURN_IF_ERROR(AddResidualRmsNorm(
+      scratch_.x.get(), scratch_.delta.get(), RowIndices(rows), rows.num_rows,
+      config_.hidden_size, fuse ? NormWeightOf(next) : nullptr,
+      config_.rms_norm_eps, scratch_.normed.get(), stream_));
+  normed_for_ = fuse ? next : -1;
+  if (observer != nullptr) {
+    if (absl::Status st = CopyRowsToHost(rows, &output); !st.ok()) return st;
+    std::vector<int> row_ids(rows.num_rows);
+    for (int i = 0; i < rows.num_rows; ++i) {
+      row_ids[i] =
+          rows.mode == RowMode::kGathered ? plan.Data(rows.rows)[i] : i;
+    }
+    observer->OnSublayer(s / 2,
+                         s % 2 == 0 ? LayerObserver::Sublayer::kAttention
+                                    : LayerObserver::Sublayer::kFfn,
+                         row_ids, input, output);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Forward(const Batch& batch, std::span<float> logits,
+                                  LayerObserver* observer) {
+  if (absl::Status s =
+          ValidateBatch(batch, config_, options_.kv_block_size, logits.size());
+      !s.ok()) {
+    return s;
+  }
+  if (batch.NumRows() == 0) return absl::OkStatus();
+  const LaunchPlan plan =
+      BuildLaunchPlan(batch, config_.num_layers, options_.kv_block_size);
+  if (absl::Status s = Grow(plan, observer != nullptr); !s.ok()) return s;
+  // From pageable memory: returns once the source has been staged.
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(scratch_.ints.get(), plan.ints.data(),
+                                       plan.ints.size() * sizeof(int32_t),
+                                       cudaMemcpyHostToDevice, stream_));
+  CUDA_RETURN_IF_ERROR(EmbeddingGather(
+      DeviceInts(plan.tokens), plan.num_rows, weights_.embed.get(),
+      config_.hidden_size, scratch_.x.get(), stream_));
+  normed_for_ = -1;
+  for (int layer = 0; layer < config_.num_layers; ++layer) {
+    if (plan.attention[layer].rows.mode != RowMode::kNone) {
+      if (absl::Status s = Attention(plan, layer, observer); !s.ok()) return s;
+    }
+    if (plan.ffn[layer].mode != RowMode::kNone) {
+      if (absl::Status s = FeedForward(plan, layer, observer); !s.ok()) {
+        return s;
+      }
+    }
+  }
+  // Final norm (usually fused into the last residual add) and the output
+  // projection, for the logit rows only.
+  if (absl::Status s = NormInput(plan, 2 * config_.num_layers); !s.ok()) {
+    return s;
+  }
+  const int m = plan.logits.num_rows;
+  if (absl::Status s = gemm_->Run(scratch_.normed.get(), weights_.head(),
+                                  scratch_.logits.get(), m, config_.hidden_size,
+                                  config_.vocab_size);
+      !s.ok()) {
+    return s;
+  }
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+      logits.data(), scratch_.logits.get(),
+      static_cast<size_t>(m) * config_.vocab_size * sizeof(float),
+      cudaMemcpyDeviceToHost, stream_));
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace cuda
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(
+    const Checkpoint& checkpoint, const BackendOptions& options,
+    const ProgressFn& progress) {
+  if (options.num_kv_blocks < 0 || options.kv_block_size <= 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "KV cache: num_kv_blocks must be >= 0 and kv_block_size > 0, got %d "
+        "and %d",
+        options.num_kv_blocks, options.kv_block_size));
+  }
+  const ModelConfig& config = checkpoint.config();
+  if (config.head_dim() > cuda::kMaxHeadDim) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("the CUDA backend supports head_dim up to %d, the "
+                        "model has %d",
+                        cuda::kMaxHeadDim, config.head_dim()));
+  }
+  if (absl::Status s = CudaDeviceStatus(); !s.ok()) return s;
+  auto backend = std::make_unique<cuda::CudaBackend>(config, options);
+  if (absl::Status s = backend->Init(checkpoint, progress); !s.ok()) return s;
+  return backend;
+}
+
+}  // namespace skipserve

@@ -1,0 +1,73 @@
+#include "engine/cuda/device_info.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/cuda/cuda_backend.h"
+#include "engine/cuda/cuda_check.h"
+#include "engine/cuda/device_buffer.h"
+
+namespace skipserve {
+
+absl::Status CudaDeviceStatus() {
+  int count = 0;
+  const cudaError_t error = cudaGetDeviceCount(&count);
+  if (error != cudaSuccess) {
+    (void)cudaGetLastError();  // clear the sticky-free error
+    return absl::FailedPreconditionError(
+        absl::StrCat("no CUDA device: ", cudaGetErrorString(error)));
+  }
+  if (count == 0) {
+    return absl::FailedPreconditionError(
+        "no CUDA device: cudaGetDeviceCount found none");
+  }
+  cudaDeviceProp props;
+  CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&props, 0));
+  if (props.major < 8) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "CUDA device 0 (%s) has compute capability %d.%d; the CUDA backend "
+        "needs 8.0 or newer (bf16 tensor cores)",
+        props.name, props.major, props.minor));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<CudaDeviceInfo> MeasureCudaDevice(int64_t copy_bytes) {
+  if (absl::Status s = CudaDeviceStatus(); !s.ok()) return s;
+  cudaDeviceProp props;
+  CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&props, 0));
+  CudaDeviceInfo info;
+  info.name = props.name;
+  info.multiprocessors = props.multiProcessorCount;
+  info.memory_bytes = static_cast<int64_t>(props.totalGlobalMem);
+
+  cuda::DeviceBuffer<std::byte> src, dst;
+  if (absl::Status s = src.Allocate(copy_bytes); !s.ok()) return s;
+  if (absl::Status s = dst.Allocate(copy_bytes); !s.ok()) return s;
+  // Random-ish, non-zero contents (zeros can run faster than real data).
+  CUDA_RETURN_IF_ERROR(cudaMemset(src.get(), 0x5a, copy_bytes));
+  cudaEvent_t start, stop;
+  CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
+  CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
+  std::vector<float> ms;
+  for (int i = 0; i < 12; ++i) {
+    CUDA_RETURN_IF_ERROR(cudaEventRecord(start));
+    CUDA_RETURN_IF_ERROR(
+        cudaMemcpy(dst.get(), src.get(), copy_bytes, cudaMemcpyDeviceToDevice));
+    CUDA_RETURN_IF_ERROR(cudaEventRecord(stop));
+    CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop));
+    float elapsed = 0;
+    CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&elapsed, start, stop));
+    if (i >= 2) ms.push_back(elapsed);  // the first two are warm-up
+  }
+  CUDA_CHECK(cudaEventDestroy(start));
+  CUDA_CHECK(cudaEventDestroy(stop));
+  std::sort(ms.begin(), ms.end());
+  const double seconds = ms[ms.size() / 2] * 1e-3;
+  info.copy_gb_s = 2.0 * static_cast<double>(copy_bytes) / seconds * 1e-9;
+  return info;
+}
+
+}  // namespace skipserve

@@ -1,0 +1,58 @@
+#include "engine/cuda/gemm.h"
+
+#include "engine/cuda/cuda_check.h"
+
+namespace skipserve::cuda {
+
+const char* CublasStatusName(cublasStatus_t status) {
+  switch (status) {
+    case CUBLAS_STATUS_SUCCESS:
+      return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED:
+      return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED:
+      return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE:
+      return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_ARCH_MISMATCH:
+      return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case CUBLAS_STATUS_MAPPING_ERROR:
+      return "CUBLAS_STATUS_MAPPING_ERROR";
+    case CUBLAS_STATUS_EXECUTION_FAILED:
+      return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_INTERNAL_ERROR:
+      return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+      return "CUBLAS_STATUS_NOT_SUPPORTED";
+    case CUBLAS_STATUS_LICENSE_ERROR:
+      return "CUBLAS_STATUS_LICENSE_ERROR";
+  }
+  return "unknown cuBLAS status";
+}
+
+Gemm::~Gemm() {
+  if (handle_ != nullptr) CUBLAS_CHECK(cublasDestroy(handle_));
+}
+
+absl::Status Gemm::Init(cudaStream_t stream) {
+  CUBLAS_RETURN_IF_ERROR(cublasCreate(&handle_));
+  CUBLAS_RETURN_IF_ERROR(cublasSetStream(handle_, stream));
+  return absl::OkStatus();
+}
+
+absl::Status Gemm::Run(const bf16* x, const bf16* w, float* y, int m, int k,
+                       int n) {
+  if (m == 0) return absl::OkStatus();
+  // cuBLAS is column-major: the row-major (m, n) y is the column-major
+  // (n, m) matrix w (column-major (k, n), transposed) times x (column-major
+  // (k, m)).
+  const float alpha = 1.0f;
+  const float beta = 0.0f;
+  CUBLAS_RETURN_IF_ERROR(cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N, n, m,
+                                      k, &alpha, w, CUDA_R_16BF, k, x,
+                                      CUDA_R_16BF, k, &beta, y, CUDA_R_32F, n,
+                                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  return absl::OkStatus();
+}
+
+}  // namespace skipserve::cuda

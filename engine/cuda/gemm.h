@@ -1,0 +1,38 @@
+#ifndef SKIPSERVE_ENGINE_CUDA_GEMM_H_
+#define SKIPSERVE_ENGINE_CUDA_GEMM_H_
+
+// The backend's matrix products through cuBLAS: bf16 operands on the tensor
+// cores, fp32 accumulation and fp32 output.
+//
+// Thread safety: one Gemm per stream; not for concurrent use.
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "absl/status/status.h"
+#include "engine/cuda/kernels.h"
+
+namespace skipserve::cuda {
+
+class Gemm {
+ public:
+  Gemm() = default;
+  ~Gemm();
+  Gemm(const Gemm&) = delete;
+  Gemm& operator=(const Gemm&) = delete;
+
+  // Creates the cuBLAS handle, bound to `stream`.
+  absl::Status Init(cudaStream_t stream);
+
+  // y = x @ w^T, enqueued on the stream (w is a PyTorch Linear weight,
+  // (out_features, in_features)).
+  // x: (m, k) bf16   w: (n, k) bf16   y: (m, n) fp32
+  absl::Status Run(const bf16* x, const bf16* w, float* y, int m, int k, int n);
+
+ private:
+  cublasHandle_t handle_ = nullptr;
+};
+
+}  // namespace skipserve::cuda
+
+#endif  // SKIPSERVE_ENGINE_CUDA_GEMM_H_

@@ -1,0 +1,139 @@
+#include "engine/cuda/launch_plan.h"
+
+#include <algorithm>
+#include <functional>
+
+#include "engine/base/check.h"
+
+namespace skipserve::cuda {
+namespace {
+
+// Appends `values` to ints and returns where they went.
+IntRange Append(const std::vector<int32_t>& values,
+                std::vector<int32_t>* ints) {
+  IntRange range{static_cast<int>(ints->size()),
+                 static_cast<int>(values.size())};
+  ints->insert(ints->end(), values.begin(), values.end());
+  return range;
+}
+
+// The row set of the rows for which `runs(sequence)` is true.
+RowSet SelectRows(const Batch& batch,
+                  const std::function<bool(const BatchSequence&)>& runs,
+                  std::vector<int32_t>* ints) {
+  std::vector<int32_t> rows;
+  for (const BatchSequence& s : batch.sequences) {
+    if (!runs(s)) continue;
+    for (int r = 0; r < s.num_tokens; ++r) rows.push_back(s.token_offset + r);
+  }
+  RowSet set;
+  set.num_rows = static_cast<int>(rows.size());
+  if (rows.empty()) {
+    set.mode = RowMode::kNone;
+  } else if (set.num_rows == batch.NumRows()) {
+    set.mode = RowMode::kDense;
+  } else {
+    set.mode = RowMode::kGathered;
+    set.rows = Append(rows, ints);
+  }
+  return set;
+}
+
+AttentionLaunch BuildAttention(const Batch& batch, int layer, int kv_block_size,
+                               std::vector<int32_t>* ints) {
+  AttentionLaunch launch;
+  launch.rows = SelectRows(
+      batch,
+      [layer](const BatchSequence& s) { return s.plan->run_attn[layer]; },
+      ints);
+  if (launch.rows.mode == RowMode::kNone) return launch;
+  std::vector<int32_t> positions, slots, starts, blocks;
+  for (const BatchSequence& s : batch.sequences) {
+    if (!s.plan->run_attn[layer]) continue;
+    const std::vector<int32_t>& table = s.kv->blocks(layer);
+    const int start = static_cast<int>(blocks.size());
+    blocks.insert(blocks.end(), table.begin(), table.end());
+    for (int r = 0; r < s.num_tokens; ++r) {
+      const int pos = s.start_pos + r;
+      const int block_index = pos / kv_block_size;
+      SKIPSERVE_CHECK(block_index < static_cast<int>(table.size()))
+          << "layer " << layer << " position " << pos
+          << " beyond the reserved KV (batch not validated?)";
+      positions.push_back(pos);
+      slots.push_back(table[block_index] * kv_block_size + pos % kv_block_size);
+      starts.push_back(start);
+      launch.max_keys = std::max(launch.max_keys, pos + 1);
+    }
+  }
+  launch.positions = Append(positions, ints);
+  launch.kv_slots = Append(slots, ints);
+  launch.table_starts = Append(starts, ints);
+  launch.block_ids = Append(blocks, ints);
+  return launch;
+}
+
+}  // namespace
+
+bool LaunchPlan::SameRows(const RowSet& a, const RowSet& b) const {
+  if (a.mode != b.mode || a.num_rows != b.num_rows) return false;
+  if (a.mode != RowMode::kGathered) return true;
+  return std::equal(Data(a.rows), Data(a.rows) + a.num_rows, Data(b.rows));
+}
+
+int LaunchPlan::NumSublayersRun() const {
+  int n = 0;
+  for (const AttentionLaunch& a : attention) n += a.rows.mode != RowMode::kNone;
+  for (const RowSet& f : ffn) n += f.mode != RowMode::kNone;
+  return n;
+}
+
+LaunchPlan BuildLaunchPlan(const Batch& batch, int num_layers,
+                           int kv_block_size) {
+  SKIPSERVE_CHECK(kv_block_size > 0);
+  LaunchPlan plan;
+  plan.num_rows = batch.NumRows();
+  plan.tokens = Append(batch.tokens, &plan.ints);
+  plan.decode_only = !batch.sequences.empty();
+  for (const BatchSequence& s : batch.sequences) {
+    SKIPSERVE_CHECK(s.plan != nullptr && s.plan->num_layers() == num_layers);
+    plan.decode_only = plan.decode_only && s.num_tokens == 1;
+  }
+  plan.attention.reserve(num_layers);
+  plan.ffn.reserve(num_layers);
+  for (int layer = 0; layer < num_layers; ++layer) {
+    plan.attention.push_back(
+        BuildAttention(batch, layer, kv_block_size, &plan.ints));
+    plan.ffn.push_back(SelectRows(
+        batch,
+        [layer](const BatchSequence& s) { return s.plan->run_ffn[layer]; },
+        &plan.ints));
+  }
+  // Logit rows: every row of an all_logits sequence, else its last row.
+  std::vector<int32_t> rows;
+  for (const BatchSequence& s : batch.sequences) {
+    for (int r = s.all_logits ? 0 : s.num_tokens - 1; r < s.num_tokens; ++r) {
+      rows.push_back(s.token_offset + r);
+    }
+  }
+  plan.logits.num_rows = static_cast<int>(rows.size());
+  if (plan.logits.num_rows == plan.num_rows) {
+    plan.logits.mode = RowMode::kDense;
+  } else if (!rows.empty()) {
+    plan.logits.mode = RowMode::kGathered;
+    plan.logits.rows = Append(rows, &plan.ints);
+  }
+  return plan;
+}
+
+int AttentionSplits(int rows, int heads, int max_keys, int num_sms,
+                    int min_keys_per_split, int max_splits) {
+  const int64_t blocks = static_cast<int64_t>(rows) * heads;
+  const int64_t target = 2 * static_cast<int64_t>(num_sms);
+  if (blocks >= target || max_keys < 2 * min_keys_per_split) return 1;
+  const int64_t by_occupancy = (target + blocks - 1) / blocks;
+  const int64_t by_keys = max_keys / min_keys_per_split;
+  return static_cast<int>(std::max<int64_t>(
+      1, std::min<int64_t>({by_occupancy, by_keys, max_splits})));
+}
+
+}  // namespace skipserve::cuda

@@ -1,0 +1,81 @@
+#ifndef SKIPSERVE_ENGINE_CUDA_LAUNCH_PLAN_H_
+#define SKIPSERVE_ENGINE_CUDA_LAUNCH_PLAN_H_
+
+// The host-side half of a CUDA forward step: from a validated Batch, which
+// rows run each (layer, sublayer) -- all of them (dense), a gathered subset,
+// or none (nothing is launched and no weight is read) -- and every index
+// array the kernels need (token ids, gathered row indices, positions, where
+// each row's K/V goes, the block tables it attends over). All index arrays
+// live in one int32 vector so that a step uploads them with a single copy.
+//
+// Has no CUDA dependency: it is built and unit-tested on every machine.
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/runtime/batch.h"
+
+namespace skipserve::cuda {
+
+enum class RowMode {
+  kNone,      // no row runs the sublayer: nothing is launched
+  kDense,     // every row of the batch runs it, in batch order
+  kGathered,  // the rows listed in RowSet::rows run it
+};
+
+// A run of values in LaunchPlan::ints.
+struct IntRange {
+  int offset = 0;
+  int size = 0;
+};
+
+struct RowSet {
+  RowMode mode = RowMode::kNone;
+  int num_rows = 0;  // m: rows that run
+  IntRange rows;     // (m) batch row indices, ascending; size 0 when dense
+};
+
+// One layer's attention over the rows that run it; every range but
+// block_ids has one entry per running row, in RowSet order.
+struct AttentionLaunch {
+  RowSet rows;
+  IntRange positions;     // (m) the token's position in its sequence
+  IntRange kv_slots;      // (m) block * block_size + offset of its K/V
+  IntRange table_starts;  // (m) start of its sequence's table in block_ids
+  IntRange block_ids;     // block tables of the running sequences, concatenated
+  int max_keys = 0;       // the most keys any row attends to (position + 1)
+};
+
+struct LaunchPlan {
+  int num_rows = 0;                        // Batch::NumRows()
+  IntRange tokens;                         // (num_rows) token ids
+  std::vector<AttentionLaunch> attention;  // (num_layers)
+  std::vector<RowSet> ffn;                 // (num_layers)
+  RowSet logits;                           // rows whose logits are returned
+  bool decode_only = false;                // every sequence has one token
+  std::vector<int32_t> ints;               // every index array above
+
+  const int32_t* Data(IntRange r) const { return ints.data() + r.offset; }
+  // Whether two row sets name the same rows (so the residual add of one can
+  // be fused with the RMSNorm feeding the other).
+  bool SameRows(const RowSet& a, const RowSet& b) const;
+  // Sublayers that launch anything, out of 2 * num_layers.
+  int NumSublayersRun() const;
+};
+
+// Builds the plan for `batch`, which must have passed ValidateBatch for a
+// model of `num_layers` layers with KV blocks of `kv_block_size` tokens
+// (programmer error otherwise: CHECK failure).
+LaunchPlan BuildLaunchPlan(const Batch& batch, int num_layers,
+                           int kv_block_size);
+
+// How many parts attention splits each row's keys into (flash-decoding):
+// 1 when rows * heads blocks already fill `num_sms` multiprocessors twice
+// over or the keys are few; otherwise enough parts of at least
+// `min_keys_per_split` keys to fill them, at most `max_splits`.
+int AttentionSplits(int rows, int heads, int max_keys, int num_sms,
+                    int min_keys_per_split = 256, int max_splits = 32);
+
+}  // namespace skipserve::cuda
+
+#endif  // SKIPSERVE_ENGINE_CUDA_LAUNCH_PLAN_H_

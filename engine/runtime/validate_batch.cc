@@ -1,0 +1,70 @@
+#include "engine/runtime/validate_batch.h"
+
+#include "absl/strings/str_format.h"
+
+namespace skipserve {
+
+absl::Status ValidateBatch(const Batch& batch, const ModelConfig& config,
+                           int kv_block_size, size_t logits_size) {
+  int expected_offset = 0;
+  for (size_t i = 0; i < batch.sequences.size(); ++i) {
+    const BatchSequence& s = batch.sequences[i];
+    if (s.plan == nullptr || s.kv == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("batch sequence %d has no plan or KV", i));
+    }
+    if (s.plan->num_layers() != config.num_layers ||
+        s.kv->num_layers() != config.num_layers) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("batch sequence %d: plan has %d layers, the model %d",
+                          i, s.plan->num_layers(), config.num_layers));
+    }
+    for (int l = 0; l < config.num_layers; ++l) {
+      if (s.kv->holds_layer(l) != static_cast<bool>(s.plan->run_attn[l])) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "batch sequence %d: KV was made for another plan (layer %d)", i,
+            l));
+      }
+    }
+    if (s.num_tokens <= 0 || s.token_offset != expected_offset) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "batch sequence %d: tokens [%d, +%d) are not the next run of the "
+          "batch",
+          i, s.token_offset, s.num_tokens));
+    }
+    expected_offset += s.num_tokens;
+    const int end = s.start_pos + s.num_tokens;
+    if (s.start_pos < 0 || end > config.max_position_embeddings) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "batch sequence %d: positions [%d, %d) outside the model's context "
+          "[0, %d)",
+          i, s.start_pos, end, config.max_position_embeddings));
+    }
+    if (s.plan->NumAttentionRun() > 0 &&
+        s.kv->capacity_tokens(kv_block_size) < end) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "batch sequence %d: KV holds %d tokens, the step needs %d", i,
+          s.kv->capacity_tokens(kv_block_size), end));
+    }
+  }
+  if (expected_offset != batch.NumRows()) {
+    return absl::InvalidArgumentError("batch tokens not covered by sequences");
+  }
+  for (int32_t token : batch.tokens) {
+    if (token < 0 || token >= config.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("token id %d outside the vocabulary [0, %d)", token,
+                          config.vocab_size));
+    }
+  }
+  const size_t needed =
+      static_cast<size_t>(batch.NumLogitRows()) * config.vocab_size;
+  if (logits_size < needed) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("logits buffer holds %d floats, the batch needs %d",
+                        logits_size, needed));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace skipserve

@@ -1,0 +1,27 @@
+#ifndef SKIPSERVE_ENGINE_RUNTIME_VALIDATE_BATCH_H_
+#define SKIPSERVE_ENGINE_RUNTIME_VALIDATE_BATCH_H_
+
+// The checks every backend's Forward makes before touching any cache, so
+// that all backends reject the same batches with the same messages.
+
+#include <cstddef>
+
+#include "absl/status/status.h"
+#include "engine/model/config.h"
+#include "engine/runtime/batch.h"
+
+namespace skipserve {
+
+// INVALID_ARGUMENT, naming the sequence and the problem, when `batch` does
+// not meet batch.h's contract for a model of `config` whose KV blocks hold
+// `kv_block_size` tokens: a sequence without plan or KV, a plan or KV of the
+// wrong length or made for another plan, sequences that do not tile the
+// tokens in order, positions outside [0, max_position_embeddings), KV
+// capacity below the step's end, a token id outside the vocabulary, or a
+// logits buffer of fewer than NumLogitRows() * vocab_size floats.
+absl::Status ValidateBatch(const Batch& batch, const ModelConfig& config,
+                           int kv_block_size, size_t logits_size);
+
+}  // namespace skipserve
+
+#endif  // SKIPSERVE_ENGINE_RUNTIME_VALIDATE_BATCH_H_
