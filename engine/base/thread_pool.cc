@@ -1,9 +1,17 @@
 #include "engine/base/thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
 
 namespace skipserve {
 namespace {
+
+// How long an idle thread polls for new work before it blocks. Decode steps
+// dispatch a loop every few tens of microseconds; waking a blocked thread
+// costs about as much again, so a short poll saves that on the hot path,
+// while the bound keeps idle threads from burning a core for long (the
+// failure mode of busy-waiting pools on shared machines).
+constexpr auto kSpin = std::chrono::microseconds(50);
 
 // Range of chunk `index` when [0, n) is cut into `chunks` near-equal parts.
 std::pair<int64_t, int64_t> ChunkRange(int64_t n, int chunks, int index) {
@@ -11,6 +19,21 @@ std::pair<int64_t, int64_t> ChunkRange(int64_t n, int chunks, int index) {
   const int64_t extra = n % chunks;
   const int64_t begin = index * base + std::min<int64_t>(index, extra);
   return {begin, begin + base + (index < extra ? 1 : 0)};
+}
+
+// Polls `done` for up to kSpin; true if it became true.
+template <typename Done>
+bool SpinUntil(Done done) {
+  const auto deadline = std::chrono::steady_clock::now() + kSpin;
+  do {
+    for (int i = 0; i < 64; ++i) {
+      if (done()) return true;
+#if defined(__x86_64__)
+      __builtin_ia32_pause();
+#endif
+    }
+  } while (std::chrono::steady_clock::now() < deadline);
+  return done();
 }
 
 }  // namespace
@@ -28,6 +51,7 @@ ThreadPool::~ThreadPool() {
   {
     absl::MutexLock lock(&mu_);
     stop_ = true;
+    generation_.fetch_add(1, std::memory_order_release);
     work_ready_.SignalAll();
   }
   for (std::thread& t : workers_) t.join();
@@ -47,31 +71,48 @@ void ThreadPool::ParallelFor(int64_t n, int64_t min_chunk,
     fn_ = &fn;
     n_ = n;
     chunks_ = chunks;
-    pending_ = chunks - 1;
-    ++generation_;
+    pending_.store(chunks - 1, std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);
     work_ready_.SignalAll();
   }
   const auto [begin, end] = ChunkRange(n, chunks, 0);
   fn(begin, end);
+  auto done = [this] {
+    return pending_.load(std::memory_order_acquire) == 0;
+  };
+  if (SpinUntil(done)) return;
   absl::MutexLock lock(&mu_);
-  while (pending_ > 0) work_done_.Wait(&mu_);
-  fn_ = nullptr;
+  mu_.Await(absl::Condition(&done));
 }
 
 void ThreadPool::Worker(int index) {
   uint64_t seen = 0;
-  absl::MutexLock lock(&mu_);
   while (true) {
-    while (!stop_ && generation_ == seen) work_ready_.Wait(&mu_);
-    if (stop_) return;
-    seen = generation_;
-    if (index >= chunks_) continue;  // this loop needs fewer threads
-    const auto* fn = fn_;
-    const auto [begin, end] = ChunkRange(n_, chunks_, index);
-    mu_.Unlock();
+    auto has_work = [&] {
+      return generation_.load(std::memory_order_acquire) != seen;
+    };
+    if (!SpinUntil(has_work)) {
+      absl::MutexLock lock(&mu_);
+      while (!has_work()) work_ready_.Wait(&mu_);
+    }
+    const std::function<void(int64_t, int64_t)>* fn;
+    int64_t n;
+    int chunks;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stop_) return;
+      seen = generation_.load(std::memory_order_acquire);
+      fn = fn_;
+      n = n_;
+      chunks = chunks_;
+    }
+    if (index >= chunks) continue;  // this loop needs fewer threads
+    const auto [begin, end] = ChunkRange(n, chunks, index);
     (*fn)(begin, end);
-    mu_.Lock();
-    if (--pending_ == 0) work_done_.Signal();
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      // Wake the caller if it stopped polling and blocked in Await.
+      absl::MutexLock lock(&mu_);
+    }
   }
 }
 

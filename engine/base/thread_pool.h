@@ -8,11 +8,13 @@
 // machine with more runnable threads than cores (a shared server, or
 // OpenBLAS's own pool) the spinning workers steal the serial thread's time
 // slices; we measured decode slowing by two orders of magnitude. These
-// workers block on a condition variable instead.
+// workers poll for at most 50 microseconds, then block on a condition
+// variable.
 //
 // Thread safety: ParallelFor may be called from one thread at a time (the
 // backend's Forward is not reentrant). Destruction joins the workers.
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <thread>
@@ -48,14 +50,15 @@ class ThreadPool {
 
   absl::Mutex mu_;
   absl::CondVar work_ready_;
-  absl::CondVar work_done_;
   const std::function<void(int64_t, int64_t)>* fn_ ABSL_GUARDED_BY(mu_) =
       nullptr;
   int64_t n_ ABSL_GUARDED_BY(mu_) = 0;
   int chunks_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
-  int pending_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  // Bumped (under mu_) for every loop; workers poll it before blocking.
+  std::atomic<uint64_t> generation_{0};
+  // Worker chunks of the current loop not yet finished.
+  std::atomic<int> pending_{0};
 };
 
 }  // namespace skipserve

@@ -37,6 +37,7 @@ void RmsNorm(ThreadPool& pool, const float* x, const float* weight, float* y,
       const float* xr = x + static_cast<int64_t>(r) * d;
       float* yr = y + static_cast<int64_t>(r) * d;
       float sum_sq = 0.0f;
+#pragma omp simd reduction(+ : sum_sq)
       for (int i = 0; i < d; ++i) sum_sq += xr[i] * xr[i];
       const float scale =
           1.0f / std::sqrt(sum_sq / static_cast<float>(d) + eps);
@@ -112,6 +113,9 @@ void PagedAttention(ThreadPool& pool, std::span<const AttentionRow> rows,
             kv.Key(row.blocks[t / kv.block_size], t % kv.block_size) +
             kv_offset;
         float dot = 0.0f;
+        // The simd pragma lets the compiler reorder this sum into vector
+        // lanes (a float reduction is otherwise evaluated in order).
+#pragma omp simd reduction(+ : dot)
         for (int i = 0; i < head_dim; ++i) dot += q[i] * k[i];
         scores[t] = dot * scale;
         max_score = std::max(max_score, scores[t]);

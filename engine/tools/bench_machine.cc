@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -48,18 +49,26 @@ MemoryBandwidth MeasureMemoryBandwidth(int threads) {
         std::max(best.copy_gb_s, 2.0 * n * sizeof(float) / seconds / 1e9);
 
     start = std::chrono::steady_clock::now();
-    // Independent accumulators so the sum is limited by memory, not by the
-    // latency of one chain of additions.
-    constexpr int kLanes = 16;
+    // Independent vector accumulators so the sum is limited by memory, not
+    // by the latency of one chain of additions.
+    using Lanes = float __attribute__((vector_size(32)));  // 8 floats
+    constexpr int64_t kVectors = 4;
+    constexpr int64_t kStride = kVectors * 8;
     float sum = 0.0f;
 #pragma omp parallel num_threads(threads) reduction(+ : sum)
     {
-      float lanes[kLanes] = {};
+      Lanes acc[kVectors] = {};
 #pragma omp for schedule(static)
-      for (int64_t i = 0; i < n / kLanes; ++i) {
-        for (int j = 0; j < kLanes; ++j) lanes[j] += b[i * kLanes + j];
+      for (int64_t i = 0; i < n / kStride; ++i) {
+        for (int64_t v = 0; v < kVectors; ++v) {
+          Lanes x;
+          std::memcpy(&x, b.data() + i * kStride + v * 8, sizeof(x));
+          acc[v] += x;
+        }
       }
-      for (float lane : lanes) sum += lane;
+      for (const Lanes& a : acc) {
+        for (int lane = 0; lane < 8; ++lane) sum += a[lane];
+      }
     }
     seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
