@@ -1,6 +1,8 @@
 #include "client/client.h"
 
 #include <chrono>
+#include <fstream>
+#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -23,7 +25,52 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
   return absl::Status(absl_code, status.error_message());
 }
 
-absl::StatusOr<std::unique_ptr<SkipserveClient>> SkipserveClient::Connect(
+namespace {
+
+absl::StatusOr<std::string> ReadPemFile(const std::string& path,
+                                        const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in || text.str().find("-----BEGIN ") == std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": cannot read a PEM file from ", path));
+  }
+  return text.str();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> Credentials(
+    const ClientOptions& options) {
+  if (!options.tls && options.tls_ca_file.empty() &&
+      options.tls_cert_file.empty() && options.tls_key_file.empty()) {
+    return grpc::InsecureChannelCredentials();
+  }
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "tls_cert_file and tls_key_file go together (give both or neither)");
+  }
+  grpc::SslCredentialsOptions ssl;
+  if (!options.tls_ca_file.empty()) {
+    absl::StatusOr<std::string> ca = ReadPemFile(options.tls_ca_file, "tls_ca");
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *std::move(ca);
+  }
+  if (!options.tls_cert_file.empty()) {
+    absl::StatusOr<std::string> cert =
+        ReadPemFile(options.tls_cert_file, "tls_cert");
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key =
+        ReadPemFile(options.tls_key_file, "tls_key");
+    if (!key.ok()) return key.status();
+    ssl.pem_cert_chain = *std::move(cert);
+    ssl.pem_private_key = *std::move(key);
+  }
+  return grpc::SslCredentials(ssl);
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(
     const std::string& target, const ClientOptions& options) {
   if (target.empty()) {
     return absl::InvalidArgumentError("target: empty (want host:port)");
@@ -33,12 +80,15 @@ absl::StatusOr<std::unique_ptr<SkipserveClient>> SkipserveClient::Connect(
         absl::StrCat("deadline: ", absl::FormatDuration(options.deadline),
                      " (want > 0, or infinite for none)"));
   }
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      Credentials(options);
+  if (!credentials.ok()) return credentials.status();
   grpc::ChannelArguments args;
   // Generation responses and long prompts can exceed gRPC's 4 MiB default.
   args.SetMaxReceiveMessageSize(64 << 20);
   args.SetMaxSendMessageSize(64 << 20);
-  std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
-      target, grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateCustomChannel(target, *credentials, args);
   if (channel == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat("target: cannot make a channel to '", target, "'"));
@@ -52,7 +102,44 @@ absl::StatusOr<std::unique_ptr<SkipserveClient>> SkipserveClient::Connect(
                           absl::FormatDuration(options.connect_timeout)));
     }
   }
-  return std::make_unique<SkipserveClient>(std::move(channel), options, target);
+  return channel;
+}
+
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string token;
+  if (!in || !std::getline(in, token)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read a token from ", path));
+  }
+  if (!token.empty() && token.back() == '\r') token.pop_back();
+  if (token.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("token file ", path, ": the first line is empty"));
+  }
+  return token;
+}
+
+std::unique_ptr<grpc::ClientContext> NewCallContext(
+    const ClientOptions& options) {
+  auto context = std::make_unique<grpc::ClientContext>();
+  if (options.deadline != absl::InfiniteDuration()) {
+    context->set_deadline(absl::ToChronoTime(absl::Now() + options.deadline));
+  }
+  if (!options.bearer_token.empty()) {
+    context->AddMetadata("authorization",
+                         absl::StrCat("Bearer ", options.bearer_token));
+  }
+  return context;
+}
+
+absl::StatusOr<std::unique_ptr<SkipserveClient>> SkipserveClient::Connect(
+    const std::string& target, const ClientOptions& options) {
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      OpenChannel(target, options);
+  if (!channel.ok()) return channel.status();
+  return std::make_unique<SkipserveClient>(*std::move(channel), options,
+                                           target);
 }
 
 SkipserveClient::SkipserveClient(std::shared_ptr<grpc::Channel> channel,
@@ -64,15 +151,7 @@ SkipserveClient::SkipserveClient(std::shared_ptr<grpc::Channel> channel,
       stub_(v1::Inference::NewStub(channel_)) {}
 
 std::unique_ptr<grpc::ClientContext> SkipserveClient::NewContext() const {
-  auto context = std::make_unique<grpc::ClientContext>();
-  if (options_.deadline != absl::InfiniteDuration()) {
-    context->set_deadline(absl::ToChronoTime(absl::Now() + options_.deadline));
-  }
-  if (!options_.bearer_token.empty()) {
-    context->AddMetadata("authorization",
-                         absl::StrCat("Bearer ", options_.bearer_token));
-  }
-  return context;
+  return NewCallContext(options_);
 }
 
 absl::StatusOr<v1::GenerateResponse> SkipserveClient::Generate(
@@ -102,6 +181,8 @@ absl::StatusOr<v1::GenerateResponse> SkipserveClient::GenerateStream(
       *whole.mutable_usage() = chunk.usage();
       whole.set_policy(chunk.policy());
       whole.set_policy_name(chunk.policy_name());
+      whole.set_experiment(chunk.experiment());
+      whole.set_arm(chunk.arm());
       *whole.mutable_timing() = chunk.timing();
     }
     if (!chunk.request_id().empty()) whole.set_request_id(chunk.request_id());
@@ -130,6 +211,15 @@ absl::StatusOr<v1::TokenizeResponse> SkipserveClient::Tokenize(
   std::unique_ptr<grpc::ClientContext> context = NewContext();
   v1::TokenizeResponse response;
   grpc::Status status = stub_->Tokenize(context.get(), request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::StatusOr<v1::AnalyzeLayersResponse> SkipserveClient::AnalyzeLayers(
+    const v1::AnalyzeLayersRequest& request) {
+  std::unique_ptr<grpc::ClientContext> context = NewContext();
+  v1::AnalyzeLayersResponse response;
+  grpc::Status status = stub_->AnalyzeLayers(context.get(), request, &response);
   if (!status.ok()) return FromGrpcStatus(status);
   return response;
 }

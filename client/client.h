@@ -47,7 +47,32 @@ struct ClientOptions {
   // UNAVAILABLE if it does not. Zero connects lazily (the first call
   // connects, and fails UNAVAILABLE if the server is not there).
   absl::Duration connect_timeout = absl::Seconds(5);
+  // TLS, used when `tls` is true or any file below is given (PEM files).
+  bool tls = false;
+  // Roots that verify the server's certificate; empty: gRPC's default roots.
+  std::string tls_ca_file;
+  // A client certificate chain and its key, for servers that require one
+  // (mutual TLS); both or neither.
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
+
+// A channel to `target` with `options`' transport security, ready within
+// options.connect_timeout (see SkipserveClient::Connect). INVALID_ARGUMENT
+// for an empty target, a non-positive deadline, one of tls_cert_file and
+// tls_key_file without the other, or a TLS file that cannot be read (the
+// message names it); UNAVAILABLE when the channel does not become ready.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(
+    const std::string& target, const ClientOptions& options);
+
+// The token in a token file: its first line, without the trailing newline
+// ("\n" or "\r\n"). INVALID_ARGUMENT naming the file when it cannot be
+// read or the token is empty.
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
+
+// A call context with options' deadline and bearer token.
+std::unique_ptr<grpc::ClientContext> NewCallContext(
+    const ClientOptions& options);
 
 class SkipserveClient {
  public:
@@ -55,10 +80,11 @@ class SkipserveClient {
   // thread, as soon as it arrives.
   using ChunkCallback = std::function<void(const v1::GenerateResponse& chunk)>;
 
-  // Opens an insecure channel to `target` ("host:port", or any gRPC target
-  // URI such as "unix:/path"). INVALID_ARGUMENT for an empty target or a
-  // non-positive deadline; UNAVAILABLE when the channel does not become
-  // ready within options.connect_timeout.
+  // Opens a channel to `target` ("host:port", or any gRPC target URI such
+  // as "unix:/path"), over TLS when the options ask for it (OpenChannel).
+  // INVALID_ARGUMENT for an empty target or a non-positive deadline;
+  // UNAVAILABLE when the channel does not become ready within
+  // options.connect_timeout.
   static absl::StatusOr<std::unique_ptr<SkipserveClient>> Connect(
       const std::string& target, const ClientOptions& options);
 
@@ -89,6 +115,8 @@ class SkipserveClient {
   absl::StatusOr<v1::TokenizeResponse> Tokenize(
       const v1::TokenizeRequest& request);
   absl::StatusOr<v1::ModelInfo> GetModelInfo();
+  absl::StatusOr<v1::AnalyzeLayersResponse> AnalyzeLayers(
+      const v1::AnalyzeLayersRequest& request);
 
  private:
   // A context with this client's deadline and metadata.

@@ -76,6 +76,10 @@ std::string GenerateSummaryLine(const v1::GenerateResponse& response,
   if (!response.policy_name().empty()) {
     absl::StrAppend(&line, " name=", response.policy_name());
   }
+  if (!response.experiment().empty()) {
+    absl::StrAppend(&line, " experiment=", response.experiment(),
+                    " arm=", response.arm());
+  }
   absl::StrAppendFormat(
       &line, " finish=%s tokens=%d+%d ttft=%.1fms queue=%.1fms total=%.1fms",
       FinishReasonName(response.finish_reason()),
@@ -257,6 +261,10 @@ absl::Status RunScore(SkipserveClient& client, const v1::ScoreRequest& request,
     return s;
   }
   std::string summary = absl::StrCat("policy=", response->policy());
+  if (!response->experiment().empty()) {
+    absl::StrAppend(&summary, " experiment=", response->experiment(),
+                    " arm=", response->arm());
+  }
   if (!response->request_id().empty()) {
     absl::StrAppend(&summary, " id=", response->request_id());
   }

@@ -16,9 +16,11 @@
 
 ABSL_FLAG(int, concurrency, 0,
           "loadgen: closed loop with N concurrent requests (default 1 when "
-          "--rate is not given).");
+          "--rate is not given). eval: Score calls in flight (default 8).");
 ABSL_FLAG(double, rate, 0,
-          "loadgen: open loop at R requests/s with Poisson arrivals.");
+          "loadgen: open loop at R requests/s with Poisson arrivals. "
+          "analyze: the target skip rate of the suggestions, in [0, 1] "
+          "(default 0.33).");
 ABSL_FLAG(absl::Duration, duration, absl::ZeroDuration(),
           "loadgen: how long to send, e.g. 30s (default 30s when --requests "
           "is not given).");
@@ -27,7 +29,10 @@ ABSL_FLAG(uint64_t, requests, 0,
 ABSL_FLAG(std::string, mix, "none=1",
           "loadgen: policies and weights, POLICY=WEIGHT,... split at each "
           "item's last '=', e.g. none=50,attn:last=33%=50; name:NAME=W "
-          "selects a named policy.");
+          "selects a named policy, experiment:NAME=W an A/B experiment.");
+ABSL_FLAG(uint64_t, routing_keys, 0,
+          "loadgen: give each request the routing key user-K, K uniform in "
+          "[0, N) (experiments assign arms by it); 0 = no key.");
 ABSL_FLAG(std::string, prompt_len, "32",
           "loadgen: prompt length, N or uniform:MIN:MAX; in words of "
           "synthetic text, or in tokens with --prompt_tokens.");
@@ -70,10 +75,10 @@ std::string DescribeMix(const std::vector<MixEntry>& mix) {
 }  // namespace
 
 std::vector<std::string> LoadgenFlagNames() {
-  return {"concurrency", "rate",          "duration",    "requests", "mix",
-          "prompt_len",  "prompt_tokens", "max_workers", "out",      "stream",
-          "max_tokens",  "temperature",   "top_p",       "top_k",    "seed",
-          "stop",        "logprobs",      "json"};
+  return {"concurrency",  "rate",          "duration",    "requests", "mix",
+          "prompt_len",   "prompt_tokens", "max_workers", "out",      "stream",
+          "routing_keys", "max_tokens",    "temperature", "top_p",    "top_k",
+          "seed",         "stop",          "logprobs",    "json"};
 }
 
 absl::StatusOr<LoadgenCommand> LoadgenCommandFromFlags(
@@ -95,6 +100,10 @@ absl::StatusOr<LoadgenCommand> LoadgenCommandFromFlags(
   command.workload.sampling = sampling;
   command.workload.logprobs = logprobs;
   command.workload.seed = seed;
+  command.workload.routing_keys = absl::GetFlag(FLAGS_routing_keys);
+  if (command.workload.routing_keys > (uint64_t{1} << 62)) {
+    return absl::InvalidArgumentError("--routing_keys: at most 2^62");
+  }
 
   LoadgenOptions& load = command.load;
   load.concurrency = absl::GetFlag(FLAGS_concurrency);

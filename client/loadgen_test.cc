@@ -221,5 +221,32 @@ TEST(RequestPlannerTest, TokenPrompts) {
   }
 }
 
+TEST(ParseMixTest, ExperimentsSelectByExperiment) {
+  absl::StatusOr<std::vector<MixEntry>> mix =
+      ParseMix("experiment:ab1=3,none=1");
+  ASSERT_TRUE(mix.ok()) << mix.status();
+  EXPECT_EQ((*mix)[0].label, "experiment:ab1");
+  EXPECT_EQ((*mix)[0].selector.experiment(), "ab1");
+  EXPECT_FALSE(ParseMix("experiment:=1").ok());
+}
+
+TEST(RequestPlannerTest, RoutingKeysNameSimulatedUsers) {
+  WorkloadOptions options = TwoPolicyWorkload();
+  const PlannedRequest plain = RequestPlanner(options).Plan(3);
+  EXPECT_TRUE(plain.request.policy().routing_key().empty());
+  options.routing_keys = 5;
+  const RequestPlanner planner(options);
+  std::set<std::string> keys;
+  for (uint64_t i = 0; i < 200; ++i) {
+    keys.insert(planner.Plan(i).request.policy().routing_key());
+  }
+  EXPECT_EQ(keys, (std::set<std::string>{"user-0", "user-1", "user-2", "user-3",
+                                         "user-4"}));
+  // The key is drawn last: the rest of the request does not change.
+  v1::GenerateRequest keyed = planner.Plan(3).request;
+  keyed.mutable_policy()->clear_routing_key();
+  EXPECT_EQ(keyed.SerializeAsString(), plain.request.SerializeAsString());
+}
+
 }  // namespace
 }  // namespace skipserve::client

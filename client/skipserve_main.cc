@@ -24,9 +24,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "client/admin_commands.h"
+#include "client/analyze_command.h"
 #include "client/cli_flags.h"
 #include "client/client.h"
 #include "client/commands.h"
+#include "client/eval_command.h"
 #include "client/loadgen_command.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051",
@@ -39,6 +42,16 @@ ABSL_FLAG(absl::Duration, connect_timeout, absl::Seconds(5),
 ABSL_FLAG(std::string, token, "",
           "Bearer token, sent as 'authorization: Bearer <token>' (default: "
           "$SKIPSERVE_TOKEN; none when both are empty).");
+ABSL_FLAG(std::string, token_file, "",
+          "Read the bearer token from this file (one line; a trailing "
+          "newline is trimmed). Overrides --token.");
+ABSL_FLAG(std::string, tls_ca, "",
+          "Connect over TLS, verifying the server with this PEM CA "
+          "certificate.");
+ABSL_FLAG(std::string, tls_cert, "",
+          "Connect over TLS with this PEM client certificate (mutual TLS; "
+          "with --tls_key).");
+ABSL_FLAG(std::string, tls_key, "", "The PEM private key of --tls_cert.");
 ABSL_FLAG(bool, json, false, "Print the result as JSON.");
 
 ABSL_FLAG(bool, stream, false,
@@ -50,6 +63,11 @@ ABSL_FLAG(std::string, policy, "",
           "attn:20-31;ffn:30,31 (empty: the server's default).");
 ABSL_FLAG(std::string, policy_name, "",
           "A named policy registered on the server (also --policy-name).");
+ABSL_FLAG(std::string, experiment, "",
+          "An A/B experiment on the server: one of its arms serves the "
+          "request (docs/ab-testing.md).");
+ABSL_FLAG(std::string, routing_key, "",
+          "With --experiment: the sticky assignment key (e.g. a user id).");
 ABSL_FLAG(uint32_t, max_tokens, 0,
           "Tokens to generate; 0 = the server's default.");
 ABSL_FLAG(float, temperature, 0, "0 = greedy; otherwise (0, 100].");
@@ -72,8 +90,9 @@ ABSL_FLAG(bool, bos, false, "tokenize: prepend BOS.");
 namespace skipserve::client {
 namespace {
 
-const std::vector<std::string> kConnectionFlags = {"target", "deadline",
-                                                   "connect_timeout", "token"};
+const std::vector<std::string> kConnectionFlags = {
+    "target",     "deadline", "connect_timeout", "token",
+    "token_file", "tls_ca",   "tls_cert",        "tls_key"};
 
 struct Command {
   std::string name;
@@ -113,29 +132,68 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
-absl::StatusOr<std::unique_ptr<SkipserveClient>> ConnectFromFlags() {
+absl::StatusOr<ClientOptions> ClientOptionsFromFlags() {
   ClientOptions options;
   options.deadline = absl::GetFlag(FLAGS_deadline);
   options.connect_timeout = absl::GetFlag(FLAGS_connect_timeout);
   options.bearer_token = absl::GetFlag(FLAGS_token);
+  if (const std::string path = absl::GetFlag(FLAGS_token_file); !path.empty()) {
+    absl::StatusOr<std::string> token = ReadTokenFile(path);
+    if (!token.ok()) return token.status();
+    options.bearer_token = *std::move(token);
+  }
   if (options.bearer_token.empty()) {
     if (const char* env = std::getenv("SKIPSERVE_TOKEN"); env != nullptr) {
       options.bearer_token = env;
     }
   }
-  return SkipserveClient::Connect(absl::GetFlag(FLAGS_target), options);
+  options.tls_ca_file = absl::GetFlag(FLAGS_tls_ca);
+  options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  return options;
 }
+
+absl::StatusOr<std::unique_ptr<SkipserveClient>> ConnectFromFlags() {
+  absl::StatusOr<ClientOptions> options = ClientOptionsFromFlags();
+  if (!options.ok()) return options.status();
+  return SkipserveClient::Connect(absl::GetFlag(FLAGS_target), *options);
+}
+
+int UsageError(const std::string& command_name, const absl::Status& status);
+
+// `skipserve policies ...` and `skipserve experiments ...`.
+int RunAdmin(const ParsedArgs& args, bool experiments) {
+  const std::string command = experiments ? "experiments" : "policies";
+  absl::StatusOr<AdminRequest> request =
+      AdminRequestFromArgs(args, experiments, absl::GetFlag(FLAGS_json));
+  if (!request.ok()) return UsageError(command, request.status());
+  absl::StatusOr<ClientOptions> options = ClientOptionsFromFlags();
+  if (!options.ok()) return Fail(options.status());
+  absl::StatusOr<std::unique_ptr<PoliciesClient>> client =
+      PoliciesClient::Connect(absl::GetFlag(FLAGS_target), *options);
+  if (!client.ok()) return Fail(client.status());
+  absl::Status status = experiments
+                            ? RunExperimentsCommand(**client, *request, stdout)
+                            : RunPoliciesCommand(**client, *request, stdout);
+  return status.ok() ? 0 : Fail(status);
+}
+
+int RunPolicies(const ParsedArgs& args) { return RunAdmin(args, false); }
+int RunExperiments(const ParsedArgs& args) { return RunAdmin(args, true); }
 
 // Sets the request's policy from --policy / --policy-name (at most one).
 absl::Status PolicyFromFlags(v1::PolicySelector* selector) {
   const std::string spec = absl::GetFlag(FLAGS_policy);
   const std::string name = absl::GetFlag(FLAGS_policy_name);
-  if (!spec.empty() && !name.empty()) {
+  const std::string experiment = absl::GetFlag(FLAGS_experiment);
+  if (!spec.empty() + !name.empty() + !experiment.empty() > 1) {
     return absl::InvalidArgumentError(
-        "give at most one of --policy and --policy-name");
+        "give at most one of --policy, --policy-name and --experiment");
   }
   if (!spec.empty()) selector->set_spec(spec);
   if (!name.empty()) selector->set_name(name);
+  if (!experiment.empty()) selector->set_experiment(experiment);
+  selector->set_routing_key(absl::GetFlag(FLAGS_routing_key));
   return absl::OkStatus();
 }
 
@@ -240,6 +298,36 @@ int RunInfoCommand(const ParsedArgs& args) {
   return status.ok() ? 0 : Fail(status);
 }
 
+int RunAnalyze(const ParsedArgs& args) {
+  if (args.positional.size() != 1) {
+    return UsageError(
+        "analyze",
+        absl::InvalidArgumentError("analyze takes no positional arguments (use "
+                                   "--prompt or --prompts_file)"));
+  }
+  v1::PolicySelector policy;
+  if (absl::Status s = PolicyFromFlags(&policy); !s.ok()) {
+    return UsageError("analyze", s);
+  }
+  absl::StatusOr<AnalyzeCommand> command =
+      AnalyzeCommandFromFlags(args, policy, absl::GetFlag(FLAGS_json));
+  if (!command.ok()) return UsageError("analyze", command.status());
+  absl::StatusOr<std::unique_ptr<SkipserveClient>> client = ConnectFromFlags();
+  if (!client.ok()) return Fail(client.status());
+  absl::Status status = RunAnalyzeCommand(**client, *command, stdout, stderr);
+  return status.ok() ? 0 : Fail(status);
+}
+
+int RunEval(const ParsedArgs& args) {
+  absl::StatusOr<EvalCommand> command =
+      EvalCommandFromFlags(args, absl::GetFlag(FLAGS_json));
+  if (!command.ok()) return UsageError("eval", command.status());
+  absl::StatusOr<std::unique_ptr<SkipserveClient>> client = ConnectFromFlags();
+  if (!client.ok()) return Fail(client.status());
+  absl::Status status = RunEvalCommand(**client, *command, stdout, stderr);
+  return status.ok() ? 0 : Fail(status);
+}
+
 int RunLoadgen(const ParsedArgs& args) {
   if (args.positional.size() != 1) {
     return UsageError("loadgen", absl::InvalidArgumentError(
@@ -261,14 +349,15 @@ const std::vector<Command>& Commands() {
        " PROMPT",
        "Generates a completion; the text goes to stdout, a summary line "
        "(policy, finish reason, tokens, TTFT, total) to stderr.",
-       {"stream", "policy", "policy_name", "max_tokens", "temperature", "top_p",
-        "top_k", "seed", "stop", "logprobs", "request_id", "json"},
+       {"stream", "policy", "policy_name", "experiment", "routing_key",
+        "max_tokens", "temperature", "top_p", "top_k", "seed", "stop",
+        "logprobs", "request_id", "json"},
        &RunGenerateCommand},
       {"score",
        " --context TEXT --continuation A [--continuation B ...]",
        "Log-likelihood of each continuation given the context.",
-       {"context", "continuation", "policy", "policy_name", "request_id",
-        "json"},
+       {"context", "continuation", "policy", "policy_name", "experiment",
+        "routing_key", "request_id", "json"},
        &RunScoreCommand},
       {"tokenize",
        " TEXT",
@@ -285,6 +374,26 @@ const std::vector<Command>& Commands() {
        "reports TTFT, inter-token and end-to-end latency and output "
        "tokens/s per policy.",
        LoadgenFlagNames(), &RunLoadgen},
+      {"analyze", " --prompt TEXT [--prompt ...] [--prompts_file FILE]",
+       "Per-layer cosine similarity between each sublayer's input and "
+       "output over the prompts (AnalyzeLayers), and the policies that skip "
+       "the most redundant sublayers for --rate (default 0.33).",
+       AnalyzeFlagNames(), &RunAnalyze},
+      {"eval", " FILE.jsonl [FILE.jsonl ...]",
+       "Multiple-choice accuracy (ARC, HellaSwag, TruthfulQA-MC1 JSONL) of "
+       "each of --policies through Score, with 95% intervals, latency and "
+       "speedup (docs/evaluation.md).",
+       EvalFlagNames(), &RunEval},
+      {"policies", " list|get|put|delete [NAME]",
+       "Named policies on the server (the Policies admin API; needs the "
+       "admin token): put --name N --spec S [--description D], get/delete "
+       "--name N, list.",
+       PoliciesFlagNames(), &RunPolicies},
+      {"experiments", " list|get|put|delete [NAME]",
+       "A/B experiments on the server (admin API): put --name N --arms "
+       "a=fast:50,b=none:50, get/delete --name N, list. Requests select one "
+       "with PolicySelector.experiment and a routing key.",
+       ExperimentsFlagNames(), &RunExperiments},
   };
   return *commands;
 }

@@ -64,6 +64,16 @@ absl::StatusOr<MixEntry> ParseMixItem(absl::string_view item) {
         absl::StrCat("mix item '", trimmed, "': empty policy"));
   }
   absl::string_view name = policy;
+  if (absl::ConsumePrefix(&name, "experiment:")) {
+    name = absl::StripAsciiWhitespace(name);
+    if (name.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("mix item '", trimmed, "': empty experiment name"));
+    }
+    entry.label = absl::StrCat("experiment:", name);
+    entry.selector.set_experiment(std::string(name));
+    return entry;
+  }
   if (absl::ConsumePrefix(&name, "name:")) {
     name = absl::StripAsciiWhitespace(name);
     if (name.empty()) {
@@ -269,6 +279,12 @@ PlannedRequest RequestPlanner::Plan(uint64_t index) const {
   request.mutable_sampling()->set_seed(rng());
   request.set_logprobs(options_.logprobs);
   request.set_request_id(absl::StrCat("loadgen-", options_.seed, "-", index));
+  if (options_.routing_keys > 0) {
+    // Drawn last, so the rest of the request is the same with or without.
+    const uint64_t user = static_cast<uint64_t>(
+        UniformInt(rng, 0, static_cast<int64_t>(options_.routing_keys - 1)));
+    request.mutable_policy()->set_routing_key(absl::StrCat("user-", user));
+  }
   return planned;
 }
 

@@ -23,15 +23,18 @@ namespace v1 = ::skipserve::v1;
 // One policy of a --mix and its share of the traffic.
 struct MixEntry {
   // How reports name it: the canonical policy text ("none",
-  // "attn:last=33%"), or "name:NAME" for a named policy.
+  // "attn:last=33%"), "name:NAME" for a named policy, or
+  // "experiment:NAME" for an experiment.
   std::string label;
-  // What requests carry: spec = the canonical text, or name = NAME.
+  // What requests carry: spec = the canonical text, name = NAME, or
+  // experiment = NAME.
   v1::PolicySelector selector;
   double weight = 0;  // > 0, finite; relative to the other entries
 };
 
 // Parses a mix: comma-separated "POLICY=WEIGHT" items, where POLICY is a
-// skip policy text (engine/policy/skip_policy.h) or "name:NAME", and each
+// skip policy text (engine/policy/skip_policy.h), "name:NAME" (a named
+// policy) or "experiment:NAME" (an A/B experiment), and each
 // item splits at its LAST '='. Policy texts may contain ',' and '='
 // themselves ("attn:20-31;ffn:30,31", "attn:last=33%"), so the text is cut
 // at every ',' and consecutive pieces are joined back (with their commas)
@@ -39,6 +42,7 @@ struct MixEntry {
 //   "none=50,attn:last=33%=50"     -> none (50), attn:last=33% (50)
 //   "attn:20-31;ffn:30,31=1"       -> attn:20-31;ffn:30,31 (1)
 //   "name:fast=3,none=1"           -> named policy "fast" (3), none (1)
+//   "experiment:ab1=1"             -> experiment "ab1" (1)
 // Errors (INVALID_ARGUMENT, naming the item): empty mix or item, missing
 // "=WEIGHT", a weight that is not a finite number > 0, an invalid policy
 // text, an empty name, the same policy twice (compared canonically).
@@ -97,6 +101,10 @@ struct WorkloadOptions {
   v1::SamplingParams sampling;
   bool logprobs = false;
   uint64_t seed = 0;
+  // > 0: every request carries routing_key "user-K" with K uniform in
+  // [0, routing_keys), as if that many users sent the traffic (experiments
+  // assign arms by it). 0: no routing key.
+  uint64_t routing_keys = 0;
 };
 
 struct PlannedRequest {

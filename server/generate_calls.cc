@@ -55,6 +55,8 @@ class Completion {
     out->mutable_usage()->set_completion_tokens(generated_);
     out->set_policy(job_.policy.canonical);
     out->set_policy_name(job_.policy.name);
+    out->set_experiment(job_.policy.experiment);
+    out->set_arm(job_.policy.arm);
     out->set_request_id(job_.request_id);
     FillTiming(timings, arrival_, out->mutable_timing());
   }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "server/analyze_call.h"
 #include "server/call_util.h"
 #include "server/status_util.h"
 
@@ -29,6 +30,8 @@ class ScoreCall final : public OwnedReactor<grpc::ServerUnaryReactor> {
     }
     for (size_t i = 0; i < job_.specs.size(); ++i) response_->add_scores();
     response_->set_policy(job_.policy.canonical);
+    response_->set_experiment(job_.policy.experiment);
+    response_->set_arm(job_.policy.arm);
     response_->set_request_id(job_.request_id);
   }
 
@@ -138,18 +141,31 @@ grpc::ServerUnaryReactor* Finished(grpc::CallbackServerContext* context,
 
 InferenceService::InferenceService(Scheduler* scheduler,
                                    const ServingContext& context,
-                                   ServiceInfo info, Metrics* metrics)
+                                   ServiceInfo info, Metrics* metrics,
+                                   const TokenAuth* auth)
     : scheduler_(scheduler),
       context_(context),
       info_(std::move(info)),
       metrics_(metrics),
+      auth_(auth),
       env_{scheduler, context.tokenizer, metrics} {}
 
-absl::Status InferenceService::Admit() const {
+absl::Status InferenceService::Admit(
+    const grpc::CallbackServerContext& context) const {
+  if (auth_ != nullptr) {
+    if (absl::Status s = auth_->Check(context); !s.ok()) return s;
+  }
   if (draining_.load()) {
     return absl::UnavailableError("the server is draining; retry elsewhere");
   }
   return absl::OkStatus();
+}
+
+void InferenceService::RecordAssignment(const ResolvedPolicy& policy) {
+  if (metrics_ == nullptr || policy.experiment.empty()) return;
+  metrics_->RecordAssignment(
+      policy.experiment, policy.arm,
+      metrics_->PolicyLabel(policy.name, policy.canonical));
 }
 
 void InferenceService::RecordRejected(const std::string& rpc,
@@ -179,7 +195,7 @@ grpc::ServerUnaryReactor* InferenceService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request,
     v1::GenerateResponse* response) {
   const absl::Time arrival = absl::Now();
-  absl::Status admitted = Admit();
+  absl::Status admitted = Admit(*context);
   absl::StatusOr<GenerateJob> job =
       admitted.ok() ? ValidateGenerate(*request, context_) : admitted;
   if (!job.ok()) {
@@ -187,6 +203,7 @@ grpc::ServerUnaryReactor* InferenceService::Generate(
     return Finished(context, ToGrpcStatus(job.status()));
   }
   if (job->request_id.empty()) job->request_id = NewRequestId();
+  RecordAssignment(job->policy);
   return StartGenerate(env_, context, *std::move(job), arrival, response);
 }
 
@@ -194,7 +211,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>*
 InferenceService::GenerateStream(grpc::CallbackServerContext* context,
                                  const v1::GenerateRequest* request) {
   const absl::Time arrival = absl::Now();
-  absl::Status admitted = Admit();
+  absl::Status admitted = Admit(*context);
   absl::StatusOr<GenerateJob> job =
       admitted.ok() ? ValidateGenerate(*request, context_) : admitted;
   if (!job.ok()) {
@@ -202,6 +219,7 @@ InferenceService::GenerateStream(grpc::CallbackServerContext* context,
     return FailedStream<v1::GenerateResponse>(ToGrpcStatus(job.status()));
   }
   if (job->request_id.empty()) job->request_id = NewRequestId();
+  RecordAssignment(job->policy);
   return StartGenerateStream(env_, context, *std::move(job), arrival);
 }
 
@@ -209,7 +227,7 @@ grpc::ServerUnaryReactor* InferenceService::Score(
     grpc::CallbackServerContext* context, const v1::ScoreRequest* request,
     v1::ScoreResponse* response) {
   const absl::Time arrival = absl::Now();
-  absl::Status admitted = Admit();
+  absl::Status admitted = Admit(*context);
   absl::StatusOr<ScoreJob> job =
       admitted.ok() ? ValidateScore(*request, context_) : admitted;
   if (!job.ok()) {
@@ -217,6 +235,7 @@ grpc::ServerUnaryReactor* InferenceService::Score(
     return Finished(context, ToGrpcStatus(job.status()));
   }
   if (job->request_id.empty()) job->request_id = NewRequestId();
+  RecordAssignment(job->policy);
   auto* call =
       new ScoreCall(scheduler_, metrics_, arrival, *std::move(job), response);
   call->Start(scheduler_, context);
@@ -228,7 +247,7 @@ grpc::ServerUnaryReactor* InferenceService::Score(
 grpc::ServerUnaryReactor* InferenceService::Tokenize(
     grpc::CallbackServerContext* context, const v1::TokenizeRequest* request,
     v1::TokenizeResponse* response) {
-  if (absl::Status s = Admit(); !s.ok()) {
+  if (absl::Status s = Admit(*context); !s.ok()) {
     return Finished(context, ToGrpcStatus(s));
   }
   Tokenizer::EncodeOptions options;
@@ -243,9 +262,28 @@ grpc::ServerUnaryReactor* InferenceService::Tokenize(
   return Finished(context, grpc::Status::OK);
 }
 
+grpc::ServerUnaryReactor* InferenceService::AnalyzeLayers(
+    grpc::CallbackServerContext* context,
+    const v1::AnalyzeLayersRequest* request,
+    v1::AnalyzeLayersResponse* response) {
+  const absl::Time arrival = absl::Now();
+  absl::Status admitted = Admit(*context);
+  absl::StatusOr<AnalyzeJob> job =
+      admitted.ok() ? ValidateAnalyze(*request, context_) : admitted;
+  if (!job.ok()) {
+    RecordRejected("AnalyzeLayers", job.status(), arrival);
+    return Finished(context, ToGrpcStatus(job.status()));
+  }
+  if (job->request_id.empty()) job->request_id = NewRequestId();
+  return StartAnalyze(scheduler_, context, *std::move(job), response);
+}
+
 grpc::ServerUnaryReactor* InferenceService::GetModelInfo(
     grpc::CallbackServerContext* context, const v1::GetModelInfoRequest*,
     v1::ModelInfo* response) {
+  if (absl::Status s = Admit(*context); !s.ok()) {
+    return Finished(context, ToGrpcStatus(s));
+  }
   const ModelConfig& c = *context_.config;
   response->set_model(info_.model);
   response->set_num_layers(c.num_layers);

@@ -17,6 +17,7 @@
 #include "engine/model/config.h"
 #include "engine/runtime/scheduler.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "server/auth.h"
 #include "server/generate_calls.h"
 #include "server/metrics.h"
 #include "server/policy_registry.h"
@@ -35,9 +36,11 @@ struct ServiceInfo {
 
 class InferenceService final : public v1::Inference::CallbackService {
  public:
-  // All pointers must outlive the service.
+  // All pointers must outlive the service. Every call must pass `auth`
+  // (auth.h; --inference_token_file); null lets every call in.
   InferenceService(Scheduler* scheduler, const ServingContext& context,
-                   ServiceInfo info, Metrics* metrics);
+                   ServiceInfo info, Metrics* metrics,
+                   const TokenAuth* auth = nullptr);
 
   void StartDraining() { draining_.store(true); }
 
@@ -56,10 +59,18 @@ class InferenceService final : public v1::Inference::CallbackService {
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
                                          const v1::GetModelInfoRequest* request,
                                          v1::ModelInfo* response) override;
+  // server/analyze_call.h.
+  grpc::ServerUnaryReactor* AnalyzeLayers(
+      grpc::CallbackServerContext* context,
+      const v1::AnalyzeLayersRequest* request,
+      v1::AnalyzeLayersResponse* response) override;
 
  private:
-  // UNAVAILABLE while draining, else OK.
-  absl::Status Admit() const;
+  // The first check of every handler: UNAUTHENTICATED or PERMISSION_DENIED
+  // when the call does not pass auth_, UNAVAILABLE while draining, else OK.
+  absl::Status Admit(const grpc::CallbackServerContext& context) const;
+  // Counts an experiment assignment (no-op for other requests).
+  void RecordAssignment(const ResolvedPolicy& policy);
   void RecordRejected(const std::string& rpc, const absl::Status& status,
                       absl::Time arrival);
   template <typename Response>
@@ -69,6 +80,7 @@ class InferenceService final : public v1::Inference::CallbackService {
   const ServingContext context_;
   const ServiceInfo info_;
   Metrics* const metrics_;
+  const TokenAuth* const auth_;  // may be null
   const GenerateEnv env_;
   std::atomic<bool> draining_{false};
 };

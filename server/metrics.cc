@@ -72,7 +72,10 @@ struct Metrics::Families {
         batch_policies(AddHistogram(r, "skipserve_batch_policies",
                                     "Distinct layer plans per engine step.")),
         step_duration(AddHistogram(r, "skipserve_step_duration_seconds",
-                                   "Duration of one engine step.")) {}
+                                   "Duration of one engine step.")),
+        assignments(AddCounter(r, "skipserve_experiment_assignments_total",
+                               "Requests assigned to each experiment arm, "
+                               "with the policy that served them.")) {}
 
   prometheus::Family<prometheus::Counter>& requests;
   prometheus::Family<Histogram>& request_duration;
@@ -88,6 +91,7 @@ struct Metrics::Families {
   prometheus::Family<Histogram>& batch_sequences;
   prometheus::Family<Histogram>& batch_policies;
   prometheus::Family<Histogram>& step_duration;
+  prometheus::Family<prometheus::Counter>& assignments;
 };
 
 // Engine state and process info, built at scrape time.
@@ -241,6 +245,17 @@ void Metrics::RecordRequest(const RequestRecord& r) {
                                                             (layers - run));
     }
   }
+}
+
+void Metrics::RecordAssignment(const std::string& experiment,
+                               const std::string& arm,
+                               const std::string& policy) {
+  families_->assignments
+      .Add({{"model", info_.model},
+            {"experiment", experiment},
+            {"arm", arm},
+            {"policy", policy}})
+      .Increment();
 }
 
 void Metrics::RecordInterTokenLatency(const std::string& policy,

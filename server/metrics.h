@@ -74,6 +74,11 @@ class Metrics {
                           const std::string& canonical);
 
   void RecordRequest(const RequestRecord& record);
+  // One request assigned to `arm` of `experiment`, served by `policy` (a
+  // label from PolicyLabel()). Experiments and arms are operator-made, so
+  // their label values stay few.
+  void RecordAssignment(const std::string& experiment, const std::string& arm,
+                        const std::string& policy);
   void RecordInterTokenLatency(const std::string& policy, double seconds);
   void RecordStep(const StepReport& report);
 

@@ -1,30 +1,43 @@
 #include "server/policy_registry.h"
 
-#include <fstream>
-#include <sstream>
+#include <random>
+#include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/base/check.h"
 #include "nlohmann/json.hpp"
 
 namespace skipserve::server {
+namespace {
+
+// A uniform draw in [0, 1) from a per-thread generator.
+double RandomUnit() {
+  thread_local std::mt19937_64 rng = [] {
+    std::random_device device;
+    return std::mt19937_64((uint64_t{device()} << 32) | device());
+  }();
+  return static_cast<double>(rng() >> 11) * 0x1.0p-53;
+}
+
+}  // namespace
+
+const LayerPlan& RegistryState::ArmPlan(const ExperimentEntry& entry,
+                                        size_t arm) const {
+  const ExperimentArm& a = entry.experiment.arms[arm];
+  if (!a.named) return entry.text_plans[arm];
+  auto it = policies.find(a.policy);
+  SKIPSERVE_CHECK(it != policies.end())
+      << "arm '" << a.name << "' of '" << entry.experiment.name
+      << "' names the missing policy '" << a.policy << "'";
+  return it->second.plan;
+}
+
+PolicyRegistry::PolicyRegistry(int num_layers)
+    : num_layers_(num_layers), state_(std::make_shared<RegistryState>()) {}
 
 absl::Status PolicyRegistry::ValidateName(const std::string& name) {
-  constexpr size_t kMaxNameLength = 64;
-  auto allowed = [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
-           c == '.' || c == '-';
-  };
-  bool ok = !name.empty() && name.size() <= kMaxNameLength &&
-            allowed(name[0]) && name[0] != '_' && name[0] != '.' &&
-            name[0] != '-';
-  for (char c : name) ok = ok && allowed(c);
-  if (!ok) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "policy name '%s' must be 1-%d characters of [a-z0-9_.-] starting "
-        "with a letter or digit",
-        name, kMaxNameLength));
-  }
-  return absl::OkStatus();
+  return ValidateRegistryName("policy", name);
 }
 
 absl::StatusOr<NamedPolicyEntry> PolicyRegistry::Compile(
@@ -33,6 +46,11 @@ absl::StatusOr<NamedPolicyEntry> PolicyRegistry::Compile(
   if (absl::Status s = ValidateName(name); !s.ok()) {
     return absl::InvalidArgumentError(
         absl::StrFormat("%s: %s", where, s.message()));
+  }
+  if (description.size() > kMaxDescriptionBytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: policy '%s' description is %d bytes; at most %d are allowed",
+        where, name, description.size(), kMaxDescriptionBytes));
   }
   absl::StatusOr<SkipPolicy> policy = SkipPolicy::Parse(spec);
   if (!policy.ok()) {
@@ -47,15 +65,49 @@ absl::StatusOr<NamedPolicyEntry> PolicyRegistry::Compile(
   return NamedPolicyEntry{name, *policy, *plan, description};
 }
 
-absl::Status PolicyRegistry::LoadFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) {
-    return absl::NotFoundError(
-        absl::StrFormat("cannot read policies file %s", path));
+absl::StatusOr<ExperimentEntry> PolicyRegistry::CompileExperiment(
+    Experiment experiment, const RegistryState& state,
+    const std::string& where) const {
+  if (absl::Status s = ValidateExperimentShape(experiment); !s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: %s", where, s.message()));
   }
-  std::stringstream text;
-  text << in.rdbuf();
-  return LoadJson(text.str(), path);
+  ExperimentEntry entry;
+  for (size_t i = 0; i < experiment.arms.size(); ++i) {
+    ExperimentArm& arm = experiment.arms[i];
+    if (arm.named) {
+      if (!state.policies.contains(arm.policy)) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: experiment '%s': arms[%d].policy: no policy named '%s'", where,
+            experiment.name, i, arm.policy));
+      }
+      entry.text_plans.emplace_back();
+      continue;
+    }
+    absl::StatusOr<SkipPolicy> policy = SkipPolicy::Parse(arm.policy);
+    absl::StatusOr<LayerPlan> plan =
+        policy.ok() ? policy->Compile(num_layers_) : policy.status();
+    if (!plan.ok()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: experiment '%s': arms[%d].policy: '%s' is neither a named "
+          "policy nor a valid policy text: %s",
+          where, experiment.name, i, arm.policy, plan.status().message()));
+    }
+    arm.policy = policy->ToString();
+    entry.text_plans.push_back(*std::move(plan));
+  }
+  entry.experiment = std::move(experiment);
+  return entry;
+}
+
+absl::Status PolicyRegistry::LoadFile(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadWholeFile(path);
+  if (!text.ok()) {
+    return absl::Status(
+        text.status().code(),
+        absl::StrCat("policies file ", text.status().message()));
+  }
+  return LoadJson(*text, path);
 }
 
 absl::Status PolicyRegistry::LoadJson(const std::string& json,
@@ -71,7 +123,7 @@ absl::Status PolicyRegistry::LoadJson(const std::string& json,
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s: expected an object with a \"policies\" array", source));
   }
-  std::map<std::string, NamedPolicyEntry> entries;
+  auto next = std::make_shared<RegistryState>();
   int index = 0;
   for (const nlohmann::json& item : doc["policies"]) {
     const std::string where =
@@ -94,41 +146,219 @@ absl::Status PolicyRegistry::LoadJson(const std::string& json,
         Compile(item["name"].get<std::string>(),
                 item["spec"].get<std::string>(), description, where);
     if (!entry.ok()) return entry.status();
-    if (entries.contains(entry->name)) {
+    if (next->policies.contains(entry->name)) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "%s: policy name '%s' appears twice", where, entry->name));
     }
-    entries.emplace(entry->name, *std::move(entry));
+    const std::string name = entry->name;
+    next->policies.emplace(name, *std::move(entry));
   }
+  absl::MutexLock lock(&write_mu_);
+  return Commit(std::move(next)).status();
+}
+
+absl::StatusOr<PolicyRegistry::MutableState> PolicyRegistry::FromStored(
+    const StoredState& stored, const std::string& source) const {
+  auto next = std::make_shared<RegistryState>();
+  next->version = stored.version;
+  for (size_t i = 0; i < stored.policies.size(); ++i) {
+    const PolicyRecord& p = stored.policies[i];
+    const std::string where = absl::StrFormat("%s: policies[%d]", source, i);
+    absl::StatusOr<NamedPolicyEntry> entry =
+        Compile(p.name, p.spec, p.description, where);
+    if (!entry.ok()) return entry.status();
+    if (!next->policies.emplace(p.name, *std::move(entry)).second) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: policy name '%s' appears twice", where, p.name));
+    }
+  }
+  for (size_t i = 0; i < stored.experiments.size(); ++i) {
+    const std::string where = absl::StrFormat("%s: experiments[%d]", source, i);
+    absl::StatusOr<ExperimentEntry> entry =
+        CompileExperiment(stored.experiments[i], *next, where);
+    if (!entry.ok()) return entry.status();
+    const std::string name = entry->experiment.name;
+    if (!next->experiments.emplace(name, *std::move(entry)).second) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: experiment name '%s' appears twice", where, name));
+    }
+  }
+  return next;
+}
+
+absl::Status PolicyRegistry::Restore(const std::string& policies_file,
+                                     const std::string& state_file) {
+  if (!state_file.empty()) {
+    absl::StatusOr<std::string> text = ReadWholeFile(state_file);
+    if (text.ok()) {
+      const std::string source = absl::StrCat("state file ", state_file);
+      absl::StatusOr<StoredState> stored = ParseState(*text, source);
+      if (!stored.ok()) return stored.status();
+      absl::StatusOr<MutableState> next = FromStored(*stored, source);
+      if (!next.ok()) return next.status();
+      absl::MutexLock write_lock(&write_mu_);
+      state_file_ = state_file;
+      absl::MutexLock lock(&mu_);
+      state_ = *std::move(next);
+      return absl::OkStatus();
+    }
+    if (text.status().code() != absl::StatusCode::kNotFound) {
+      return absl::Status(text.status().code(),
+                          absl::StrCat("state file: ", text.status().message(),
+                                       " (the file is left as it is)"));
+    }
+  }
+  if (!policies_file.empty()) {
+    if (absl::Status s = LoadFile(policies_file); !s.ok()) return s;
+  }
+  if (state_file.empty()) return absl::OkStatus();
+  absl::MutexLock write_lock(&write_mu_);
+  state_file_ = state_file;
+  return Persist(*Snapshot());
+}
+
+RegistryStatePtr PolicyRegistry::Snapshot() const {
   absl::MutexLock lock(&mu_);
-  entries_ = std::move(entries);
-  return absl::OkStatus();
+  return state_;
+}
+
+absl::StatusOr<PolicyRegistry::MutableState> PolicyRegistry::BeginChange(
+    std::optional<uint64_t> expected_version) const {
+  RegistryStatePtr current = Snapshot();
+  if (expected_version.has_value() && *expected_version != current->version) {
+    return absl::AbortedError(absl::StrFormat(
+        "expected_version %d does not match the registry's version %d; read "
+        "it again and retry",
+        *expected_version, current->version));
+  }
+  return std::make_shared<RegistryState>(*current);
+}
+
+absl::Status PolicyRegistry::Persist(const RegistryState& state) {
+  if (state_file_.empty()) return absl::OkStatus();
+  StoredState stored;
+  stored.version = state.version;
+  for (const auto& [name, entry] : state.policies) {
+    stored.policies.push_back(
+        {name, entry.policy.ToString(), entry.description});
+  }
+  for (const auto& [name, entry] : state.experiments) {
+    stored.experiments.push_back(entry.experiment);
+  }
+  return WriteFileAtomically(state_file_, SerializeState(stored));
+}
+
+absl::StatusOr<RegistryStatePtr> PolicyRegistry::Commit(MutableState next) {
+  next->version = Snapshot()->version + 1;
+  if (absl::Status s = Persist(*next); !s.ok()) {
+    return absl::InternalError(
+        absl::StrCat(s.message(), "; the change was not made"));
+  }
+  RegistryStatePtr made = std::move(next);
+  absl::MutexLock lock(&mu_);
+  state_ = made;
+  return made;
+}
+
+absl::StatusOr<RegistryStatePtr> PolicyRegistry::PutPolicy(
+    const std::string& name, const std::string& spec,
+    const std::string& description, std::optional<uint64_t> expected_version) {
+  absl::StatusOr<NamedPolicyEntry> entry =
+      Compile(name, spec, description, "policy");
+  if (!entry.ok()) return entry.status();
+  absl::MutexLock lock(&write_mu_);
+  absl::StatusOr<MutableState> next = BeginChange(expected_version);
+  if (!next.ok()) return next.status();
+  (*next)->policies.insert_or_assign(name, *std::move(entry));
+  return Commit(*std::move(next));
+}
+
+absl::StatusOr<RegistryStatePtr> PolicyRegistry::DeletePolicy(
+    const std::string& name, std::optional<uint64_t> expected_version) {
+  absl::MutexLock lock(&write_mu_);
+  absl::StatusOr<MutableState> next = BeginChange(expected_version);
+  if (!next.ok()) return next.status();
+  if ((*next)->policies.erase(name) == 0) {
+    return absl::NotFoundError(absl::StrFormat("no policy named '%s'", name));
+  }
+  for (const auto& [experiment, entry] : (*next)->experiments) {
+    for (const ExperimentArm& arm : entry.experiment.arms) {
+      if (arm.named && arm.policy == name) {
+        return absl::FailedPreconditionError(absl::StrFormat(
+            "policy '%s' is used by arm '%s' of experiment '%s'; change or "
+            "delete the experiment first",
+            name, arm.name, experiment));
+      }
+    }
+  }
+  return Commit(*std::move(next));
+}
+
+absl::StatusOr<RegistryStatePtr> PolicyRegistry::PutExperiment(
+    Experiment experiment, std::optional<uint64_t> expected_version) {
+  absl::MutexLock lock(&write_mu_);
+  absl::StatusOr<MutableState> next = BeginChange(expected_version);
+  if (!next.ok()) return next.status();
+  for (ExperimentArm& arm : experiment.arms) {
+    arm.named = (*next)->policies.contains(arm.policy);
+  }
+  absl::StatusOr<ExperimentEntry> entry =
+      CompileExperiment(std::move(experiment), **next, "experiment");
+  if (!entry.ok()) return entry.status();
+  const std::string name = entry->experiment.name;
+  (*next)->experiments.insert_or_assign(name, *std::move(entry));
+  return Commit(*std::move(next));
+}
+
+absl::StatusOr<RegistryStatePtr> PolicyRegistry::DeleteExperiment(
+    const std::string& name, std::optional<uint64_t> expected_version) {
+  absl::MutexLock lock(&write_mu_);
+  absl::StatusOr<MutableState> next = BeginChange(expected_version);
+  if (!next.ok()) return next.status();
+  if ((*next)->experiments.erase(name) == 0) {
+    return absl::NotFoundError(
+        absl::StrFormat("no experiment named '%s'", name));
+  }
+  return Commit(*std::move(next));
 }
 
 absl::Status PolicyRegistry::Put(const std::string& name,
                                  const std::string& spec,
                                  const std::string& description) {
-  absl::StatusOr<NamedPolicyEntry> entry =
-      Compile(name, spec, description, "policy");
-  if (!entry.ok()) return entry.status();
-  absl::MutexLock lock(&mu_);
-  entries_.insert_or_assign(name, *std::move(entry));
-  return absl::OkStatus();
+  return PutPolicy(name, spec, description, std::nullopt).status();
 }
 
 std::optional<NamedPolicyEntry> PolicyRegistry::Find(
     const std::string& name) const {
-  absl::MutexLock lock(&mu_);
-  auto it = entries_.find(name);
-  if (it == entries_.end()) return std::nullopt;
+  RegistryStatePtr state = Snapshot();
+  auto it = state->policies.find(name);
+  if (it == state->policies.end()) return std::nullopt;
   return it->second;
 }
 
 std::vector<NamedPolicyEntry> PolicyRegistry::List() const {
-  absl::MutexLock lock(&mu_);
+  RegistryStatePtr state = Snapshot();
   std::vector<NamedPolicyEntry> out;
-  for (const auto& [name, entry] : entries_) out.push_back(entry);
+  out.reserve(state->policies.size());
+  for (const auto& [name, entry] : state->policies) out.push_back(entry);
   return out;
+}
+
+absl::StatusOr<Assignment> PolicyRegistry::Assign(
+    const std::string& name, const std::string& routing_key) const {
+  RegistryStatePtr state = Snapshot();
+  auto it = state->experiments.find(name);
+  if (it == state->experiments.end()) {
+    return absl::NotFoundError(
+        absl::StrFormat("no experiment named '%s'", name));
+  }
+  const ExperimentEntry& entry = it->second;
+  const size_t arm = routing_key.empty()
+                         ? DrawArm(entry.experiment, RandomUnit())
+                         : AssignArm(entry.experiment, routing_key);
+  const ExperimentArm& chosen = entry.experiment.arms[arm];
+  return Assignment{name, chosen.name, chosen.named ? chosen.policy : "",
+                    state->ArmPlan(entry, arm)};
 }
 
 }  // namespace skipserve::server

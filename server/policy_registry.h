@@ -1,10 +1,11 @@
 #ifndef SKIPSERVE_SERVER_POLICY_REGISTRY_H_
 #define SKIPSERVE_SERVER_POLICY_REGISTRY_H_
 
-// Named skip policies, loaded from --policies_file and compiled for the
-// served model.
+// Named skip policies and A/B experiments (server/experiment.h), compiled
+// for the served model. Seeded from --policies_file, changed at runtime by
+// the Policies admin service, persisted to --state_file.
 //
-// File format (JSON):
+// Policies file format (JSON):
 //   {
 //     "policies": [
 //       {"name": "fast", "spec": "attn:last=33%",
@@ -16,9 +17,28 @@
 // unique. Every spec must parse and compile for the model. Any problem is
 // INVALID_ARGUMENT naming the file, the entry and the field.
 //
+// Startup (Restore): when the state file exists it is the whole truth and
+// the policies file is not read; otherwise the policies file (if any)
+// seeds the registry and the state file (if any) is written at once. A
+// state file that cannot be read or is invalid is an error naming it, and
+// it is left untouched.
+//
+// Versions: the registry (policies and experiments together) has one
+// version, +1 with every change, kept in the state file so it only grows.
+// Every change takes an optional expected version (compare-and-set):
+// ABORTED when the registry's version differs.
+//
+// Consistency: the contents are an immutable snapshot replaced whole by
+// each change. A request resolves its policy against one snapshot, so it
+// sees all of a change or none of it; sequences already submitted keep the
+// plan they were given. Changes are serialized; with a state file each one
+// is written (state_file.h: atomically) before it becomes visible, and a
+// change that cannot be written is not made (INTERNAL).
+//
 // Thread safety: all methods may be called concurrently.
 
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -27,6 +47,8 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "engine/policy/skip_policy.h"
+#include "server/experiment.h"
+#include "server/state_file.h"
 
 namespace skipserve::server {
 
@@ -37,32 +59,121 @@ struct NamedPolicyEntry {
   std::string description;
 };
 
+struct ExperimentEntry {
+  // Arms' `policy` is the named policy's name (named) or the canonical
+  // policy text.
+  Experiment experiment;
+  // Per arm: the compiled plan of a policy-text arm; empty for a named arm
+  // (RegistryState::ArmPlan looks those up).
+  std::vector<LayerPlan> text_plans;
+};
+
+// One version of the registry's contents.
+struct RegistryState {
+  uint64_t version = 0;
+  std::map<std::string, NamedPolicyEntry> policies;
+  std::map<std::string, ExperimentEntry> experiments;
+
+  // The plan arm `arm` of `entry` serves in this state.
+  const LayerPlan& ArmPlan(const ExperimentEntry& entry, size_t arm) const;
+};
+
+using RegistryStatePtr = std::shared_ptr<const RegistryState>;
+
+// Which arm serves a request, and with what.
+struct Assignment {
+  std::string experiment;
+  std::string arm;
+  std::string policy_name;  // the named policy of a named arm, else empty
+  LayerPlan plan;
+};
+
 class PolicyRegistry {
  public:
-  explicit PolicyRegistry(int num_layers) : num_layers_(num_layers) {}
+  explicit PolicyRegistry(int num_layers);
 
-  // Replaces the registry's contents with the file's.
+  // Replaces the registry's contents (policies; no experiments) with the
+  // policies file's.
   absl::Status LoadFile(const std::string& path);
   // The same from JSON text; `source` names it in errors.
   absl::Status LoadJson(const std::string& json, const std::string& source);
 
-  // Adds or replaces one policy (validated as in the file).
+  // Startup, see above. Either path may be empty. From then on every change
+  // is written to `state_file` (when not empty).
+  absl::Status Restore(const std::string& policies_file,
+                       const std::string& state_file);
+
+  // The current contents; never null.
+  RegistryStatePtr Snapshot() const;
+  uint64_t version() const { return Snapshot()->version; }
+
+  // Changes. Each returns the state it made (whose version is the new
+  // version), even when a later change has already replaced it.
+  //
+  // Adds or replaces a named policy (validated as in the file; the
+  // description at most 1024 bytes).
+  absl::StatusOr<RegistryStatePtr> PutPolicy(
+      const std::string& name, const std::string& spec,
+      const std::string& description, std::optional<uint64_t> expected_version);
+  // NOT_FOUND if absent; FAILED_PRECONDITION naming the experiment and arm
+  // when an experiment uses it.
+  absl::StatusOr<RegistryStatePtr> DeletePolicy(
+      const std::string& name, std::optional<uint64_t> expected_version);
+  // Adds or replaces an experiment. Each arm's `named` is set here: true
+  // when its policy names a named policy, otherwise the policy must be a
+  // valid policy text (stored in canonical form). INVALID_ARGUMENT naming
+  // the field.
+  absl::StatusOr<RegistryStatePtr> PutExperiment(
+      Experiment experiment, std::optional<uint64_t> expected_version);
+  absl::StatusOr<RegistryStatePtr> DeleteExperiment(
+      const std::string& name, std::optional<uint64_t> expected_version);
+
+  // PutPolicy without a version check.
   absl::Status Put(const std::string& name, const std::string& spec,
                    const std::string& description = "");
 
   std::optional<NamedPolicyEntry> Find(const std::string& name) const;
   std::vector<NamedPolicyEntry> List() const;  // sorted by name
 
+  // The arm of experiment `name` for `routing_key` (experiment.h; a random
+  // draw by weight when the key is empty) and its plan, from one snapshot.
+  // NOT_FOUND naming the experiment if there is none.
+  absl::StatusOr<Assignment> Assign(const std::string& name,
+                                    const std::string& routing_key) const;
+
   static absl::Status ValidateName(const std::string& name);
 
  private:
+  using MutableState = std::shared_ptr<RegistryState>;
+
   absl::StatusOr<NamedPolicyEntry> Compile(const std::string& name,
                                            const std::string& spec,
                                            const std::string& description,
                                            const std::string& where) const;
+  // Checks `experiment` against `state`'s policies and compiles its text
+  // arms; `where` prefixes errors.
+  absl::StatusOr<ExperimentEntry> CompileExperiment(
+      Experiment experiment, const RegistryState& state,
+      const std::string& where) const;
+  // A copy of the current state for a change, after the version check.
+  absl::StatusOr<MutableState> BeginChange(
+      std::optional<uint64_t> expected_version) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Bumps the version, persists and publishes `next`.
+  absl::StatusOr<RegistryStatePtr> Commit(MutableState next)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Writes `state` to the state file, if there is one.
+  absl::Status Persist(const RegistryState& state)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // The state file's contents as a registry state.
+  absl::StatusOr<MutableState> FromStored(const StoredState& stored,
+                                          const std::string& source) const;
+
   const int num_layers_;
-  mutable absl::Mutex mu_;
-  std::map<std::string, NamedPolicyEntry> entries_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex write_mu_;  // serializes changes (held across file writes)
+  std::string state_file_ ABSL_GUARDED_BY(write_mu_);
+  mutable absl::Mutex mu_;  // guards the pointer only
+  RegistryStatePtr state_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace skipserve::server

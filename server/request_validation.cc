@@ -162,9 +162,23 @@ absl::StatusOr<ResolvedPolicy> ResolvePolicy(const v1::PolicySelector& selector,
       policy = *parsed;
       break;
     }
-    case v1::PolicySelector::kExperiment:
-      return absl::UnimplementedError(
-          "policy.experiment: experiments are not served by this release");
+    case v1::PolicySelector::kExperiment: {
+      absl::StatusOr<Assignment> assignment = context.policies->Assign(
+          selector.experiment(), selector.routing_key());
+      if (!assignment.ok()) {
+        return absl::Status(
+            assignment.status().code(),
+            absl::StrFormat("policy.experiment: %s (the Policies service "
+                            "lists them)",
+                            assignment.status().message()));
+      }
+      resolved.canonical = assignment->plan.Canonical();
+      resolved.plan = std::move(assignment->plan);
+      resolved.name = std::move(assignment->policy_name);
+      resolved.experiment = std::move(assignment->experiment);
+      resolved.arm = std::move(assignment->arm);
+      return resolved;
+    }
     case v1::PolicySelector::SELECTOR_NOT_SET:
       break;
   }
@@ -312,6 +326,7 @@ absl::StatusOr<ScoreJob> ValidateScore(const v1::ScoreRequest& request,
     SequenceSpec spec;
     spec.prompt.assign(whole->begin(), whole->end());
     spec.score_from = static_cast<int>(common);
+    spec.exclusive = request.isolated();
     spec.plan = job.policy.plan;
     spec.policy =
         job.policy.name.empty() ? job.policy.canonical : job.policy.name;

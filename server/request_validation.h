@@ -3,9 +3,10 @@
 
 // Turns API requests into engine work, or into an error that names the field
 // and its allowed range (INVALID_ARGUMENT), NOT_FOUND for an unknown policy
-// name, UNIMPLEMENTED for experiments. Pure functions of the request and
-// the serving context: no I/O, no engine state, so every rule is unit-tested
-// without a server.
+// or experiment name. Functions of the request and the serving context
+// (the registry's current snapshot; an experiment without a routing key
+// draws its arm at random): no I/O, no engine state, so every rule is
+// unit-tested without a server.
 
 #include <string>
 #include <vector>
@@ -41,6 +42,10 @@ struct ResolvedPolicy {
   LayerPlan plan;
   std::string canonical;  // plan.Canonical()
   std::string name;       // the named policy, if selected by name
+  // The experiment and arm, if selected by experiment (`name` is then the
+  // arm's named policy, if it uses one).
+  std::string experiment;
+  std::string arm;
 };
 
 absl::StatusOr<ResolvedPolicy> ResolvePolicy(const v1::PolicySelector& selector,

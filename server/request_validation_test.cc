@@ -1,6 +1,8 @@
 #include "server/request_validation.h"
 
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -176,10 +178,41 @@ TEST_F(RequestValidationTest, BadSpecAndOutOfRangeLayerNameTheField) {
               "policy.inline.rules.last_fraction must be in [0, 1]");
 }
 
-TEST_F(RequestValidationTest, ExperimentsAreUnimplemented) {
+TEST_F(RequestValidationTest, UnknownExperimentIsNotFound) {
   v1::GenerateRequest r = Request("x");
   r.mutable_policy()->set_experiment("ab1");
-  ExpectError(r, absl::StatusCode::kUnimplemented, "policy.experiment");
+  ExpectError(r, absl::StatusCode::kNotFound,
+              "policy.experiment: no experiment named 'ab1'");
+}
+
+TEST_F(RequestValidationTest, ExperimentArmsServeTheirPolicies) {
+  Experiment e;
+  e.name = "ab1";
+  e.arms = {{"a", "fast", false, 1}, {"b", "ffn:7", false, 1}};
+  ASSERT_TRUE(registry_->PutExperiment(e, std::nullopt).ok());
+  v1::GenerateRequest r = Request("x");
+  r.mutable_policy()->set_experiment("ab1");
+  std::set<std::string> arms;
+  for (int i = 0; i < 64; ++i) {
+    r.mutable_policy()->set_routing_key(absl::StrCat("user-", i));
+    absl::StatusOr<GenerateJob> job = ValidateGenerate(r, context_);
+    ASSERT_TRUE(job.ok()) << job.status();
+    EXPECT_EQ(job->policy.experiment, "ab1");
+    arms.insert(job->policy.arm);
+    if (job->policy.arm == "a") {
+      EXPECT_EQ(job->policy.name, "fast");  // a named arm
+      EXPECT_EQ(job->policy.canonical, "attn:5-7");
+      EXPECT_EQ(job->spec.policy, "fast");
+    } else {
+      EXPECT_EQ(job->policy.name, "");
+      EXPECT_EQ(job->policy.canonical, "ffn:7");
+    }
+    // Sticky: the same key, the same arm.
+    absl::StatusOr<GenerateJob> again = ValidateGenerate(r, context_);
+    ASSERT_TRUE(again.ok());
+    EXPECT_EQ(again->policy.arm, job->policy.arm);
+  }
+  EXPECT_EQ(arms, (std::set<std::string>{"a", "b"}));
 }
 
 TEST_F(RequestValidationTest, ScoreSplitsContinuationTokensAfterTheContext) {

@@ -20,15 +20,17 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
-#include "engine/cpu/cpu_backend.h"
 #include "engine/model/synthetic.h"
+#include "engine/runtime/create_backend.h"
 #include "engine/runtime/scheduler.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "server/auth.h"
 #include "server/inference_service.h"
 #include "server/metrics.h"
+#include "server/policies_service.h"
 #include "server/policy_registry.h"
 
 ABSL_FLAG(std::string, model, SKIPSERVE_DEFAULT_MODEL_DIR,
@@ -48,7 +50,23 @@ ABSL_FLAG(std::string, port_file, "",
 ABSL_FLAG(int, metrics_port, 9090,
           "Prometheus /metrics port; 0 picks a free one, -1 disables.");
 ABSL_FLAG(std::string, policies_file, "",
-          "JSON file of named policies (docs: server/policy_registry.h).");
+          "JSON file of named policies (docs: server/policy_registry.h); "
+          "seeds the registry when --state_file does not exist yet.");
+ABSL_FLAG(std::string, state_file, "",
+          "Where policy and experiment changes made through the admin API "
+          "are kept; restored at startup (it then wins over "
+          "--policies_file).");
+ABSL_FLAG(std::string, admin_token_file, "",
+          "Bearer token of the Policies admin API (one line); without it the "
+          "admin API refuses every call (docs/security.md).");
+ABSL_FLAG(std::string, inference_token_file, "",
+          "Bearer token required by the Inference API (one line); without "
+          "it inference is open. Health stays open.");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain: serve gRPC over TLS (with --tls_key).");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA: require client certificates signed by it (mutual TLS).");
 ABSL_FLAG(std::string, default_policy, "none",
           "Policy for requests that select none.");
 ABSL_FLAG(int, default_max_tokens, 128,
@@ -120,14 +138,22 @@ absl::Status Serve() {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   const std::string device = absl::GetFlag(FLAGS_device);
-  if (device != "cpu" && device != "auto") {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "--device=%s: this build has no CUDA backend; use --device=cpu",
-        device));
+  if (device != "cpu" && device != "cuda" && device != "auto") {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--device=%s: use cpu, cuda or auto", device));
+  }
+  if (device == "cuda" && !CudaBackendBuilt()) {
+    return absl::FailedPreconditionError(
+        "--device=cuda: this build has no CUDA backend; use --device=cpu");
   }
   absl::StatusOr<BatchingMode> batching =
       ParseBatching(absl::GetFlag(FLAGS_batching));
   if (!batching.ok()) return batching.status();
+  absl::StatusOr<AccessControl> access = LoadAccessControl(
+      absl::GetFlag(FLAGS_admin_token_file),
+      absl::GetFlag(FLAGS_inference_token_file), absl::GetFlag(FLAGS_tls_cert),
+      absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_client_ca));
+  if (!access.ok()) return access.status();
 
   const std::string model_spec = absl::GetFlag(FLAGS_model);
   std::fprintf(stderr, "loading %s\n", model_spec.c_str());
@@ -148,11 +174,10 @@ absl::Status Serve() {
   }
 
   PolicyRegistry policies(config.num_layers);
-  if (!absl::GetFlag(FLAGS_policies_file).empty()) {
-    if (absl::Status s = policies.LoadFile(absl::GetFlag(FLAGS_policies_file));
-        !s.ok()) {
-      return s;
-    }
+  if (absl::Status s = policies.Restore(absl::GetFlag(FLAGS_policies_file),
+                                        absl::GetFlag(FLAGS_state_file));
+      !s.ok()) {
+    return s;
   }
   absl::StatusOr<SkipPolicy> default_policy =
       SkipPolicy::Parse(absl::GetFlag(FLAGS_default_policy));
@@ -173,8 +198,8 @@ absl::Status Serve() {
   options.kv_block_size = kKvBlockSize;
   options.num_threads = absl::GetFlag(FLAGS_threads);
   int64_t last_percent = -1;
-  absl::StatusOr<std::unique_ptr<Backend>> backend =
-      CreateCpuBackend(**checkpoint, options, [&](int64_t done, int64_t total) {
+  absl::StatusOr<std::unique_ptr<Backend>> backend = CreateBackend(
+      device, **checkpoint, options, [&](int64_t done, int64_t total) {
         const int64_t percent = total > 0 ? done * 100 / total : 100;
         if (percent / 10 != last_percent / 10) {
           std::fprintf(stderr, "loading weights: %lld%%\n",
@@ -232,7 +257,9 @@ absl::Status Serve() {
   ServiceInfo info{ModelName(model_spec), dtype,
                    std::string((*backend)->device_name()),
                    absl::GetFlag(FLAGS_batching), kKvBlockSize};
-  InferenceService service(&scheduler, context, info, metrics.get());
+  InferenceService service(&scheduler, context, info, metrics.get(),
+                           &access->inference);
+  PoliciesService policies_service(&policies, &access->admin);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -240,8 +267,9 @@ absl::Status Serve() {
   int port = 0;
   builder.AddListeningPort(absl::StrFormat("%s:%d", absl::GetFlag(FLAGS_host),
                                            absl::GetFlag(FLAGS_port)),
-                           grpc::InsecureServerCredentials(), &port);
+                           access->credentials, &port);
   builder.RegisterService(&service);
+  builder.RegisterService(&policies_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     return absl::UnavailableError(absl::StrFormat("cannot listen on %s:%d",
@@ -261,6 +289,30 @@ absl::Status Serve() {
                std::string((*backend)->device_name()).c_str(),
                absl::GetFlag(FLAGS_host).c_str(), port, metrics->port(),
                options.num_kv_blocks, absl::GetFlag(FLAGS_batching).c_str());
+  {
+    const RegistryStatePtr state = policies.Snapshot();
+    std::fprintf(
+        stderr,
+        "registry version %llu: %zu policies, %zu experiments%s; admin API "
+        "%s; inference %s; %s\n",
+        static_cast<unsigned long long>(state->version), state->policies.size(),
+        state->experiments.size(),
+        absl::GetFlag(FLAGS_state_file).empty() ? " (not persisted)" : "",
+        access->admin.mode() == TokenAuth::Mode::kToken ? "needs a token"
+                                                        : "disabled",
+        access->inference.mode() == TokenAuth::Mode::kToken ? "needs a token"
+                                                            : "open",
+        access->tls
+            ? (absl::GetFlag(FLAGS_tls_client_ca).empty() ? "TLS"
+                                                          : "mutual TLS")
+            : "plaintext (no TLS)");
+    if (!access->tls && (access->admin.mode() == TokenAuth::Mode::kToken ||
+                         access->inference.mode() == TokenAuth::Mode::kToken)) {
+      std::fprintf(stderr,
+                   "warning: tokens travel in clear text without --tls_cert; "
+                   "use TLS beyond loopback (docs/security.md)\n");
+    }
+  }
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);

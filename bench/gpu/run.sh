@@ -50,6 +50,7 @@ log "cuBLAS from: ${CUBLAS_DIR:-not found}"
 # Wrappers: the bundle's libraries for skipserve's programs only (not for
 # Python, whose libstdc++ may be newer).
 for b in "$SK"/bin/*; do
+  [[ $b == *.so ]] && continue  # the CUDA module, loaded from bin/
   cat > "$SK/wrap/$(basename "$b")" <<WRAP
 #!/usr/bin/env bash
 export LD_LIBRARY_PATH=$SK/lib:${CUBLAS_DIR}\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}
@@ -60,6 +61,7 @@ done
 W=$SK/wrap
 
 step cuda_tests 90 "$W/cuda_backend_test" --gtest_output="xml:$OUT/tests.xml"
+step cuda_module 30 "$W/cuda_module_test" --gtest_brief=1
 step host_tests 30 bash -c "$W/launch_plan_test --gtest_brief=1 && $W/cpu_backend_test --gtest_brief=1"
 step hf_parity 75 python3 bench/gpu/hf_parity.py --logits_tool "$W/skipserve-logits" \
   --out "$OUT/hf_parity.json"

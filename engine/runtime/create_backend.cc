@@ -1,18 +1,16 @@
 #include "engine/runtime/create_backend.h"
 
+#include <cstdio>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "engine/cpu/cpu_backend.h"
-
-#ifdef SKIPSERVE_HAVE_CUDA
-#include "engine/cuda/cuda_backend.h"
-#endif
+#include "engine/cuda/cuda_module.h"
 
 namespace skipserve {
 
 bool CudaBackendBuilt() {
-#ifdef SKIPSERVE_HAVE_CUDA
+#ifdef SKIPSERVE_CUDA_MODULE_BUILT
   return true;
 #else
   return false;
@@ -27,17 +25,28 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(
     return absl::InvalidArgumentError(absl::StrCat(
         "unknown device \"", std::string(device), "\"; use cpu, cuda or auto"));
   }
-#ifdef SKIPSERVE_HAVE_CUDA
-  if (device == "auto" && !CudaDeviceStatus().ok()) {
-    return CreateCpuBackend(checkpoint, options, progress);
+  if (!CudaBackendBuilt()) {
+    if (device == "auto") {
+      return CreateCpuBackend(checkpoint, options, progress);
+    }
+    return absl::FailedPreconditionError(
+        "--device=cuda: this build has no CUDA backend (no CUDA toolkit was "
+        "found when it was configured); use --device=cpu");
   }
-  return CreateCudaBackend(checkpoint, options, progress);
-#else
-  if (device == "auto") return CreateCpuBackend(checkpoint, options, progress);
-  return absl::FailedPreconditionError(
-      "--device=cuda: this build has no CUDA backend (no CUDA toolkit was "
-      "found when it was configured); use --device=cpu");
-#endif
+  // The CUDA backend lives in a module loaded on first use (cuda_module.h).
+  if (device == "auto") {
+    if (absl::Status module = CudaModuleStatus(); !module.ok()) {
+      // A build with the CUDA backend whose module cannot be loaded is most
+      // likely a broken install: say so, but serve.
+      std::fprintf(stderr, "--device=auto: using the CPU: %s\n",
+                   std::string(module.message()).c_str());
+      return CreateCpuBackend(checkpoint, options, progress);
+    }
+    if (!CudaModuleDeviceStatus().ok()) {
+      return CreateCpuBackend(checkpoint, options, progress);
+    }
+  }
+  return CreateCudaBackendFromModule(checkpoint, options, progress);
 }
 
 }  // namespace skipserve

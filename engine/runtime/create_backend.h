@@ -3,10 +3,15 @@
 
 // Backend selection by device name, for the tools and the server:
 //   "cpu"  - the CPU backend;
-//   "cuda" - the CUDA backend; FAILED_PRECONDITION when this build has none
-//            or the machine has no usable CUDA device;
-//   "auto" - CUDA when built and a device is usable, else the CPU.
+//   "cuda" - the CUDA backend; FAILED_PRECONDITION when this build has none,
+//            its module (libskipserve_cuda_module.so) cannot be loaded or the
+//            machine has no usable CUDA device;
+//   "auto" - CUDA when built, its module loads and a device is usable, else
+//            the CPU.
 // Anything else is INVALID_ARGUMENT.
+//
+// The CUDA backend is loaded with dlopen() only when "cuda" or "auto" asks
+// for it, never linked (engine/cuda/cuda_module.h says why).
 
 #include <memory>
 #include <string_view>
@@ -17,7 +22,8 @@
 
 namespace skipserve {
 
-// Whether this build includes the CUDA backend.
+// Whether this build includes the CUDA backend (its module was built with
+// it; whether the module loads is CudaModuleStatus(), cuda_module.h).
 bool CudaBackendBuilt();
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(

@@ -18,6 +18,8 @@ struct Scheduler::Sequence {
         tokens(spec.prompt) {}
 
   bool scoring() const { return spec.score_from > 0; }
+  bool analyzing() const { return spec.layer_observer != nullptr; }
+  bool exclusive() const { return spec.exclusive || analyzing(); }
   int pending() const { return static_cast<int>(tokens.size()) - num_computed; }
 
   const uint64_t id;
@@ -60,7 +62,8 @@ absl::StatusOr<uint64_t> Scheduler::Submit(
     SequenceSpec spec, std::shared_ptr<SequenceObserver> observer) {
   const ModelConfig& config = backend_->config();
   if (spec.prompt.empty() || spec.plan.num_layers() != config.num_layers ||
-      (spec.score_from == 0 && spec.max_new_tokens < 1) ||
+      (spec.score_from == 0 && spec.layer_observer == nullptr &&
+       spec.max_new_tokens < 1) ||
       spec.score_from >= static_cast<int>(spec.prompt.size()) ||
       !ValidateSamplingParams(spec.sampling).ok() || observer == nullptr) {
     return absl::InvalidArgumentError("malformed sequence spec");
@@ -217,36 +220,50 @@ void Scheduler::Preempt(Sequence* seq) {
 }
 
 bool Scheduler::FitsNow(const Sequence& seq) const {
-  const int n = std::min(seq.pending(), options_.max_batch_tokens);
+  // An exclusive sequence needs its whole prompt's blocks (it never grows).
+  const int n = seq.exclusive()
+                    ? seq.pending()
+                    : std::min(seq.pending(), options_.max_batch_tokens);
   return kv_blocks_.BlocksNeeded(seq.kv, seq.num_computed + n) <=
          kv_blocks_.num_free();
 }
 
-const LayerPlan* Scheduler::SelectGroup() const {
-  if (options_.batching != BatchingMode::kGrouped) return nullptr;
-  // The plan of the sequence that has waited longest since it last ran,
-  // among running sequences and waiting ones that Admit() would admit now.
-  // Every running sequence is picked within a bounded number of steps.
+Scheduler::StepGroup Scheduler::SelectGroup() const {
+  const bool grouped = options_.batching == BatchingMode::kGrouped;
+  auto exclusive = [](const auto& s) { return s->exclusive(); };
+  if (!grouped && std::none_of(running_.begin(), running_.end(), exclusive) &&
+      std::none_of(waiting_.begin(), waiting_.end(), exclusive)) {
+    return {};  // mixed mode: everything may share the step
+  }
+  // The sequence that has waited longest since it last ran, among running
+  // sequences and waiting ones that Admit() would admit now, sets the group:
+  // its plan (grouped mode) or itself alone (exclusive). Every running
+  // sequence is picked within a bounded number of steps.
   const Sequence* oldest = nullptr;
   auto consider = [&](const Sequence* s) {
     if (oldest == nullptr || s->last_step < oldest->last_step) oldest = s;
   };
   for (const auto& s : running_) consider(s.get());
-  // Only the waiting sequences Admit() would reach: those before the first
-  // one that does not fit.
-  for (const auto& s : waiting_) {
-    if (!FitsNow(*s)) break;
-    consider(s.get());
+  // Only the waiting sequences Admit() would reach: none when max_running
+  // run, else those before the first one that does not fit.
+  if (static_cast<int>(running_.size()) < options_.max_running) {
+    for (const auto& s : waiting_) {
+      if (!FitsNow(*s)) break;
+      consider(s.get());
+    }
   }
   if (oldest == nullptr) oldest = waiting_.front().get();
-  return &oldest->spec.plan;
+  if (oldest->exclusive()) return {nullptr, oldest};
+  return {grouped ? &oldest->spec.plan : nullptr, nullptr};
 }
 
-bool Scheduler::InGroup(const LayerPlan* group, const Sequence& seq) {
-  return group == nullptr || seq.spec.plan == *group;
+bool Scheduler::InGroup(const StepGroup& group, const Sequence& seq) {
+  if (group.solo != nullptr) return &seq == group.solo;
+  return !seq.exclusive() &&
+         (group.plan == nullptr || seq.spec.plan == *group.plan);
 }
 
-std::vector<Scheduler::Chosen> Scheduler::ChooseRunning(const LayerPlan* group,
+std::vector<Scheduler::Chosen> Scheduler::ChooseRunning(const StepGroup& group,
                                                         int* budget) {
   std::vector<Chosen> chosen;
   // Decodes first (one token each), then unfinished prefills.
@@ -270,9 +287,13 @@ std::vector<Scheduler::Chosen> Scheduler::ChooseRunning(const LayerPlan* group,
 
 Scheduler::Sequence* Scheduler::FindVictim(const Sequence* seq) const {
   // The most recently admitted running sequence other than `seq`, if it was
-  // admitted after `seq`: older sequences keep priority (FCFS).
-  Sequence* const youngest = running_.back().get();
-  return youngest == seq ? nullptr : youngest;
+  // admitted after `seq`: older sequences keep priority (FCFS). Exclusive
+  // sequences are never evicted (an observer has seen their rows).
+  for (auto it = running_.rbegin(); it != running_.rend(); ++it) {
+    if (it->get() == seq) return nullptr;
+    if (!(*it)->exclusive()) return it->get();
+  }
+  return nullptr;
 }
 
 void Scheduler::ReserveRunning(std::vector<Chosen>& chosen) {
@@ -304,7 +325,7 @@ void Scheduler::ReserveRunning(std::vector<Chosen>& chosen) {
   }
 }
 
-void Scheduler::Admit(const LayerPlan* group, int* budget,
+void Scheduler::Admit(const StepGroup& group, int* budget,
                       std::vector<Chosen>* chosen) {
   // In arrival order (preempted sequences first). A sequence is admitted
   // when its first chunk fits in the free blocks; admission never evicts.
@@ -320,7 +341,8 @@ void Scheduler::Admit(const LayerPlan* group, int* budget,
       continue;
     }
     const int n = std::min(s->pending(), *budget);
-    if (!kv_blocks_.Reserve(s->kv, s->num_computed + n).ok()) break;
+    const int reserve = s->exclusive() ? s->pending() : n;
+    if (!kv_blocks_.Reserve(s->kv, s->num_computed + reserve).ok()) break;
     running_.push_back(std::move(*it));
     it = waiting_.erase(it);
     chosen->push_back({s, n});
@@ -342,7 +364,7 @@ bool Scheduler::Step() {
     step_number = ++stats_.steps;
   }
 
-  const LayerPlan* group = SelectGroup();
+  const StepGroup group = SelectGroup();
   int budget = options_.max_batch_tokens;
   std::vector<Chosen> chosen = ChooseRunning(group, &budget);
   ReserveRunning(chosen);
@@ -372,7 +394,12 @@ bool Scheduler::Step() {
   const int vocab = backend_->config().vocab_size;
   if (!batch.sequences.empty()) {
     logits_.resize(static_cast<size_t>(batch.NumLogitRows()) * vocab);
-    absl::Status status = backend_->Forward(batch, logits_);
+    // An exclusive step holds that one sequence; an analysis one's observer
+    // watches it.
+    LayerObserver* const observer =
+        group.solo != nullptr ? chosen.front().seq->spec.layer_observer.get()
+                              : nullptr;
+    absl::Status status = backend_->Forward(batch, logits_, observer);
     int row = 0;
     for (const Chosen& c : chosen) {
       Sequence& s = *c.seq;
@@ -400,6 +427,8 @@ bool Scheduler::Step() {
           s.observer->OnScore(s.scores);
           Finish(s, absl::OkStatus(), FinishReason::kStop);
         }
+      } else if (s.analyzing()) {
+        if (s.pending() == 0) Finish(s, absl::OkStatus(), FinishReason::kStop);
       } else if (s.pending() == 0) {
         std::span<const float> logits(
             logits_.data() + static_cast<size_t>(row) * vocab, vocab);

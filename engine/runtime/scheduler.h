@@ -19,6 +19,10 @@
 //      that does not fit holds back every later one (no starvation);
 //   4. runs Backend::Forward once over the batch, samples, and reports
 //      tokens through each sequence's observer.
+// Exclusive sequences (SequenceSpec::exclusive, analysis sequences) never
+// share a step: when one has waited longest since it last ran, the step runs
+// its next prompt chunk alone (with Forward(..., observer) for analysis);
+// other steps leave them out.
 // Batching modes (DESIGN.md section 5): kMixed puts sequences with different
 // plans in one batch (the backend runs each sublayer on the rows that need
 // it); kGrouped runs only sequences whose plan equals the plan of the
@@ -76,6 +80,22 @@ struct SequenceSpec {
   // the log-prob of prompt[p] given prompt[0, p) and whether it was the
   // greedy choice.
   int score_from = 0;
+  // Layer analysis (AnalyzeLayers) instead of generating: when set, nothing
+  // is generated (max_new_tokens is ignored) and the prompt is prefilled in
+  // steps that run this sequence alone, each calling Forward with this
+  // observer, so it sees this sequence's rows only: chunk by chunk in
+  // position order (rows index the chunk's tokens), every sublayer its plan
+  // runs. KV for the whole prompt is reserved at admission and the sequence
+  // is never preempted, so no position is reported twice. With
+  // score_from >= 1 it is also scored. Called on the loop thread; must not
+  // block. Implies `exclusive`.
+  std::shared_ptr<LayerObserver> layer_observer;
+  // Runs alone in its steps, as analysis sequences do (whole-prompt KV at
+  // admission, never preempted): its results then do not depend, even in
+  // the last bit, on what else the engine runs (batched float32 kernels may
+  // round a row differently with other rows around it). For reproducible
+  // scoring; costs batching.
+  bool exclusive = false;
   absl::Time deadline = absl::InfiniteFuture();
 };
 
@@ -168,6 +188,12 @@ class Scheduler {
     Sequence* seq;  // null once dropped from the step
     int num_tokens;
   };
+  // Which sequences one step may run: every non-exclusive one (mixed mode),
+  // those with one plan (grouped mode), or one exclusive sequence alone.
+  struct StepGroup {
+    const LayerPlan* plan = nullptr;  // grouped mode: the plan
+    const Sequence* solo = nullptr;   // an exclusive sequence, alone
+  };
   void Loop();
   // One step; false when there was nothing to do.
   bool Step();
@@ -178,17 +204,17 @@ class Scheduler {
   // recomputed (keeping its tokens and sampler state).
   void Preempt(Sequence* seq);
   void PublishStats(const StepReport& report);
-  // Grouped mode: the one plan this step runs (null in mixed mode).
-  const LayerPlan* SelectGroup() const;
-  static bool InGroup(const LayerPlan* group, const Sequence& seq);
+  // The sequences this step runs (see StepGroup).
+  StepGroup SelectGroup() const;
+  static bool InGroup(const StepGroup& group, const Sequence& seq);
   // Running sequences' rows for this step, within the token budget.
-  std::vector<Chosen> ChooseRunning(const LayerPlan* group, int* budget);
+  std::vector<Chosen> ChooseRunning(const StepGroup& group, int* budget);
   // Reserves KV for `chosen`, preempting younger sequences as needed.
   void ReserveRunning(std::vector<Chosen>& chosen);
   // Whether `seq`'s next chunk fits in the free blocks now.
   bool FitsNow(const Sequence& seq) const;
   // Admits waiting sequences whose first chunk fits.
-  void Admit(const LayerPlan* group, int* budget, std::vector<Chosen>* chosen);
+  void Admit(const StepGroup& group, int* budget, std::vector<Chosen>* chosen);
   // The sequence to evict so `seq` can grow (see .cc), or null.
   Sequence* FindVictim(const Sequence* seq) const;
 

@@ -948,8 +948,8 @@ std::vector<BadCase> BadGenerateCases() {
   {
     v1::PolicySelector s;
     s.set_experiment("ab-test-1");
-    add("experiment", Request("A fine prompt", 8, s),
-        grpc::StatusCode::UNIMPLEMENTED, {"experiment"});
+    add("unknown experiment", Request("A fine prompt", 8, s),
+        grpc::StatusCode::NOT_FOUND, {"experiment", "ab-test-1"});
   }
   {
     v1::PolicySelector s = Spec("none");

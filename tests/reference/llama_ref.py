@@ -26,6 +26,17 @@ Subcommands
           y = h + FFN(RMSNorm(h))   if F[l] else h
       Default: everything runs.
 
+  analyze --model DIR --tokens 1,5,9 [--tokens 1,7 ...] [--plan PLAN]
+          --out FILE
+      The redundancy measure of arXiv 2404.05741 (skipserve's AnalyzeLayers):
+      for each layer l with input x, h = x + Attn(RMSNorm(x)) and
+      y = h + FFN(RMSNorm(h)) (a skipped sublayer is the identity), the mean
+      over every position of every token list of cos(x, h), cos(h, y) and
+      cos(x, y), where cos(a, b) = a.b / (|a| |b|) (1 when both are zero, 0
+      when one is). Each --tokens list runs as its own sequence from
+      position 0. Writes JSON to FILE ('-' for stdout):
+          {"tokens": N, "layers": [{"attention": a, "ffn": f, "layer": c}]}
+
 Precision: stored weights are upcast exactly to float32 (bf16 via
 uint16 << 16, f16 via numpy) and then to float64; the whole forward pass,
 RoPE angles included, is computed in float64, i.e. more precisely than HF's
@@ -237,8 +248,10 @@ def ffn(x, W, p):
     return (silu * up) @ W[p + "mlp.down_proj.weight"].T
 
 
-def forward(cfg, W, tokens, run_attn, run_ffn):
-    """float64 logits (T, V) of every position; weights already float64."""
+def forward(cfg, W, tokens, run_attn, run_ffn, observe=None):
+    """float64 logits (T, V) of every position; weights already float64.
+    observe(l, x, h, y), when given, sees each layer's residual stream: its
+    input x, h after the attention sublayer and y after the FFN, (T, H)."""
     L, eps = cfg["num_hidden_layers"], cfg["rms_norm_eps"]
     hd = cfg["hidden_size"] // cfg["num_attention_heads"]
     T = len(tokens)
@@ -250,10 +263,15 @@ def forward(cfg, W, tokens, run_attn, run_ffn):
     x = W["model.embed_tokens.weight"][np.asarray(tokens)]
     for l in range(L):
         p = "model.layers.%d." % l
+        h = x
         if run_attn[l]:
-            x = x + attention(rms_norm(x, W[p + "input_layernorm.weight"], eps), W, p, cfg, cos, sin)
+            h = x + attention(rms_norm(x, W[p + "input_layernorm.weight"], eps), W, p, cfg, cos, sin)
+        y = h
         if run_ffn[l]:
-            x = x + ffn(rms_norm(x, W[p + "post_attention_layernorm.weight"], eps), W, p)
+            y = h + ffn(rms_norm(h, W[p + "post_attention_layernorm.weight"], eps), W, p)
+        if observe is not None:
+            observe(l, x, h, y)
+        x = y
     x = rms_norm(x, W["model.norm.weight"], eps)
     head = W["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings") else W["lm_head.weight"]
     return x @ head.T
@@ -268,18 +286,64 @@ def parse_plan(text, L):
     return [c == "1" for c in attn], [c == "1" for c in ffn_]
 
 
-def run_forward(a):
-    with open(os.path.join(a.model, "config.json")) as f:
+def load_model(model_dir):
+    with open(os.path.join(model_dir, "config.json")) as f:
         cfg = json.load(f)
-    W = {k: v.astype(np.float64) for k, v in read_weights(a.model).items()}
-    tokens = [int(t) for t in a.tokens.split(",") if t.strip()]
+    W = {k: v.astype(np.float64) for k, v in read_weights(model_dir).items()}
+    return cfg, W
+
+
+def parse_tokens(text, cfg):
+    tokens = [int(t) for t in text.split(",") if t.strip()]
     if not tokens or min(tokens) < 0 or max(tokens) >= cfg["vocab_size"]:
         raise ValueError("token ids must be in [0, vocab_size)")
     if len(tokens) > cfg["max_position_embeddings"]:
         raise ValueError("more tokens than max_position_embeddings")
+    return tokens
+
+
+def run_forward(a):
+    cfg, W = load_model(a.model)
+    tokens = parse_tokens(a.tokens, cfg)
     run_attn, run_ffn = parse_plan(a.plan, cfg["num_hidden_layers"])
     logits = forward(cfg, W, tokens, run_attn, run_ffn)
     logits.astype("<f4").tofile(a.out)
+
+
+def row_cosines(a, b):
+    """cos of each row pair of (T, H) arrays; 1 when both rows are zero."""
+    dot = np.sum(a * b, axis=-1)
+    aa, bb = np.sum(a * a, axis=-1), np.sum(b * b, axis=-1)
+    both_zero, one_zero = (aa == 0) & (bb == 0), (aa == 0) ^ (bb == 0)
+    safe = np.where((aa == 0) | (bb == 0), 1.0, aa * bb)
+    return np.where(both_zero, 1.0, np.where(one_zero, 0.0, dot / np.sqrt(safe)))
+
+
+def run_analyze(a):
+    cfg, W = load_model(a.model)
+    L = cfg["num_hidden_layers"]
+    run_attn, run_ffn = parse_plan(a.plan, L)
+    sums = np.zeros((L, 3))   # attention, ffn, layer
+    total = 0
+
+    def observe(l, x, h, y):
+        sums[l] += [row_cosines(x, h).sum(), row_cosines(h, y).sum(),
+                    row_cosines(x, y).sum()]
+
+    for text in a.tokens:
+        tokens = parse_tokens(text, cfg)
+        forward(cfg, W, tokens, run_attn, run_ffn, observe)
+        total += len(tokens)
+    means = sums / total
+    result = {"tokens": total,
+              "layers": [{"attention": float(m[0]), "ffn": float(m[1]),
+                          "layer": float(m[2])} for m in means]}
+    text = json.dumps(result, indent=1)
+    if a.out == "-":
+        sys.stdout.write(text + "\n")
+    else:
+        with open(a.out, "w") as f:
+            f.write(text + "\n")
 
 
 def main(argv):
@@ -301,8 +365,14 @@ def main(argv):
     fw.add_argument("--tokens", required=True)
     fw.add_argument("--plan", default="")
     fw.add_argument("--out", required=True)
+    an = sub.add_parser("analyze")
+    an.add_argument("--model", required=True)
+    an.add_argument("--tokens", action="append", required=True)
+    an.add_argument("--plan", default="")
+    an.add_argument("--out", required=True)
     a = ap.parse_args(argv)
-    make_model(a) if a.cmd == "make-model" else run_forward(a)
+    {"make-model": make_model, "forward": run_forward,
+     "analyze": run_analyze}[a.cmd](a)
 
 
 if __name__ == "__main__":

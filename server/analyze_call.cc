@@ -1,0 +1,246 @@
+#include "server/analyze_call.h"
+
+#include <cmath>
+#include <memory>
+#include <utility>
+
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "server/call_util.h"
+#include "server/status_util.h"
+
+namespace skipserve::server {
+namespace {
+
+absl::Status Invalid(const std::string& message) {
+  return absl::InvalidArgumentError(message);
+}
+
+v1::SkipRule::Kind ToProto(SkipKind kind) {
+  switch (kind) {
+    case SkipKind::kAttention:
+      return v1::SkipRule::ATTENTION;
+    case SkipKind::kFfn:
+      return v1::SkipRule::FFN;
+    case SkipKind::kLayer:
+      return v1::SkipRule::LAYER;
+  }
+  return v1::SkipRule::KIND_UNSPECIFIED;
+}
+
+// AnalyzeLayers: one analysis sequence per prompt; answers when all have
+// finished, with the first error if any.
+class AnalyzeCall final : public OwnedReactor<grpc::ServerUnaryReactor> {
+ public:
+  AnalyzeCall(Scheduler* scheduler, AnalyzeJob job,
+              v1::AnalyzeLayersResponse* response)
+      : cancel_(scheduler),
+        job_(std::move(job)),
+        response_(response),
+        remaining_(static_cast<int>(job_.prompts.size())) {
+    for (size_t i = 0; i < job_.prompts.size(); ++i) {
+      observers_.push_back(
+          std::make_shared<SimilarityObserver>(job_.policy.plan));
+    }
+  }
+
+  class Part final : public SequenceObserver {
+   public:
+    explicit Part(AnalyzeCall* call) : call_(call) {}
+    bool OnToken(const SampledToken&) override { return true; }
+    void OnFinish(const absl::Status& status, FinishReason,
+                  const SequenceTimings&) override {
+      call_->PartDone(status);
+    }
+
+   private:
+    AnalyzeCall* const call_;
+  };
+
+  void OnCancel() override { cancel_.Cancel(); }
+
+  // Submits every part; parts that cannot be submitted count as done.
+  void Start(Scheduler* scheduler, grpc::CallbackServerContext* context) {
+    for (size_t i = 0; i < job_.prompts.size(); ++i) {
+      SequenceSpec spec;
+      spec.prompt = job_.prompts[i];
+      spec.plan = job_.policy.plan;
+      spec.policy =
+          job_.policy.name.empty() ? job_.policy.canonical : job_.policy.name;
+      spec.layer_observer = observers_[i];
+      spec.deadline = DeadlineOf(context);
+      // Each part holds the call alive until its OnFinish has returned.
+      AddRef();
+      std::shared_ptr<Part> part(new Part(this), [this](Part* p) {
+        delete p;
+        Release();
+      });
+      absl::StatusOr<uint64_t> id = scheduler->Submit(std::move(spec), part);
+      if (id.ok()) {
+        cancel_.SetSequence(*id);
+      } else {
+        cancel_.Cancel();  // the others are pointless now
+        PartDone(id.status());
+      }
+    }
+  }
+
+ private:
+  void PartDone(const absl::Status& status) {
+    absl::MutexLock lock(&mu_);
+    if (!status.ok() && status_.ok()) status_ = status;
+    if (--remaining_ > 0) return;
+    if (status_.ok()) {
+      // Every part has finished: its observer is no longer written to.
+      SimilaritySums sums(job_.policy.plan.num_layers());
+      for (const auto& observer : observers_) sums.Add(observer->sums());
+      FillAnalyzeResponse(job_, sums, response_);
+    }
+    Finish(ToGrpcStatus(status_));
+  }
+
+  CancelLink cancel_;
+  const AnalyzeJob job_;
+  v1::AnalyzeLayersResponse* const response_;
+  std::vector<std::shared_ptr<SimilarityObserver>> observers_;
+  absl::Mutex mu_;
+  int remaining_ ABSL_GUARDED_BY(mu_);
+  absl::Status status_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+absl::StatusOr<AnalyzeJob> ValidateAnalyze(
+    const v1::AnalyzeLayersRequest& request, const ServingContext& context) {
+  const ModelConfig& config = *context.config;
+  AnalyzeJob job;
+  if (request.request_id().size() >
+      static_cast<size_t>(context.limits.max_request_id_bytes)) {
+    return Invalid(absl::StrFormat("request_id must be 0..%d bytes, got %d",
+                                   context.limits.max_request_id_bytes,
+                                   request.request_id().size()));
+  }
+  job.request_id = request.request_id();
+  const int n = request.prompts_size();
+  if (n < 1 || n > kMaxAnalyzePrompts) {
+    return Invalid(absl::StrFormat("prompts must hold 1..%d strings, got %d",
+                                   kMaxAnalyzePrompts, n));
+  }
+  if (request.has_target_skip_rate()) {
+    const double rate = request.target_skip_rate();
+    if (!(rate >= 0.0 && rate <= 1.0)) {
+      return Invalid(absl::StrFormat(
+          "target_skip_rate must be in [0, 1] (or unset), got %g", rate));
+    }
+    job.suggest = true;
+    job.rate = rate;
+  }
+  bool wanted[3] = {request.kinds().empty(), request.kinds().empty(),
+                    request.kinds().empty()};
+  for (int i = 0; i < request.kinds_size(); ++i) {
+    const int kind = request.kinds(i);
+    if (kind < v1::SkipRule::ATTENTION || kind > v1::SkipRule::LAYER) {
+      return Invalid(absl::StrFormat(
+          "kinds[%d] must be ATTENTION, FFN or LAYER, got %d", i, kind));
+    }
+    if (wanted[kind - 1]) {
+      return Invalid(absl::StrFormat("kinds[%d]: %s is given twice", i,
+                                     v1::SkipRule::Kind_Name(kind)));
+    }
+    wanted[kind - 1] = true;
+  }
+  const SkipKind kinds[3] = {SkipKind::kAttention, SkipKind::kFfn,
+                             SkipKind::kLayer};
+  for (int k = 0; k < 3; ++k) {
+    if (wanted[k]) job.kinds.push_back(kinds[k]);
+  }
+
+  if (request.policy().selector_case() ==
+      v1::PolicySelector::SELECTOR_NOT_SET) {
+    job.policy.plan = LayerPlan::Full(config.num_layers);
+    job.policy.canonical = job.policy.plan.Canonical();
+  } else {
+    absl::StatusOr<ResolvedPolicy> policy =
+        ResolvePolicy(request.policy(), context);
+    if (!policy.ok()) return policy.status();
+    job.policy = *std::move(policy);
+  }
+
+  for (int i = 0; i < n; ++i) {
+    const std::string& prompt = request.prompts(i);
+    if (prompt.empty()) {
+      return Invalid(absl::StrFormat("prompts[%d] must be non-empty", i));
+    }
+    absl::StatusOr<std::vector<int>> ids = context.tokenizer->Encode(prompt);
+    if (!ids.ok()) {
+      return Invalid(
+          absl::StrFormat("prompts[%d]: %s", i, ids.status().message()));
+    }
+    if (ids->size() > static_cast<size_t>(config.max_position_embeddings)) {
+      return Invalid(absl::StrFormat(
+          "prompts[%d] is %d tokens; at most the model's context, %d, are "
+          "allowed",
+          i, ids->size(), config.max_position_embeddings));
+    }
+    job.prompts.emplace_back(ids->begin(), ids->end());
+  }
+  return job;
+}
+
+void FillAnalyzeResponse(const AnalyzeJob& job, const SimilaritySums& sums,
+                         v1::AnalyzeLayersResponse* response) {
+  const LayerPlan& plan = job.policy.plan;
+  const std::vector<LayerSimilarity> means = MeanSimilarities(sums);
+  std::vector<double> attention, ffn, layer;
+  for (int l = 0; l < static_cast<int>(means.size()); ++l) {
+    v1::LayerSimilarity* out = response->add_layers();
+    out->set_layer(l);
+    out->set_attention_similarity(means[l].attention);
+    out->set_ffn_similarity(means[l].ffn);
+    out->set_layer_similarity(means[l].layer);
+    out->set_attention_skipped(!plan.run_attn[l]);
+    out->set_ffn_skipped(!plan.run_ffn[l]);
+    attention.push_back(means[l].attention);
+    ffn.push_back(means[l].ffn);
+    layer.push_back(means[l].layer);
+  }
+  uint64_t tokens = 0;
+  for (const std::vector<int32_t>& prompt : job.prompts) {
+    response->add_prompt_tokens(static_cast<uint32_t>(prompt.size()));
+    tokens += prompt.size();
+  }
+  response->set_tokens(tokens);
+  response->set_policy(job.policy.canonical);
+  response->set_request_id(job.request_id);
+  if (!job.suggest) return;
+  response->set_target_skip_rate(job.rate);
+  for (SkipKind kind : job.kinds) {
+    const std::vector<double>& sims = kind == SkipKind::kAttention ? attention
+                                      : kind == SkipKind::kFfn     ? ffn
+                                                                   : layer;
+    const std::vector<int> chosen = MostRedundantLayers(sims, job.rate);
+    v1::SuggestedPolicy* suggestion = response->add_suggestions();
+    suggestion->set_kind(ToProto(kind));
+    double sum = 0;
+    for (int l : chosen) {
+      suggestion->add_layers(static_cast<uint32_t>(l));
+      sum += sims[l];
+    }
+    suggestion->set_policy(IndexPolicyText(kind, chosen));
+    suggestion->set_mean_similarity(
+        chosen.empty() ? 1.0 : sum / static_cast<double>(chosen.size()));
+  }
+}
+
+grpc::ServerUnaryReactor* StartAnalyze(Scheduler* scheduler,
+                                       grpc::CallbackServerContext* context,
+                                       AnalyzeJob job,
+                                       v1::AnalyzeLayersResponse* response) {
+  auto* call = new AnalyzeCall(scheduler, std::move(job), response);
+  call->Start(scheduler, context);
+  call->Release();  // the handler's reference
+  call->Release();  // the parts hold their own references
+  return call;
+}
+
+}  // namespace skipserve::server

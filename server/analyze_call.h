@@ -1,0 +1,61 @@
+#ifndef SKIPSERVE_SERVER_ANALYZE_CALL_H_
+#define SKIPSERVE_SERVER_ANALYZE_CALL_H_
+
+// AnalyzeLayers (inference.proto): validation, the response it computes and
+// its reactor.
+//
+// Each prompt becomes one analysis sequence (SequenceSpec::layer_observer)
+// with its own SimilarityObserver; the scheduler runs each alone in its
+// steps, so other traffic never enters the measurement. When every part has
+// finished, their sums are merged in prompt order (so the result does not
+// depend on scheduling) and the call answers; the handler never blocks.
+// A failed part fails the call with its status (the others are cancelled).
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/policy/skip_policy.h"
+#include "engine/runtime/layer_similarity.h"
+#include "engine/runtime/scheduler.h"
+#include "grpcpp/grpcpp.h"
+#include "server/request_validation.h"
+#include "skipserve/v1/inference.pb.h"
+
+namespace skipserve::server {
+
+inline constexpr int kMaxAnalyzePrompts = 64;
+
+struct AnalyzeJob {
+  ResolvedPolicy policy;  // the plan analysed; full when none was selected
+  std::vector<std::vector<int32_t>> prompts;  // token ids, BOS first
+  bool suggest = false;                       // target_skip_rate was set
+  double rate = 0;                            // in [0, 1]
+  std::vector<SkipKind> kinds;  // unique, in the order attn, ffn, layer
+  std::string request_id;
+};
+
+// INVALID_ARGUMENT naming the field and its range for: prompts not 1..64,
+// an empty prompt or one longer than the model's context, a rate outside
+// [0, 1], a kind that is unspecified or repeated, a bad request_id or
+// policy (as ResolvePolicy reports it; NOT_FOUND for an unknown name).
+absl::StatusOr<AnalyzeJob> ValidateAnalyze(
+    const v1::AnalyzeLayersRequest& request, const ServingContext& context);
+
+// The response for `job` given the merged sums of all its prompts: per-layer
+// means (MeanSimilarities), skipped flags from the plan, token counts, and a
+// suggestion per kind when job.suggest.
+void FillAnalyzeResponse(const AnalyzeJob& job, const SimilaritySums& sums,
+                         v1::AnalyzeLayersResponse* response);
+
+// Submits the job's sequences and returns the reactor; job.request_id must
+// be set.
+grpc::ServerUnaryReactor* StartAnalyze(Scheduler* scheduler,
+                                       grpc::CallbackServerContext* context,
+                                       AnalyzeJob job,
+                                       v1::AnalyzeLayersResponse* response);
+
+}  // namespace skipserve::server
+
+#endif  // SKIPSERVE_SERVER_ANALYZE_CALL_H_

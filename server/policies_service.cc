@@ -1,0 +1,196 @@
+#include "server/policies_service.h"
+
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_format.h"
+#include "server/status_util.h"
+
+namespace skipserve::server {
+namespace {
+
+grpc::ServerUnaryReactor* Finished(grpc::CallbackServerContext* context,
+                                   const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+template <typename Request>
+std::optional<uint64_t> ExpectedVersion(const Request& request) {
+  if (!request.has_expected_version()) return std::nullopt;
+  return request.expected_version();
+}
+
+Experiment FromProto(const v1::Experiment& proto) {
+  Experiment experiment;
+  experiment.name = proto.name();
+  experiment.description = proto.description();
+  for (const v1::ExperimentArm& arm : proto.arms()) {
+    experiment.arms.push_back({arm.name(), arm.policy(), false, arm.weight()});
+  }
+  return experiment;
+}
+
+// The policy (experiment) named `name` in `state` as a response, with
+// state's version; NOT_FOUND if it has none.
+absl::Status FillPolicy(const RegistryState& state, const std::string& name,
+                        v1::PolicyResponse* response) {
+  auto it = state.policies.find(name);
+  if (it == state.policies.end()) {
+    return absl::NotFoundError(absl::StrFormat("no policy named '%s'", name));
+  }
+  *response->mutable_policy() = ToProto(it->second);
+  response->set_version(state.version);
+  return absl::OkStatus();
+}
+
+absl::Status FillExperiment(const RegistryState& state, const std::string& name,
+                            v1::ExperimentResponse* response) {
+  auto it = state.experiments.find(name);
+  if (it == state.experiments.end()) {
+    return absl::NotFoundError(
+        absl::StrFormat("no experiment named '%s'", name));
+  }
+  *response->mutable_experiment() = ToProto(it->second, state);
+  response->set_version(state.version);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+v1::StoredPolicy ToProto(const NamedPolicyEntry& entry) {
+  v1::StoredPolicy out;
+  out.set_name(entry.name);
+  out.set_spec(entry.policy.ToString());
+  out.set_description(entry.description);
+  out.set_plan(entry.plan.Canonical());
+  return out;
+}
+
+v1::Experiment ToProto(const ExperimentEntry& entry,
+                       const RegistryState& state) {
+  v1::Experiment out;
+  out.set_name(entry.experiment.name);
+  out.set_description(entry.experiment.description);
+  for (size_t i = 0; i < entry.experiment.arms.size(); ++i) {
+    const ExperimentArm& arm = entry.experiment.arms[i];
+    v1::ExperimentArm* a = out.add_arms();
+    a->set_name(arm.name);
+    a->set_policy(arm.policy);
+    a->set_weight(arm.weight);
+    a->set_named(arm.named);
+    a->set_plan(state.ArmPlan(entry, i).Canonical());
+  }
+  return out;
+}
+
+PoliciesService::PoliciesService(PolicyRegistry* registry,
+                                 const TokenAuth* auth)
+    : registry_(registry), auth_(auth) {}
+
+grpc::ServerUnaryReactor* PoliciesService::ListPolicies(
+    grpc::CallbackServerContext* context, const v1::ListPoliciesRequest*,
+    v1::ListPoliciesResponse* response) {
+  if (absl::Status s = auth_->Check(*context); !s.ok()) {
+    return Finished(context, s);
+  }
+  RegistryStatePtr state = registry_->Snapshot();
+  for (const auto& [name, entry] : state->policies) {
+    *response->add_policies() = ToProto(entry);
+  }
+  response->set_version(state->version);
+  return Finished(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* PoliciesService::GetPolicy(
+    grpc::CallbackServerContext* context, const v1::GetPolicyRequest* request,
+    v1::PolicyResponse* response) {
+  if (absl::Status s = auth_->Check(*context); !s.ok()) {
+    return Finished(context, s);
+  }
+  return Finished(
+      context, FillPolicy(*registry_->Snapshot(), request->name(), response));
+}
+
+grpc::ServerUnaryReactor* PoliciesService::PutPolicy(
+    grpc::CallbackServerContext* context, const v1::PutPolicyRequest* request,
+    v1::PolicyResponse* response) {
+  if (absl::Status s = auth_->Check(*context); !s.ok()) {
+    return Finished(context, s);
+  }
+  const v1::StoredPolicy& policy = request->policy();
+  absl::StatusOr<RegistryStatePtr> made =
+      registry_->PutPolicy(policy.name(), policy.spec(), policy.description(),
+                           ExpectedVersion(*request));
+  if (!made.ok()) return Finished(context, made.status());
+  return Finished(context, FillPolicy(**made, policy.name(), response));
+}
+
+grpc::ServerUnaryReactor* PoliciesService::DeletePolicy(
+    grpc::CallbackServerContext* context,
+    const v1::DeletePolicyRequest* request,
+    v1::DeletePolicyResponse* response) {
+  if (absl::Status s = auth_->Check(*context); !s.ok()) {
+    return Finished(context, s);
+  }
+  absl::StatusOr<RegistryStatePtr> made =
+      registry_->DeletePolicy(request->name(), ExpectedVersion(*request));
+  if (!made.ok()) return Finished(context, made.status());
+  response->set_version((*made)->version);
+  return Finished(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* PoliciesService::ListExperiments(
+    grpc::CallbackServerContext* context, const v1::ListExperimentsRequest*,
+    v1::ListExperimentsResponse* response) {
+  if (absl::Status s = auth_->Check(*context); !s.ok()) {
+    return Finished(context, s);
+  }
+  RegistryStatePtr state = registry_->Snapshot();
+  for (const auto& [name, entry] : state->experiments) {
+    *response->add_experiments() = ToProto(entry, *state);
+  }
+  response->set_version(state->version);
+  return Finished(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* PoliciesService::GetExperiment(
+    grpc::CallbackServerContext* context,
+    const v1::GetExperimentRequest* request, v1::ExperimentResponse* response) {
+  if (absl::Status s = auth_->Check(*context); !s.ok()) {
+    return Finished(context, s);
+  }
+  return Finished(context, FillExperiment(*registry_->Snapshot(),
+                                          request->name(), response));
+}
+
+grpc::ServerUnaryReactor* PoliciesService::PutExperiment(
+    grpc::CallbackServerContext* context,
+    const v1::PutExperimentRequest* request, v1::ExperimentResponse* response) {
+  if (absl::Status s = auth_->Check(*context); !s.ok()) {
+    return Finished(context, s);
+  }
+  absl::StatusOr<RegistryStatePtr> made = registry_->PutExperiment(
+      FromProto(request->experiment()), ExpectedVersion(*request));
+  if (!made.ok()) return Finished(context, made.status());
+  return Finished(
+      context, FillExperiment(**made, request->experiment().name(), response));
+}
+
+grpc::ServerUnaryReactor* PoliciesService::DeleteExperiment(
+    grpc::CallbackServerContext* context,
+    const v1::DeleteExperimentRequest* request,
+    v1::DeleteExperimentResponse* response) {
+  if (absl::Status s = auth_->Check(*context); !s.ok()) {
+    return Finished(context, s);
+  }
+  absl::StatusOr<RegistryStatePtr> made =
+      registry_->DeleteExperiment(request->name(), ExpectedVersion(*request));
+  if (!made.ok()) return Finished(context, made.status());
+  response->set_version((*made)->version);
+  return Finished(context, absl::OkStatus());
+}
+
+}  // namespace skipserve::server

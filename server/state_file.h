@@ -1,0 +1,71 @@
+#ifndef SKIPSERVE_SERVER_STATE_FILE_H_
+#define SKIPSERVE_SERVER_STATE_FILE_H_
+
+// The registry's state file (--state_file): what the Policies admin service
+// changed, so that a restart restores it.
+//
+// Format (JSON, written by the server; not meant to be edited by hand):
+//   {
+//     "format": "skipserve-registry",
+//     "format_version": 1,
+//     "registry_version": 12,
+//     "policies": [
+//       {"name": "fast", "spec": "attn:last=33%", "description": "..."}
+//     ],
+//     "experiments": [
+//       {"name": "ab1", "description": "...",
+//        "arms": [{"name": "a", "policy": "fast", "named": true,
+//                  "weight": 50},
+//                 {"name": "b", "policy": "none", "named": false,
+//                  "weight": 50}]}
+//     ]
+//   }
+// ParseState checks the document's structure and types only; the registry
+// checks names, specs and references. Errors are INVALID_ARGUMENT
+// "state file <path>: <where>: <what>".
+//
+// Writes are atomic: the new contents go to a temporary file in the same
+// directory, which is fsync'ed and renamed over the old one, and the
+// directory is fsync'ed; a crash leaves either the old file or the new one.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "server/experiment.h"
+
+namespace skipserve::server {
+
+struct PolicyRecord {
+  std::string name;
+  std::string spec;
+  std::string description;
+};
+
+struct StoredState {
+  uint64_t version = 0;
+  std::vector<PolicyRecord> policies;
+  std::vector<Experiment> experiments;
+};
+
+// The document above, indented, ending with a newline.
+std::string SerializeState(const StoredState& state);
+
+// Reads a document written by SerializeState. `source` names it in errors.
+absl::StatusOr<StoredState> ParseState(const std::string& text,
+                                       const std::string& source);
+
+// The whole file. NOT_FOUND when it does not exist, UNAVAILABLE when it
+// cannot be read; both name the path.
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path);
+
+// Replaces `path` with `contents` atomically (see above). INTERNAL naming
+// the path and the failing step; the old file is then left as it was.
+absl::Status WriteFileAtomically(const std::string& path,
+                                 const std::string& contents);
+
+}  // namespace skipserve::server
+
+#endif  // SKIPSERVE_SERVER_STATE_FILE_H_
