@@ -12,7 +12,7 @@ TextAssembler::TextAssembler(const Tokenizer* tokenizer,
 std::string TextAssembler::AddToken(int id, bool* stopped) {
   *stopped = stopped_;
   if (stopped_) return "";
-  const std::string piece = detokenizer_.Add(id);
+  std::string piece = detokenizer_.Add(id);
   const size_t old_size = text_.size();
   text_ += piece;
   size_t cut = std::string::npos;

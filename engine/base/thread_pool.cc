@@ -77,9 +77,7 @@ void ThreadPool::ParallelFor(int64_t n, int64_t min_chunk,
   }
   const auto [begin, end] = ChunkRange(n, chunks, 0);
   fn(begin, end);
-  auto done = [this] {
-    return pending_.load(std::memory_order_acquire) == 0;
-  };
+  auto done = [this] { return pending_.load(std::memory_order_acquire) == 0; };
   if (SpinUntil(done)) return;
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(&done));
