@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/base/module_search.h"
 #include "engine/cuda/cuda_module.h"
 
 namespace skipserve {
@@ -26,32 +27,14 @@ struct Module {
   SkipserveCudaMeasureDeviceFn* measure_device = nullptr;
 };
 
-// Where to look for the module, in order (see cuda_module.h).
+// Where to look for the module, in order (engine/base/module_search.h).
 std::vector<std::string> CandidatePaths() {
-  std::vector<std::string> paths;
-  const char* env = std::getenv(kModuleEnvVar);
-  if (env != nullptr && *env != '\0') {
-    paths.emplace_back(env);  // an explicit choice: nothing else is tried
-    return paths;
-  }
 #ifdef SKIPSERVE_CUDA_MODULE_PATH
-  paths.emplace_back(SKIPSERVE_CUDA_MODULE_PATH);
+  const char* build_path = SKIPSERVE_CUDA_MODULE_PATH;
+#else
+  const char* build_path = nullptr;
 #endif
-  std::error_code error;
-  const std::filesystem::path exe =
-      std::filesystem::read_symlink("/proc/self/exe", error);
-  if (!error && exe.has_parent_path()) {
-    const std::filesystem::path dir = exe.parent_path();
-    paths.push_back(dir / kCudaModuleFileName);
-    paths.push_back((dir / ".." / "lib" / "skipserve" / kCudaModuleFileName)
-                        .lexically_normal());
-  }
-  return paths;
-}
-
-std::string DlError() {
-  const char* error = dlerror();
-  return error != nullptr ? error : "unknown error";
+  return ModuleCandidatePaths(kModuleEnvVar, build_path, kCudaModuleFileName);
 }
 
 // Tries one candidate; on failure appends why to `tried`.
@@ -71,7 +54,8 @@ bool TryOpen(const std::string& path, Module* module,
   // (see cuda_module.h).
   void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (handle == nullptr) {
-    tried->push_back(absl::StrCat(path, " (dlopen failed: ", DlError(), ")"));
+    tried->push_back(
+        absl::StrCat(path, " (dlopen failed: ", DlErrorMessage(), ")"));
     return false;
   }
   // A module found unusable is left loaded: unloading the CUDA runtime and
