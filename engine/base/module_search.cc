@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <system_error>
@@ -23,9 +24,14 @@ std::vector<std::string> ModuleCandidatePaths(const char* env_var,
       std::filesystem::read_symlink("/proc/self/exe", error);
   if (!error && exe.has_parent_path()) {
     const std::filesystem::path dir = exe.parent_path();
-    paths.push_back(dir / file_name);
-    paths.push_back(
-        (dir / ".." / "lib" / "skipserve" / file_name).lexically_normal());
+    for (const std::filesystem::path& path :
+         {dir / file_name,
+          (dir / ".." / "lib" / "skipserve" / file_name).lexically_normal()}) {
+      // The build path is often the one next to the executable: try once.
+      if (std::find(paths.begin(), paths.end(), path.string()) == paths.end()) {
+        paths.push_back(path.string());
+      }
+    }
   }
   return paths;
 }

@@ -7,6 +7,7 @@
 //   2. `build_path`, the module in the build tree (may be null);
 //   3. next to the running executable;
 //   4. ../lib/skipserve/ relative to the executable (installed layouts).
+// Each path appears once.
 
 #include <string>
 #include <vector>

@@ -90,15 +90,9 @@ bool TryOpen(const std::string& path, Module* module,
 absl::StatusOr<Module> OpenModule() {
   const std::vector<std::string> candidates = CandidatePaths();
   std::vector<std::string> tried;
-  for (size_t i = 0; i < candidates.size(); ++i) {
-    bool seen = false;
-    for (size_t j = 0; j < i; ++j) {
-      seen = seen || candidates[j] == candidates[i];
-    }
+  for (const std::string& candidate : candidates) {
     Module module;
-    if (!seen && TryOpen(candidates[i], &module, &tried)) {
-      return module;
-    }
+    if (TryOpen(candidate, &module, &tried)) return module;
   }
   if (tried.empty()) {
     tried.push_back("none (the running executable's path is unknown)");
