@@ -78,7 +78,9 @@ ABSL_FLAG(int, max_waiting, 256,
 ABSL_FLAG(int, kv_cache_blocks, 0,
           "KV cache blocks (each 16 tokens of one layer); 0 = from "
           "--kv_cache_mb.");
-ABSL_FLAG(int, kv_cache_mb, 256, "KV cache size when --kv_cache_blocks=0.");
+ABSL_FLAG(int, kv_cache_mb, 256,
+          "KV cache size in MiB when --kv_cache_blocks=0 (the backend sizes "
+          "blocks at its own element size: fp32 on the CPU, bf16 on CUDA).");
 ABSL_FLAG(std::string, batching, "mixed",
           "mixed: sequences with different policies share a step; grouped: "
           "one policy per step.");
@@ -98,23 +100,6 @@ absl::StatusOr<BatchingMode> ParseBatching(const std::string& text) {
   if (text == "grouped") return BatchingMode::kGrouped;
   return absl::InvalidArgumentError(
       absl::StrFormat("--batching must be mixed or grouped, got '%s'", text));
-}
-
-absl::StatusOr<int> KvBlocks(const ModelConfig& config) {
-  if (absl::GetFlag(FLAGS_kv_cache_blocks) > 0) {
-    return absl::GetFlag(FLAGS_kv_cache_blocks);
-  }
-  const int64_t block_bytes = int64_t{2} * kKvBlockSize * config.kv_dim() *
-                              static_cast<int64_t>(sizeof(float));
-  const int64_t blocks =
-      int64_t{absl::GetFlag(FLAGS_kv_cache_mb)} * (1 << 20) / block_bytes;
-  if (blocks < config.num_layers) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "--kv_cache_mb=%d holds %d blocks; at least %d (one per layer) are "
-        "needed",
-        absl::GetFlag(FLAGS_kv_cache_mb), blocks, config.num_layers));
-  }
-  return static_cast<int>(std::min<int64_t>(blocks, 1 << 30));
 }
 
 std::string ModelName(const std::string& spec) {
@@ -191,10 +176,11 @@ absl::Status Serve() {
         absl::StrFormat("--default_policy: %s", s.message()));
   }
 
+  // The backend sizes the cache from --kv_cache_mb at its own bytes per
+  // block (fp32 on the CPU, bf16 on the GPU).
   BackendOptions options;
-  absl::StatusOr<int> kv_blocks = KvBlocks(config);
-  if (!kv_blocks.ok()) return kv_blocks.status();
-  options.num_kv_blocks = *kv_blocks;
+  options.num_kv_blocks = std::max(0, absl::GetFlag(FLAGS_kv_cache_blocks));
+  options.kv_cache_bytes = int64_t{absl::GetFlag(FLAGS_kv_cache_mb)} << 20;
   options.kv_block_size = kKvBlockSize;
   options.num_threads = absl::GetFlag(FLAGS_threads);
   int64_t last_percent = -1;
@@ -207,7 +193,15 @@ absl::Status Serve() {
           last_percent = percent;
         }
       });
-  if (!backend.ok()) return backend.status();
+  if (!backend.ok()) {
+    if (backend.status().code() == absl::StatusCode::kInvalidArgument &&
+        options.num_kv_blocks == 0) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "--kv_cache_mb=%d: %s", absl::GetFlag(FLAGS_kv_cache_mb),
+          backend.status().message()));
+    }
+    return backend.status();
+  }
   const std::string dtype(DTypeName(config.torch_dtype));
   checkpoint->reset();
 
@@ -218,8 +212,7 @@ absl::Status Serve() {
   server_info.dtype = dtype;
   server_info.batching = absl::GetFlag(FLAGS_batching);
   server_info.num_layers = config.num_layers;
-  server_info.kv_block_bytes = int64_t{2} * kKvBlockSize * config.kv_dim() *
-                               static_cast<int64_t>(sizeof(float));
+  server_info.kv_block_bytes = (*backend)->kv_block_bytes();
   std::unique_ptr<Metrics> metrics;
   const int metrics_port = absl::GetFlag(FLAGS_metrics_port);
   {
@@ -288,7 +281,8 @@ absl::Status Serve() {
                model_spec.c_str(), config.num_layers,
                std::string((*backend)->device_name()).c_str(),
                absl::GetFlag(FLAGS_host).c_str(), port, metrics->port(),
-               options.num_kv_blocks, absl::GetFlag(FLAGS_batching).c_str());
+               (*backend)->num_kv_blocks(),
+               absl::GetFlag(FLAGS_batching).c_str());
   {
     const RegistryStatePtr state = policies.Snapshot();
     std::fprintf(

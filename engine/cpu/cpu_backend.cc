@@ -78,6 +78,9 @@ class CpuBackend final : public Backend {
   std::string_view device_name() const override { return "cpu"; }
   int num_kv_blocks() const override { return options_.num_kv_blocks; }
   int kv_block_size() const override { return options_.kv_block_size; }
+  int64_t kv_block_bytes() const override {
+    return KvBlockBytes(config_, options_.kv_block_size, sizeof(float));
+  }
 
   using Backend::Forward;
   absl::Status Forward(const Batch& batch, std::span<float> logits,
@@ -336,13 +339,10 @@ absl::Status CpuBackend::Forward(const Batch& batch, std::span<float> logits,
 absl::StatusOr<std::unique_ptr<Backend>> CreateCpuBackend(
     const Checkpoint& checkpoint, const BackendOptions& options,
     const ProgressFn& progress) {
-  if (options.num_kv_blocks < 0 || options.kv_block_size <= 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "KV cache: num_kv_blocks must be >= 0 and kv_block_size > 0, got %d "
-        "and %d",
-        options.num_kv_blocks, options.kv_block_size));
-  }
-  auto backend = std::make_unique<CpuBackend>(checkpoint.config(), options);
+  absl::StatusOr<BackendOptions> resolved =
+      ResolveKvOptions(options, checkpoint.config(), sizeof(float));
+  if (!resolved.ok()) return resolved.status();
+  auto backend = std::make_unique<CpuBackend>(checkpoint.config(), *resolved);
   if (absl::Status s = backend->Init(checkpoint, progress); !s.ok()) return s;
   return backend;
 }

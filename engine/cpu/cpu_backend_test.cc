@@ -154,5 +154,32 @@ TEST_F(CpuBackendTest, MalformedBatchesAreRejectedWithReasons) {
   kv_.Release(seq);
 }
 
+// A byte budget is turned into blocks at the backend's own element size:
+// fp32 here (the CUDA backend's test checks bf16).
+TEST_F(CpuBackendTest, KvByteBudgetIsSizedAtFourBytesPerElement) {
+  const int64_t block_bytes = int64_t{2} * 4 * config_.kv_dim() * 4;
+  EXPECT_EQ(backend_->kv_block_bytes(), block_bytes);
+  BackendOptions options;
+  options.num_kv_blocks = 0;
+  options.kv_block_size = 4;
+  options.kv_cache_bytes = 100 * block_bytes + block_bytes / 2;
+  absl::StatusOr<std::unique_ptr<Backend>> sized =
+      CreateCpuBackend(*checkpoint_, options);
+  ASSERT_TRUE(sized.ok()) << sized.status();
+  EXPECT_EQ((*sized)->num_kv_blocks(), 100);
+
+  options.kv_cache_bytes = block_bytes * (config_.num_layers - 1);
+  absl::StatusOr<std::unique_ptr<Backend>> too_small =
+      CreateCpuBackend(*checkpoint_, options);
+  EXPECT_EQ(too_small.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(too_small.status().message().find("kv_cache_bytes"),
+            std::string::npos)
+      << too_small.status();
+
+  options.kv_cache_bytes = -1;
+  EXPECT_EQ(CreateCpuBackend(*checkpoint_, options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace skipserve

@@ -45,6 +45,9 @@ class CudaBackend final : public Backend {
   std::string_view device_name() const override { return "cuda:0"; }
   int num_kv_blocks() const override { return options_.num_kv_blocks; }
   int kv_block_size() const override { return options_.kv_block_size; }
+  int64_t kv_block_bytes() const override {
+    return KvBlockBytes(config_, options_.kv_block_size, sizeof(bf16));
+  }
 
   using Backend::Forward;
   absl::Status Forward(const Batch& batch, std::span<float> logits,
@@ -376,13 +379,10 @@ absl::Status CudaBackend::Forward(const Batch& batch, std::span<float> logits,
 absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(
     const Checkpoint& checkpoint, const BackendOptions& options,
     const ProgressFn& progress) {
-  if (options.num_kv_blocks < 0 || options.kv_block_size <= 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "KV cache: num_kv_blocks must be >= 0 and kv_block_size > 0, got %d "
-        "and %d",
-        options.num_kv_blocks, options.kv_block_size));
-  }
   const ModelConfig& config = checkpoint.config();
+  absl::StatusOr<BackendOptions> resolved =
+      ResolveKvOptions(options, config, sizeof(cuda::bf16));
+  if (!resolved.ok()) return resolved.status();
   if (config.head_dim() > cuda::kMaxHeadDim) {
     return absl::InvalidArgumentError(
         absl::StrFormat("the CUDA backend supports head_dim up to %d, the "
@@ -390,7 +390,7 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(
                         cuda::kMaxHeadDim, config.head_dim()));
   }
   if (absl::Status s = CudaDeviceStatus(); !s.ok()) return s;
-  auto backend = std::make_unique<cuda::CudaBackend>(config, options);
+  auto backend = std::make_unique<cuda::CudaBackend>(config, *resolved);
   if (absl::Status s = backend->Init(checkpoint, progress); !s.ok()) return s;
   return backend;
 }

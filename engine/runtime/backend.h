@@ -19,16 +19,37 @@
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "engine/model/config.h"
 #include "engine/runtime/batch.h"
 
 namespace skipserve {
 
 struct BackendOptions {
+  // KV storage: `num_kv_blocks` blocks of `kv_block_size` tokens (each block
+  // holds one layer's K and V). When num_kv_blocks is 0 and kv_cache_bytes
+  // is positive, the backend takes as many blocks as fit in kv_cache_bytes
+  // at its own bytes per block (Backend::kv_block_bytes(): the CPU stores
+  // fp32, the CUDA backend bf16).
   int num_kv_blocks = 1024;
+  int64_t kv_cache_bytes = 0;
   int kv_block_size = 16;
   int num_threads = 0;  // 0 = all cores
 };
+
+// Bytes of one KV block of `config` holding `block_size` tokens' K and V at
+// `element_bytes` per element.
+int64_t KvBlockBytes(const ModelConfig& config, int block_size,
+                     int element_bytes);
+
+// `options` with num_kv_blocks resolved (from kv_cache_bytes when it is 0)
+// for a backend storing `element_bytes` per KV element. INVALID_ARGUMENT
+// naming the option for a negative count, a non-positive block size, or a
+// byte budget that holds fewer blocks than the model has layers (a sequence
+// needs one block per layer); every backend's factory calls it.
+absl::StatusOr<BackendOptions> ResolveKvOptions(const BackendOptions& options,
+                                                const ModelConfig& config,
+                                                int element_bytes);
 
 // Receives the residual stream around every sublayer the forward pass runs
 // (for AnalyzeLayers). `input` and `output` are (rows, hidden) for the rows
@@ -51,6 +72,8 @@ class Backend {
   virtual std::string_view device_name() const = 0;  // "cpu", "cuda:0"
   virtual int num_kv_blocks() const = 0;
   virtual int kv_block_size() const = 0;
+  // Bytes of device (or host) memory one KV block takes in this backend.
+  virtual int64_t kv_block_bytes() const = 0;
 
   // Runs one step. `logits` must have room for
   // batch.NumLogitRows() * vocab_size floats: row-major

@@ -1,0 +1,43 @@
+#include "engine/runtime/backend.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "absl/strings/str_format.h"
+
+namespace skipserve {
+
+int64_t KvBlockBytes(const ModelConfig& config, int block_size,
+                     int element_bytes) {
+  return int64_t{2} * block_size * config.kv_dim() * element_bytes;
+}
+
+absl::StatusOr<BackendOptions> ResolveKvOptions(const BackendOptions& options,
+                                                const ModelConfig& config,
+                                                int element_bytes) {
+  if (options.num_kv_blocks < 0 || options.kv_block_size <= 0 ||
+      options.kv_cache_bytes < 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "KV cache: num_kv_blocks and kv_cache_bytes must be >= 0 and "
+        "kv_block_size > 0, got %d, %d and %d",
+        options.num_kv_blocks, options.kv_cache_bytes, options.kv_block_size));
+  }
+  BackendOptions resolved = options;
+  if (options.num_kv_blocks > 0 || options.kv_cache_bytes == 0) {
+    return resolved;
+  }
+  const int64_t block_bytes =
+      KvBlockBytes(config, options.kv_block_size, element_bytes);
+  const int64_t blocks = options.kv_cache_bytes / block_bytes;
+  if (blocks < config.num_layers) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "KV cache: kv_cache_bytes=%d holds %d blocks of %d bytes; at least %d "
+        "(one per layer) are needed",
+        options.kv_cache_bytes, blocks, block_bytes, config.num_layers));
+  }
+  resolved.num_kv_blocks = static_cast<int>(std::min<int64_t>(
+      blocks, std::numeric_limits<int32_t>::max() / 2));
+  return resolved;
+}
+
+}  // namespace skipserve
