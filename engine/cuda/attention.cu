@@ -1,6 +1,6 @@
 // Paged attention over mixed prefill and decode rows (see kernels.h).
 //
-// One block of kWarps warps per (head, row, split). Each lane holds
+// One block of kWarps warps per (row, head, split). Each lane holds
 // kPerLane consecutive elements of the query, of its running output and of
 // every key and value it reads, so a warp reads one key or value row with
 // one coalesced pass. Warp w takes keys w, w + kWarps, ... of the block's
@@ -14,6 +14,7 @@
 #include <cmath>
 
 #include "engine/cuda/kernels.h"
+#include "engine/cuda/launch.h"
 
 namespace skipserve::cuda {
 namespace {
@@ -29,8 +30,10 @@ struct SoftmaxState {
 template <int kPerLane>
 __global__ void __launch_bounds__(kWarps * 32)
     PagedAttentionKernel(AttentionParams p) {
-  const int head = blockIdx.x;
-  const int64_t row = blockIdx.y;
+  // Rows in x, whose limit is 2^31 - 1: a prompt scored in one chunk may
+  // have more rows than y and z allow (65535).
+  const int64_t row = blockIdx.x;
+  const int head = blockIdx.y;
   const int split = blockIdx.z;
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -118,10 +121,10 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
-// Merges the splits' (output, max, sum) states: one block per (head, row).
+// Merges the splits' (output, max, sum) states: one block per (row, head).
 __global__ void CombineSplitsKernel(AttentionParams p) {
   const int64_t task =
-      static_cast<int64_t>(blockIdx.y) * p.num_heads + blockIdx.x;
+      static_cast<int64_t>(blockIdx.x) * p.num_heads + blockIdx.y;
   const int64_t stride =
       static_cast<int64_t>(p.m) * p.num_heads * (p.head_dim + 2);
   const float* first = p.workspace + task * (p.head_dim + 2);
@@ -146,10 +149,12 @@ __global__ void CombineSplitsKernel(AttentionParams p) {
 
 template <int kPerLane>
 cudaError_t Launch(const AttentionParams& p, cudaStream_t stream) {
-  const dim3 grid(p.num_heads, p.m, p.splits);
-  PagedAttentionKernel<kPerLane><<<grid, kWarps * 32, 0, stream>>>(p);
+  const dim3 grid(p.m, p.num_heads, p.splits);
+  SKIPSERVE_LAUNCH(PagedAttentionKernel<kPerLane>, grid, kWarps * 32, 0, stream,
+                   p);
   if (p.splits > 1) {
-    CombineSplitsKernel<<<dim3(p.num_heads, p.m), 128, 0, stream>>>(p);
+    SKIPSERVE_LAUNCH(CombineSplitsKernel, dim3(p.m, p.num_heads), 128, 0, stream,
+                     p);
   }
   return cudaGetLastError();
 }

@@ -133,10 +133,14 @@ absl::Status CudaBackend::Init(const Checkpoint& checkpoint,
   }
   if (absl::Status s = rope_cos_.Allocate(cos.size()); !s.ok()) return s;
   if (absl::Status s = rope_sin_.Allocate(sin.size()); !s.ok()) return s;
-  CUDA_RETURN_IF_ERROR(cudaMemcpy(rope_cos_.get(), cos.data(),
-                                  rope_cos_.bytes(), cudaMemcpyHostToDevice));
-  CUDA_RETURN_IF_ERROR(cudaMemcpy(rope_sin_.get(), sin.data(),
-                                  rope_sin_.bytes(), cudaMemcpyHostToDevice));
+  // Everything goes through stream_: a copy on the legacy default stream
+  // would not be ordered before the kernels on this non-blocking stream.
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(rope_cos_.get(), cos.data(),
+                                       rope_cos_.bytes(), cudaMemcpyHostToDevice,
+                                       stream_));
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(rope_sin_.get(), sin.data(),
+                                       rope_sin_.bytes(), cudaMemcpyHostToDevice,
+                                       stream_));
 
   const size_t kv_elements = static_cast<size_t>(options_.num_kv_blocks) * 2 *
                              options_.kv_block_size * config_.kv_dim();
@@ -148,8 +152,10 @@ absl::Status CudaBackend::Init(const Checkpoint& checkpoint,
         s.message()));
   }
   if (kv_elements > 0) {
-    CUDA_RETURN_IF_ERROR(cudaMemset(kv_.get(), 0, kv_elements * sizeof(bf16)));
+    CUDA_RETURN_IF_ERROR(
+        cudaMemsetAsync(kv_.get(), 0, kv_elements * sizeof(bf16), stream_));
   }
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   return absl::OkStatus();
 }
 

@@ -3,6 +3,7 @@
 #include <cuda_fp16.h>
 
 #include "engine/cuda/kernels.h"
+#include "engine/cuda/launch.h"
 
 namespace skipserve::cuda {
 namespace {
@@ -47,9 +48,9 @@ cudaError_t LaunchConvert(const void* src, SourceType type, int64_t n, T* dst,
                           cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   const int64_t blocks = (n + 255) / 256;
-  ConvertKernel<T>
-      <<<static_cast<int>(blocks < 65536 ? blocks : 65536), 256, 0, stream>>>(
-          src, type, n, dst);
+  SKIPSERVE_LAUNCH(ConvertKernel<T>,
+                   static_cast<int>(blocks < 65536 ? blocks : 65536), 256, 0,
+                   stream, src, type, n, dst);
   return cudaGetLastError();
 }
 
@@ -192,7 +193,8 @@ cudaError_t ConvertToF32(const void* src, SourceType type, int64_t n,
 cudaError_t EmbeddingGather(const int32_t* tokens, int n, const bf16* embed,
                             int hidden, float* x, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  EmbeddingKernel<<<n, kRowThreads, 0, stream>>>(tokens, embed, hidden, x);
+  SKIPSERVE_LAUNCH(EmbeddingKernel, n, kRowThreads, 0, stream, tokens, embed,
+                   hidden, x);
   return cudaGetLastError();
 }
 
@@ -200,8 +202,8 @@ cudaError_t RmsNorm(const float* x, const int32_t* rows, int m, int hidden,
                     const float* weight, float eps, bf16* out,
                     cudaStream_t stream) {
   if (m == 0) return cudaSuccess;
-  RmsNormKernel<<<m, kRowThreads, 0, stream>>>(x, rows, hidden, weight, eps,
-                                               out);
+  SKIPSERVE_LAUNCH(RmsNormKernel, m, kRowThreads, 0, stream, x, rows, hidden,
+                   weight, eps, out);
   return cudaGetLastError();
 }
 
@@ -210,28 +212,30 @@ cudaError_t AddResidualRmsNorm(float* x, const float* delta,
                                const float* next_weight, float eps,
                                bf16* next_out, cudaStream_t stream) {
   if (m == 0) return cudaSuccess;
-  AddResidualRmsNormKernel<<<m, kRowThreads, 0, stream>>>(
-      x, delta, rows, hidden, next_weight, eps, next_out);
+  SKIPSERVE_LAUNCH(AddResidualRmsNormKernel, m, kRowThreads, 0, stream, x,
+                   delta, rows, hidden, next_weight, eps, next_out);
   return cudaGetLastError();
 }
 
 cudaError_t GatherRows(const float* x, const int32_t* rows, int m, int hidden,
                        float* out, cudaStream_t stream) {
   if (m == 0) return cudaSuccess;
-  GatherRowsKernel<<<m, kRowThreads, 0, stream>>>(x, rows, hidden, out);
+  SKIPSERVE_LAUNCH(GatherRowsKernel, m, kRowThreads, 0, stream, x, rows, hidden,
+                   out);
   return cudaGetLastError();
 }
 
 cudaError_t RopeKvWrite(const RopeKvParams& p, cudaStream_t stream) {
   if (p.m == 0) return cudaSuccess;
-  RopeKvKernel<<<p.m, 128, 0, stream>>>(p);
+  SKIPSERVE_LAUNCH(RopeKvKernel, p.m, 128, 0, stream, p);
   return cudaGetLastError();
 }
 
 cudaError_t SiluMul(const float* gate_up, int m, int inter, bf16* out,
                     cudaStream_t stream) {
   if (m == 0) return cudaSuccess;
-  SiluMulKernel<<<m, kRowThreads, 0, stream>>>(gate_up, inter, out);
+  SKIPSERVE_LAUNCH(SiluMulKernel, m, kRowThreads, 0, stream, gate_up, inter,
+                   out);
   return cudaGetLastError();
 }
 

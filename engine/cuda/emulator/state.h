@@ -1,0 +1,98 @@
+#ifndef SKIPSERVE_ENGINE_CUDA_EMULATOR_STATE_H_
+#define SKIPSERVE_ENGINE_CUDA_EMULATOR_STATE_H_
+
+// The emulated device's state, shared by memory.cc (device, memory, copies)
+// and streams.cc (streams, events, launches). Internal to the emulator.
+//
+// Thread safety: everything here is guarded by State::mu, which every API
+// function holds while it runs (recursively: queued work that runs inside
+// an API call may call back into these helpers). Kernels run on the thread
+// that flushes their stream.
+
+#include <cuda_runtime.h>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "engine/cuda/emulator/grid_runner.h"
+
+namespace skipserve::emu::internal {
+
+struct Stream {
+  bool legacy = false;        // the legacy default stream (0)
+  bool non_blocking = false;  // created with cudaStreamNonBlocking
+  std::deque<std::function<void()>> queue;  // work not yet run
+};
+
+struct Event {
+  Stream* stream = nullptr;  // where it was last recorded
+  bool recorded = false;     // cudaEventRecord was called
+  bool reached = false;      // the stream got to the last record
+  std::chrono::steady_clock::time_point time;
+};
+
+struct State {
+  std::recursive_mutex mu;
+  // From the environment (emulator.h), at first use.
+  int devices = 1;
+  size_t memory_bytes = size_t{8192} << 20;
+  int multiprocessors = 132;
+  FiberOrder order = FiberOrder::kForward;
+
+  cudaError_t sticky = cudaSuccess;  // set by a device fault
+  Stream legacy_stream;
+  std::set<CUstream_st*> streams;
+  std::set<CUevent_st*> events;
+  std::map<uintptr_t, size_t> device_memory;  // start -> bytes
+  std::map<uintptr_t, size_t> pinned_memory;  // cudaMallocHost
+  size_t allocated = 0;                       // device bytes
+  std::map<const void*, int> max_dynamic_shared;  // by kernel
+  std::vector<std::string> faults;
+  struct Injected {
+    cudaError_t error;
+    int count;
+  };
+  std::map<std::string, Injected, std::less<>> injected;
+};
+
+// The device (configured from the environment on first use; never
+// destroyed, so static destructors may still free into it).
+State& GetState();
+
+// The calling thread's last error (cudaGetLastError).
+cudaError_t& LastError();
+// Records `error` as the calling thread's last error and returns it.
+cudaError_t Fail(cudaError_t error);
+// Fail() with a message on stderr: for misuse a GPU would also reject.
+cudaError_t Misuse(cudaError_t error, const std::string& message);
+
+// The stream behind a handle (0, cudaStreamLegacy and cudaStreamPerThread
+// are the legacy stream); null when the handle names no live stream.
+Stream* Resolve(cudaStream_t stream);
+// Runs the work queued on `stream`, oldest first, until it is empty or the
+// device faults (then every queue is emptied).
+void Flush(Stream& stream);
+// Runs every stream's queued work; the legacy stream's last.
+void FlushAll();
+// Queues `op` on `stream` with CUDA's legacy-stream rules: work on the
+// legacy stream waits for the blocking streams' earlier work and vice versa;
+// non-blocking streams wait for nothing.
+void EnqueueOn(Stream& stream, std::function<void()> op);
+
+enum class Memory { kDevice, kPinned, kPageable, kStraddles };
+// Where [ptr, ptr + bytes) lies: inside one device allocation, inside one
+// pinned host allocation, outside both (pageable host memory), or partly
+// inside one (an error whatever the copy).
+Memory Classify(const void* ptr, size_t bytes);
+
+}  // namespace skipserve::emu::internal
+
+#endif  // SKIPSERVE_ENGINE_CUDA_EMULATOR_STATE_H_
