@@ -95,10 +95,12 @@ class CudaBackend final : public Backend {
   int normed_for_ = -1;  // the sublayer whose input scratch_.normed holds
 };
 
+// After a device fault every call below fails: each failure is logged and
+// the rest of the teardown goes on.
 CudaBackend::~CudaBackend() {
-  if (stream_ != nullptr) CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (stream_ != nullptr) CUDA_LOG_IF_ERROR(cudaStreamSynchronize(stream_));
   gemm_.reset();
-  if (stream_ != nullptr) CUDA_CHECK(cudaStreamDestroy(stream_));
+  if (stream_ != nullptr) CUDA_LOG_IF_ERROR(cudaStreamDestroy(stream_));
 }
 
 absl::Status CudaBackend::Init(const Checkpoint& checkpoint,
@@ -148,12 +150,14 @@ absl::Status CudaBackend::Init(const Checkpoint& checkpoint,
     return absl::ResourceExhaustedError(absl::StrFormat(
         "cannot allocate the KV cache on the device: %d blocks of %d tokens "
         "need %d MiB (%s)",
-        options_.num_kv_blocks, options_.kv_block_size, kv_.bytes() >> 20,
-        s.message()));
+        options_.num_kv_blocks, options_.kv_block_size,
+        kv_elements * sizeof(bf16) >> 20, s.message()));
   }
+  // NaN (0xFF bytes) until written: attention that reads a slot no step
+  // wrote makes the logits NaN, where zeros would only skew them.
   if (kv_elements > 0) {
     CUDA_RETURN_IF_ERROR(
-        cudaMemsetAsync(kv_.get(), 0, kv_elements * sizeof(bf16), stream_));
+        cudaMemsetAsync(kv_.get(), 0xff, kv_elements * sizeof(bf16), stream_));
   }
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   return absl::OkStatus();

@@ -6,13 +6,19 @@
 //
 //   CUDA_RETURN_IF_ERROR(cudaMalloc(...));    // returns an absl::Status
 //   CUBLAS_RETURN_IF_ERROR(cublasGemmEx(...));
-//   CUDA_CHECK(cudaFree(p));                  // aborts: programmer errors and
-//                                             // calls that cannot fail sanely
+//   CUDA_LOG_IF_ERROR(cudaFree(p));           // logs to stderr and goes on:
+//   CUBLAS_LOG_IF_ERROR(cublasDestroy(h));    // for destructors and cleanup
+//   CUDA_CHECK(cudaSetDevice(0));             // aborts: programmer errors only
 // Every message names the call, the file, the line and the error's name.
+//
+// Never CUDA_CHECK in a destructor or on a path a device fault can reach:
+// after a fault every call fails (the error is sticky), and an abort there
+// would take the whole process (and every other test) down.
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <cstdio>
 #include <string>
 
 #include "absl/status/status.h"
@@ -39,6 +45,12 @@ inline absl::Status CublasError(cublasStatus_t status, const char* call,
                                              call, CublasStatusName(status)));
 }
 
+// Writes `status` to stderr (cleanup errors, which have no caller to go to).
+inline void LogError(const absl::Status& status) {
+  std::fprintf(stderr, "skipserve CUDA: %s\n",
+               std::string(status.message()).c_str());
+}
+
 }  // namespace skipserve::cuda
 
 #define CUDA_RETURN_IF_ERROR(call)                                      \
@@ -56,6 +68,26 @@ inline absl::Status CublasError(cublasStatus_t status, const char* call,
     if (skipserve_cublas_status_ != CUBLAS_STATUS_SUCCESS) {                 \
       return ::skipserve::cuda::CublasError(skipserve_cublas_status_, #call, \
                                             __FILE__, __LINE__);             \
+    }                                                                        \
+  } while (false)
+
+#define CUDA_LOG_IF_ERROR(call)                                              \
+  do {                                                                       \
+    const cudaError_t skipserve_cuda_error_ = (call);                        \
+    if (skipserve_cuda_error_ != cudaSuccess) {                              \
+      ::skipserve::cuda::LogError(                                           \
+          ::skipserve::cuda::CudaError(skipserve_cuda_error_, #call,         \
+                                       __FILE__, __LINE__));                 \
+    }                                                                        \
+  } while (false)
+
+#define CUBLAS_LOG_IF_ERROR(call)                                            \
+  do {                                                                       \
+    const cublasStatus_t skipserve_cublas_status_ = (call);                  \
+    if (skipserve_cublas_status_ != CUBLAS_STATUS_SUCCESS) {                 \
+      ::skipserve::cuda::LogError(                                           \
+          ::skipserve::cuda::CublasError(skipserve_cublas_status_, #call,    \
+                                         __FILE__, __LINE__));               \
     }                                                                        \
   } while (false)
 

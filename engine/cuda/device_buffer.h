@@ -3,7 +3,9 @@
 
 // DeviceBuffer<T>: an owned device allocation of `size` elements of T
 // (cudaMalloc / cudaFree). Movable, not copyable. Allocation failures are
-// statuses (RESOURCE_EXHAUSTED for out of memory); freeing never fails.
+// statuses (RESOURCE_EXHAUSTED for out of memory) and leave no last error
+// behind; freeing never fails (an error, e.g. after a device fault, is
+// logged).
 //
 // Grow() reallocates (dropping the contents) only when more elements are
 // needed than held, so per-step scratch reaches its high-water mark once.
@@ -42,7 +44,14 @@ class DeviceBuffer {
     Reset();
     if (size == 0) return absl::OkStatus();
     void* p = nullptr;
-    CUDA_RETURN_IF_ERROR(cudaMalloc(&p, size * sizeof(T)));
+    const cudaError_t error = cudaMalloc(&p, size * sizeof(T));
+    if (error != cudaSuccess) {
+      // A failed cudaMalloc also becomes the thread's last error, which the
+      // next kernel launch's cudaGetLastError() would report as its own:
+      // clear it (a sticky device fault stays).
+      (void)cudaGetLastError();
+      return CudaError(error, "cudaMalloc", __FILE__, __LINE__);
+    }
     data_ = static_cast<T*>(p);
     size_ = size;
     return absl::OkStatus();
@@ -54,7 +63,7 @@ class DeviceBuffer {
     return Allocate(size + size / 4);
   }
   void Reset() {
-    if (data_ != nullptr) CUDA_CHECK(cudaFree(data_));
+    if (data_ != nullptr) CUDA_LOG_IF_ERROR(cudaFree(data_));
     data_ = nullptr;
     size_ = 0;
   }

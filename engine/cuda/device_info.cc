@@ -48,22 +48,29 @@ absl::StatusOr<CudaDeviceInfo> MeasureCudaDevice(int64_t copy_bytes) {
   if (absl::Status s = dst.Allocate(copy_bytes); !s.ok()) return s;
   // Random-ish, non-zero contents (zeros can run faster than real data).
   CUDA_RETURN_IF_ERROR(cudaMemset(src.get(), 0x5a, copy_bytes));
-  cudaEvent_t start, stop;
-  CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
-  CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
+  // Destroyed on every path out.
+  struct Events {
+    cudaEvent_t start = nullptr;
+    cudaEvent_t stop = nullptr;
+    ~Events() {
+      if (start != nullptr) CUDA_LOG_IF_ERROR(cudaEventDestroy(start));
+      if (stop != nullptr) CUDA_LOG_IF_ERROR(cudaEventDestroy(stop));
+    }
+  } events;
+  CUDA_RETURN_IF_ERROR(cudaEventCreate(&events.start));
+  CUDA_RETURN_IF_ERROR(cudaEventCreate(&events.stop));
   std::vector<float> ms;
   for (int i = 0; i < 12; ++i) {
-    CUDA_RETURN_IF_ERROR(cudaEventRecord(start));
+    CUDA_RETURN_IF_ERROR(cudaEventRecord(events.start));
     CUDA_RETURN_IF_ERROR(
         cudaMemcpy(dst.get(), src.get(), copy_bytes, cudaMemcpyDeviceToDevice));
-    CUDA_RETURN_IF_ERROR(cudaEventRecord(stop));
-    CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop));
+    CUDA_RETURN_IF_ERROR(cudaEventRecord(events.stop));
+    CUDA_RETURN_IF_ERROR(cudaEventSynchronize(events.stop));
     float elapsed = 0;
-    CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&elapsed, start, stop));
+    CUDA_RETURN_IF_ERROR(
+        cudaEventElapsedTime(&elapsed, events.start, events.stop));
     if (i >= 2) ms.push_back(elapsed);  // the first two are warm-up
   }
-  CUDA_CHECK(cudaEventDestroy(start));
-  CUDA_CHECK(cudaEventDestroy(stop));
   std::sort(ms.begin(), ms.end());
   const double seconds = ms[ms.size() / 2] * 1e-3;
   info.copy_gb_s = 2.0 * static_cast<double>(copy_bytes) / seconds * 1e-9;

@@ -31,7 +31,7 @@ const char* CublasStatusName(cublasStatus_t status) {
 }
 
 Gemm::~Gemm() {
-  if (handle_ != nullptr) CUBLAS_CHECK(cublasDestroy(handle_));
+  if (handle_ != nullptr) CUBLAS_LOG_IF_ERROR(cublasDestroy(handle_));
 }
 
 absl::Status Gemm::Init(cudaStream_t stream) {

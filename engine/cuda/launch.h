@@ -12,9 +12,9 @@
 #include <cuda_runtime.h>
 
 #if defined(SKIPSERVE_CUDA_EMULATION)
-#define SKIPSERVE_LAUNCH(kernel, grid, block, shared_bytes, stream, ...)   \
-  ::skipserve::emu::Launch(#kernel, kernel, grid, block, shared_bytes, \
-                           stream, __VA_ARGS__)
+#define SKIPSERVE_LAUNCH(kernel, grid, block, shared_bytes, stream, ...) \
+  ::skipserve::emu::Launch(#kernel, kernel, grid, block, shared_bytes,   \
+                           stream __VA_OPT__(, ) __VA_ARGS__)
 #else
 #define SKIPSERVE_LAUNCH(kernel, grid, block, shared_bytes, stream, ...) \
   kernel<<<grid, block, shared_bytes, stream>>>(__VA_ARGS__)
