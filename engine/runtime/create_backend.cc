@@ -1,6 +1,7 @@
 #include "engine/runtime/create_backend.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -25,7 +26,9 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(
     return absl::InvalidArgumentError(absl::StrCat(
         "unknown device \"", std::string(device), "\"; use cpu, cuda or auto"));
   }
-  if (!CudaBackendBuilt()) {
+  // A module named in the environment is tried even by a build without the
+  // CUDA toolkit (e.g. the emulated one, engine/cuda/emulator/).
+  if (!CudaBackendBuilt() && std::getenv("SKIPSERVE_CUDA_MODULE") == nullptr) {
     if (device == "auto") {
       return CreateCpuBackend(checkpoint, options, progress);
     }
