@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <span>
 #include <utility>
@@ -11,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "engine/model/dtype.h"
 
 namespace skipserve {
@@ -37,6 +39,8 @@ constexpr Preset kPresets[] = {
 // Elements generated per parallel work item (even, so Box-Muller pairs never
 // straddle two chunks).
 constexpr int64_t kChunk = 1 << 16;
+// GenerateFast's stack buffer (a multiple of 4 dividing kChunk).
+constexpr int64_t kFastBlock = 1024;
 
 uint64_t SplitMix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -69,14 +73,15 @@ void FillNormal(uint64_t stream, int64_t begin, int64_t count, float* out) {
 
 // Fills `tensor` (already sized) with mean + stddev * N(0, 1), generated
 // chunk by chunk straight into its dtype.
-void Generate(uint64_t stream, float mean, float stddev, OwnedTensor* tensor) {
+void Generate(uint64_t stream, float mean, float stddev, bool parallel,
+              OwnedTensor* tensor) {
   const int64_t numel =
       static_cast<int64_t>(tensor->bytes.size() / DTypeSize(tensor->dtype));
   const int64_t chunks = (numel + kChunk - 1) / kChunk;
   const size_t elem = DTypeSize(tensor->dtype);
   std::byte* out = tensor->bytes.data();
   const DType dtype = tensor->dtype;
-#pragma omp parallel for schedule(static) if (chunks > 1)
+#pragma omp parallel for schedule(static) if (parallel && chunks > 1)
   for (int64_t c = 0; c < chunks; ++c) {
     std::vector<float> buffer(kChunk);
     const int64_t begin = c * kChunk;
@@ -85,6 +90,58 @@ void Generate(uint64_t stream, float mean, float stddev, OwnedTensor* tensor) {
     for (int64_t i = 0; i < count; ++i) buffer[i] = mean + stddev * buffer[i];
     ConvertFromFloat(dtype, std::span<const float>(buffer.data(), count),
                      out + begin * elem);
+  }
+}
+
+// f32 -> bf16 bits, round to nearest even (the values here are finite).
+inline uint16_t ToBFloat16Bits(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, sizeof(x));
+  return static_cast<uint16_t>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+// SyntheticValues::kFast: mean + stddev * U with U uniform on
+// [-sqrt(3), sqrt(3)] (unit variance), quantised to 2^16 levels. Element i
+// takes 16 bits of SplitMix64(stream + i / 4); the result depends on
+// (stream, i) alone, not on the thread count.
+void GenerateFast(uint64_t stream, float mean, float stddev, bool parallel,
+                  OwnedTensor* tensor) {
+  const int64_t numel =
+      static_cast<int64_t>(tensor->bytes.size() / DTypeSize(tensor->dtype));
+  const int64_t chunks = (numel + kChunk - 1) / kChunk;
+  const size_t elem = DTypeSize(tensor->dtype);
+  std::byte* out = tensor->bytes.data();
+  const DType dtype = tensor->dtype;
+  // Lane values are in [-32768, 32767]; (lane + 0.5) / 32768 is in (-1, 1).
+  const float scale = stddev * 1.7320508075688772f / 32768.0f;
+  const float offset = mean + 0.5f * scale;
+#pragma omp parallel for schedule(static) if (parallel && chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) {
+    float buffer[kFastBlock];
+    const int64_t begin = c * kChunk;
+    const int64_t count = std::min(kChunk, numel - begin);
+    for (int64_t b = 0; b < count; b += kFastBlock) {
+      const int64_t n = std::min<int64_t>(kFastBlock, count - b);
+      const int64_t first = begin + b;  // a multiple of 4
+      for (int64_t i = 0; i < n; i += 4) {
+        const uint64_t bits =
+            SplitMix64(stream + static_cast<uint64_t>((first + i) / 4));
+        for (int64_t k = 0; k < 4; ++k) {
+          buffer[i + k] =
+              offset + scale * static_cast<float>(static_cast<int16_t>(
+                                   static_cast<uint16_t>(bits >> (16 * k))));
+        }
+      }
+      std::byte* dst = out + first * elem;
+      if (dtype == DType::kBF16) {
+        for (int64_t i = 0; i < n; ++i) {
+          const uint16_t h = ToBFloat16Bits(buffer[i]);
+          std::memcpy(dst + 2 * i, &h, 2);
+        }
+      } else {
+        ConvertFromFloat(dtype, std::span<const float>(buffer, n), dst);
+      }
+    }
   }
 }
 
@@ -121,7 +178,8 @@ std::vector<std::string> SyntheticPresetNames() {
 }
 
 absl::StatusOr<std::unique_ptr<Checkpoint>> MakeSyntheticCheckpoint(
-    const ModelConfig& config, DType dtype, uint64_t seed) {
+    const ModelConfig& config, DType dtype, uint64_t seed,
+    SyntheticValues values) {
   absl::Status valid = config.Validate();
   if (!valid.ok()) {
     return absl::InvalidArgumentError(
@@ -130,51 +188,78 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> MakeSyntheticCheckpoint(
   ModelConfig saved = config;
   saved.torch_dtype = dtype;
   const std::vector<ExpectedTensor> expected = ExpectedTensors(saved);
-  std::map<std::string, OwnedTensor> tensors;
+  // Large models: tensors are allocated and filled by several threads at
+  // once, one tensor each (first touching gigabytes of fresh memory costs
+  // more than generating it on some machines, and the allocation's zeroing
+  // runs on one thread per tensor); small ones: each tensor's chunks in
+  // parallel. The values depend on (seed, tensor, element) alone.
+  int64_t total = 0;
+  std::vector<int64_t> numels(expected.size(), 1);
   for (size_t t = 0; t < expected.size(); ++t) {
+    for (int64_t d : expected[t].shape) numels[t] *= d;
+    total += numels[t];
+  }
+  const bool by_tensor = total >= (int64_t{1} << 28);
+  std::vector<OwnedTensor> made(expected.size());
+  const int64_t count = static_cast<int64_t>(expected.size());
+#pragma omp parallel for schedule(dynamic, 1) if (by_tensor)
+  for (int64_t t = 0; t < count; ++t) {
     const ExpectedTensor& e = expected[t];
-    int64_t numel = 1;
-    for (int64_t d : e.shape) numel *= d;
-    OwnedTensor tensor;
+    OwnedTensor& tensor = made[t];
     tensor.dtype = dtype;
     tensor.shape = e.shape;
-    tensor.bytes.resize(static_cast<size_t>(numel) * DTypeSize(dtype));
+    tensor.bytes.resize(static_cast<size_t>(numels[t]) * DTypeSize(dtype));
     // Norm weights are the 1-D tensors.
     const bool norm = e.shape.size() == 1;
-    const uint64_t stream = SplitMix64(SplitMix64(seed) ^ SplitMix64(~t));
-    Generate(stream, norm ? 1.0f : 0.0f, norm ? 0.05f : 0.02f, &tensor);
-    tensors.emplace(e.name, std::move(tensor));
+    const uint64_t stream =
+        SplitMix64(SplitMix64(seed) ^ SplitMix64(~static_cast<uint64_t>(t)));
+    if (values == SyntheticValues::kFast) {
+      GenerateFast(stream, norm ? 1.0f : 0.0f, norm ? 0.05f : 0.02f, !by_tensor,
+                   &tensor);
+    } else {
+      Generate(stream, norm ? 1.0f : 0.0f, norm ? 0.05f : 0.02f, !by_tensor,
+               &tensor);
+    }
+  }
+  std::map<std::string, OwnedTensor> tensors;
+  for (size_t t = 0; t < expected.size(); ++t) {
+    tensors.emplace(expected[t].name, std::move(made[t]));
   }
   return Checkpoint::FromTensors(
       saved, std::move(tensors),
-      absl::StrCat("synthetic model (seed ", seed, ", ",
-                   std::string(DTypeName(dtype)), ")"));
+      absl::StrCat(
+          "synthetic model (seed ", seed, ", ", std::string(DTypeName(dtype)),
+          values == SyntheticValues::kFast ? ", fast values" : "", ")"));
 }
 
 absl::StatusOr<std::unique_ptr<Checkpoint>> OpenModel(const std::string& spec) {
   constexpr absl::string_view kPrefix = "synthetic:";
   if (!absl::StartsWith(spec, kPrefix)) return Checkpoint::Open(spec);
-  std::string preset = spec.substr(kPrefix.size());
+  const std::vector<std::string> parts =
+      absl::StrSplit(spec.substr(kPrefix.size()), ':');
+  const std::string& preset = parts[0];
   DType dtype = DType::kF32;
-  const size_t colon = preset.find(':');
-  if (colon != std::string::npos) {
-    const std::string suffix = preset.substr(colon + 1);
-    preset.resize(colon);
-    if (suffix == "f32") {
+  SyntheticValues values = SyntheticValues::kNormal;
+  // Optional suffixes: a dtype, then "fast".
+  for (size_t i = 1; i < parts.size(); ++i) {
+    const std::string& suffix = parts[i];
+    if (i == 1 && suffix == "f32") {
       dtype = DType::kF32;
-    } else if (suffix == "f16") {
+    } else if (i == 1 && suffix == "f16") {
       dtype = DType::kF16;
-    } else if (suffix == "bf16") {
+    } else if (i == 1 && suffix == "bf16") {
       dtype = DType::kBF16;
+    } else if (i == parts.size() - 1 && suffix == "fast") {
+      values = SyntheticValues::kFast;
     } else {
-      return absl::InvalidArgumentError(
-          absl::StrCat("model \"", spec, "\": unknown dtype suffix \"", suffix,
-                       "\" (expected f32, f16 or bf16)"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model \"", spec, "\": unknown dtype suffix \"", suffix,
+          "\" (expected synthetic:<preset>[:f32|:f16|:bf16][:fast])"));
     }
   }
   absl::StatusOr<ModelConfig> config = SyntheticPreset(preset);
   if (!config.ok()) return config.status();
-  return MakeSyntheticCheckpoint(*config, dtype, /*seed=*/0);
+  return MakeSyntheticCheckpoint(*config, dtype, /*seed=*/0, values);
 }
 
 }  // namespace skipserve

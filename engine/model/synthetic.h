@@ -10,6 +10,14 @@
 // Weights: linear layers and embeddings ~ N(0, 0.02^2) (Hugging Face's
 // initializer_range), norm weights 1 + N(0, 0.05^2) so that tests exercise
 // them.
+//
+// SyntheticValues::kFast (the ":fast" suffix of OpenModel) is for speed
+// benchmarks, where values only need to be finite and of sane magnitude: the
+// same means and standard deviations, but uniform values (16 random bits per
+// element, one 64-bit hash per four elements) instead of Box-Muller normals,
+// several times cheaper to make (bench/gpu/README.md gives measurements).
+// It is seeded and thread-count independent too, but its values differ from
+// kNormal's; kNormal's never change.
 
 #include <cstdint>
 #include <memory>
@@ -35,11 +43,18 @@ std::vector<std::string> SyntheticPresetNames();
 // copy of the whole model), in parallel; the result does not depend on the
 // number of threads. The checkpoint's config is `config` with torch_dtype
 // set to `dtype`. INVALID_ARGUMENT if config.Validate() fails.
+enum class SyntheticValues {
+  kNormal,  // seeded normals; reference tests depend on these values
+  kFast,    // seeded uniforms of the same mean and variance, for benchmarks
+};
 absl::StatusOr<std::unique_ptr<Checkpoint>> MakeSyntheticCheckpoint(
-    const ModelConfig& config, DType dtype, uint64_t seed);
+    const ModelConfig& config, DType dtype, uint64_t seed,
+    SyntheticValues values = SyntheticValues::kNormal);
 
 // Opens "synthetic:<preset>" (f32, seed 0), "synthetic:<preset>:<dtype>"
-// with dtype f32, f16 or bf16, or else a model directory (Checkpoint::Open).
+// with dtype f32, f16 or bf16, either optionally followed by ":fast"
+// (SyntheticValues::kFast; e.g. "synthetic:llama2-7b:bf16:fast"), or else a
+// model directory (Checkpoint::Open).
 absl::StatusOr<std::unique_ptr<Checkpoint>> OpenModel(const std::string& spec);
 
 }  // namespace skipserve

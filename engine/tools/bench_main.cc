@@ -14,6 +14,21 @@
 // timed for each --decode_batches size (that many sequences, one token each
 // per step); --mixed times a 50/50 batch of two policies against each
 // policy's single-policy batch of the same size.
+//
+// Modes:
+//   (flags)            the grid above, as a table and --out JSON;
+//   --suite=F --suite_name=N
+//                      every measurement of suite N in file F (see
+//                      bench_suite.h; bench/gpu/suites.json), one process,
+//                      the model built once; --results=FILE.jsonl gets a
+//                      line per measurement as it is made;
+//   --dry_run          checks the suite (or the flags' grid) against the
+//                      model's shape and prints the KV pool it would take,
+//                      without building the model;
+//   --parity_spec=F    logits of several sequences sharing batches, for
+//                      parity checks (bench_parity.h).
+// Either of the first two exits 1 when any configuration failed (each is an
+// "error" line in --results; the others are still measured).
 
 #include <omp.h>
 
@@ -21,26 +36,28 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <memory>
-#include <numeric>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "engine/cuda/cuda_module.h"
 #include "engine/model/synthetic.h"
-#include "engine/runtime/cost_model.h"
 #include "engine/runtime/create_backend.h"
 #include "engine/tools/bench_machine.h"
+#include "engine/tools/bench_parity.h"
+#include "engine/tools/bench_suite.h"
 #include "nlohmann/json.hpp"
 
 ABSL_FLAG(std::string, model, "synthetic:llama2-110m",
-          "Model directory or synthetic:<preset>.");
+          "Model directory or synthetic:<preset>[:dtype][:fast].");
 ABSL_FLAG(std::string, prompt_lens, "128,512",
           "Prompt lengths for the time-to-first-token measurement.");
 ABSL_FLAG(int, decode_context, 128, "Context before decode is timed.");
@@ -52,176 +69,319 @@ ABSL_FLAG(std::string, policies,
           "ffn:last=25%,ffn:last=33%,layer:last=10%,layer:last=25%,"
           "layer:last=33%",
           "Comma-separated policies (use ';' inside a policy).");
-ABSL_FLAG(std::string, out, "", "Write the results as JSON here.");
+ABSL_FLAG(std::string, out, "", "Write the grid's results as JSON here.");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or auto.");
 ABSL_FLAG(std::string, decode_batches, "1",
           "Comma-separated decode batch sizes (sequences per step).");
 ABSL_FLAG(std::string, mixed, "",
           "Two policies A|B: time a 50/50 batch of both against single-policy "
           "batches of the same size (the largest --decode_batches).");
+ABSL_FLAG(std::string, suite, "",
+          "Suite file (bench/gpu/suites.json): run the suite --suite_name "
+          "instead of the grid the other flags describe.");
+ABSL_FLAG(std::string, suite_name, "", "Which suite of --suite to run.");
+ABSL_FLAG(std::string, results, "",
+          "Append one JSON line per measurement, error and figure here, "
+          "flushed as they are made (bench_suite.h).");
+ABSL_FLAG(bool, dry_run, false,
+          "Check the suite against the model's shape and print the KV pool "
+          "it would take; builds no model, touches no device.");
+ABSL_FLAG(int, prefill_tokens, 8192,
+          "Tokens per Forward when prefilling decode contexts.");
+ABSL_FLAG(double, deadline_s, 0,
+          "Start no new round or configuration after this many seconds from "
+          "the start (0: no deadline); what was measured is kept.");
+ABSL_FLAG(double, kv_cap_gb, 0,
+          "Largest KV pool (GB) taken so that a measurement's configurations "
+          "run side by side; 0: 96 on a GPU, 8 on the CPU.");
+ABSL_FLAG(int, bandwidth_mb, 1024,
+          "MiB copied to measure a GPU's memory bandwidth.");
+ABSL_FLAG(std::string, parity_spec, "",
+          "Parity mode: write the logits of the sequences this JSON file "
+          "describes (engine/tools/bench_parity.h) and exit.");
 
 namespace skipserve {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using Json = nlohmann::json;
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
-
-struct PolicyRun {
-  std::string policy;
-  LayerPlan plan;
-  std::vector<std::vector<double>> ttft;        // (prompt_lens, rounds) seconds
-  std::vector<std::vector<double>> decode_tps;  // (decode_batches, rounds)
-};
-
-class Bench {
- public:
-  Bench(Backend* backend, KvBlockManager* kv) : backend_(backend), kv_(kv) {}
-
-  // Prefill `n` tokens and pick the next one; seconds.
-  absl::StatusOr<double> TimeToFirstToken(const LayerPlan& plan, int n) {
-    SequenceKv seq(plan);
-    const auto start = Clock::now();
-    absl::Status s = Prefill(plan, seq, n);
-    volatile int next = 0;
-    if (s.ok()) {
-      next = static_cast<int>(std::max_element(logits_.begin(), logits_.end()) -
-                              logits_.begin());
-    }
-    const double seconds =
-        std::chrono::duration<double>(Clock::now() - start).count();
-    (void)next;
-    kv_->Release(seq);
-    if (!s.ok()) return s;
-    return seconds;
-  }
-
-  // Decode `steps` tokens for each of plans.size() sequences, one batch per
-  // step, after a context of `context`; tokens/s over all sequences.
-  absl::StatusOr<double> DecodeRate(const std::vector<const LayerPlan*>& plans,
-                                    int context, int steps) {
-    std::vector<std::unique_ptr<SequenceKv>> seqs;
-    absl::Status s;
-    for (const LayerPlan* plan : plans) {
-      seqs.push_back(std::make_unique<SequenceKv>(*plan));
-      if (s.ok()) s = Prefill(*plan, *seqs.back(), context);
-    }
-    double seconds = 0;
-    if (s.ok()) {
-      const auto start = Clock::now();
-      for (int i = 0; i < steps && s.ok(); ++i) {
-        Batch batch;
-        for (size_t j = 0; j < seqs.size() && s.ok(); ++j) {
-          s = kv_->Reserve(*seqs[j], context + i + 1);
-          batch.Add(plans[j], seqs[j].get(), context + i, {Token(context + i)});
-        }
-        if (s.ok()) s = Forward(batch);
-      }
-      seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    }
-    for (auto& seq : seqs) kv_->Release(*seq);
-    if (!s.ok()) return s;
-    return static_cast<double>(steps) * plans.size() / seconds;
-  }
-
- private:
-  int32_t Token(int i) const {
-    return static_cast<int32_t>((i * 7919 + 13) %
-                                backend_->config().vocab_size);
-  }
-  absl::Status Prefill(const LayerPlan& plan, SequenceKv& seq, int n) {
-    std::vector<int32_t> tokens(n);
-    for (int i = 0; i < n; ++i) tokens[i] = Token(i);
-    return Step(plan, seq, 0, tokens);
-  }
-  absl::Status Step(const LayerPlan& plan, SequenceKv& seq, int pos,
-                    const std::vector<int32_t>& tokens) {
-    if (absl::Status s =
-            kv_->Reserve(seq, pos + static_cast<int>(tokens.size()));
-        !s.ok()) {
-      return s;
-    }
-    Batch batch;
-    batch.Add(&plan, &seq, pos, tokens);
-    return Forward(batch);
-  }
-  absl::Status Forward(const Batch& batch) {
-    logits_.resize(static_cast<size_t>(batch.NumLogitRows()) *
-                   backend_->config().vocab_size);
-    return backend_->Forward(batch, logits_);
-  }
-
-  Backend* backend_;
-  KvBlockManager* kv_;
-  std::vector<float> logits_;
-};
-
-absl::Status Run() {
-  std::vector<int> prompt_lens;
-  for (absl::string_view p : absl::StrSplit(absl::GetFlag(FLAGS_prompt_lens),
-                                            ',', absl::SkipEmpty())) {
-    int n = 0;
-    if (!absl::SimpleAtoi(p, &n) || n < 1) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("--prompt_lens: '%s' is not a positive integer", p));
-    }
-    prompt_lens.push_back(n);
-  }
-  if (prompt_lens.empty()) {
-    return absl::InvalidArgumentError("--prompt_lens is empty");
-  }
-  const int decode_context = absl::GetFlag(FLAGS_decode_context);
-  const int decode_tokens = absl::GetFlag(FLAGS_decode_tokens);
-  const int rounds = absl::GetFlag(FLAGS_rounds);
-  const int threads = absl::GetFlag(FLAGS_threads) > 0
-                          ? absl::GetFlag(FLAGS_threads)
-                          : omp_get_max_threads();
-
-  std::vector<int> batches;
-  for (absl::string_view p : absl::StrSplit(absl::GetFlag(FLAGS_decode_batches),
-                                            ',', absl::SkipEmpty())) {
+absl::StatusOr<std::vector<int>> ParseInts(const std::string& flag,
+                                           const std::string& text) {
+  std::vector<int> out;
+  for (absl::string_view p : absl::StrSplit(text, ',', absl::SkipEmpty())) {
     int n = 0;
     if (!absl::SimpleAtoi(p, &n) || n < 1) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "--decode_batches: '%s' is not a positive integer", p));
+          "--%s: '%s' is not a positive integer", flag, std::string(p)));
     }
-    batches.push_back(n);
+    out.push_back(n);
   }
-  if (batches.empty()) batches.push_back(1);
-  const int max_batch = *std::max_element(batches.begin(), batches.end());
+  return out;
+}
 
-  std::fprintf(stderr, "loading %s...\n", absl::GetFlag(FLAGS_model).c_str());
-  absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint =
-      OpenModel(absl::GetFlag(FLAGS_model));
-  if (!checkpoint.ok()) return checkpoint.status();
-  const ModelConfig config = (*checkpoint)->config();
-  const int max_context =
-      std::max(*std::max_element(prompt_lens.begin(), prompt_lens.end()),
-               decode_context + decode_tokens);
+// The grid the flags describe, as a suite.
+absl::StatusOr<std::vector<bench::Measurement>> SuiteFromFlags() {
+  absl::StatusOr<std::vector<int>> lens =
+      ParseInts("prompt_lens", absl::GetFlag(FLAGS_prompt_lens));
+  if (!lens.ok()) return lens.status();
+  if (lens->empty()) {
+    return absl::InvalidArgumentError("--prompt_lens is empty");
+  }
+  absl::StatusOr<std::vector<int>> batches =
+      ParseInts("decode_batches", absl::GetFlag(FLAGS_decode_batches));
+  if (!batches.ok()) return batches.status();
+  if (batches->empty()) batches->push_back(1);
+  std::vector<std::string> policies;
+  for (absl::string_view p :
+       absl::StrSplit(absl::GetFlag(FLAGS_policies), ',', absl::SkipEmpty())) {
+    policies.emplace_back(p);
+  }
+  const int rounds = absl::GetFlag(FLAGS_rounds);
+  const int context = absl::GetFlag(FLAGS_decode_context);
+  const int tokens = absl::GetFlag(FLAGS_decode_tokens);
+  if (policies.empty() || rounds < 1 || context < 1 || tokens < 1) {
+    return absl::InvalidArgumentError(
+        "--policies, --rounds, --decode_context and --decode_tokens must be "
+        "non-empty / positive");
+  }
+  Json suite = Json::array();
+  suite.push_back({{"name", "ttft"},
+                   {"kind", "ttft"},
+                   {"policies", policies},
+                   {"prompt_lens", *lens},
+                   {"rounds", rounds}});
+  suite.push_back({{"name", "decode"},
+                   {"kind", "decode"},
+                   {"policies", policies},
+                   {"context", context},
+                   {"batches", *batches},
+                   {"decode_tokens", tokens},
+                   {"rounds", rounds}});
+  if (!absl::GetFlag(FLAGS_mixed).empty()) {
+    std::vector<std::string> pair =
+        absl::StrSplit(absl::GetFlag(FLAGS_mixed), '|', absl::SkipEmpty());
+    const int max_batch = *std::max_element(batches->begin(), batches->end());
+    if (pair.size() != 2 || max_batch % 2 != 0) {
+      return absl::InvalidArgumentError(
+          "--mixed wants two policies A|B and an even largest "
+          "--decode_batches");
+    }
+    suite.push_back({{"name", "mixed"},
+                     {"kind", "mixed"},
+                     {"policies", pair},
+                     {"context", context},
+                     {"batches", {max_batch}},
+                     {"decode_tokens", tokens},
+                     {"rounds", rounds}});
+  }
+  return bench::ParseSuite(suite);
+}
+
+// The model's shape without building it (synthetic presets) or reading its
+// weights (directories are memory-mapped).
+absl::StatusOr<ModelConfig> ModelShape(const std::string& spec) {
+  constexpr absl::string_view kPrefix = "synthetic:";
+  if (absl::StartsWith(spec, kPrefix)) {
+    std::vector<std::string> parts =
+        absl::StrSplit(spec.substr(kPrefix.size()), ':');
+    return SyntheticPreset(parts[0]);
+  }
+  absl::StatusOr<std::unique_ptr<Checkpoint>> c = Checkpoint::Open(spec);
+  if (!c.ok()) return c.status();
+  return (*c)->config();
+}
+
+// The table and JSON the grid mode has always written, from the figures.
+void WriteGrid(const std::vector<Json>& lines, const Json& meta,
+               const std::vector<bench::Measurement>& suite) {
+  std::map<std::string, Json> rows;  // by policy
+  std::vector<std::string> order;
+  Json mixed;
+  for (const Json& line : lines) {
+    if (line.value("type", "") != "figure") continue;
+    const std::string kind = line.value("kind", "");
+    if (kind == "mixed") {
+      mixed = {{"policies", absl::GetFlag(FLAGS_mixed)},
+               {"batch", line["batch"]},
+               {"tokens_per_s_a_only", line.value("tokens_per_s_a_only", 0.0)},
+               {"tokens_per_s_b_only", line.value("tokens_per_s_b_only", 0.0)},
+               {"tokens_per_s_mixed", line.value("tokens_per_s_mixed", 0.0)}};
+      continue;
+    }
+    const std::string policy = line["policy"];
+    if (!rows.contains(policy)) {
+      order.push_back(policy);
+      rows[policy] = {{"policy", policy}, {"plan", line["plan"]}};
+    }
+    Json& row = rows[policy];
+    Json entry = line;
+    for (const char* key :
+         {"type", "measurement", "kind", "policy", "plan", "rounds_done",
+          "partial", "baseline", "context", "decode_tokens"}) {
+      entry.erase(key);
+    }
+    if (kind == "ttft") {
+      row["ttft"].push_back(entry);
+    } else {
+      if (line["batch"] == 1) row["decode"] = entry;
+      row["decode_batches"].push_back(entry);
+    }
+  }
+  const bench::Measurement& ttft = suite[0];
+  const bench::Measurement& decode = suite[1];
+  std::printf("memory bandwidth: copy %.1f GB/s, read %.1f GB/s (%d threads)\n",
+              meta["memory_bandwidth_gb_s"]["copy"].get<double>(),
+              meta["memory_bandwidth_gb_s"]["read"].get<double>(),
+              meta["machine"]["threads_used"].get<int>());
+  std::printf("%-16s", "policy");
+  for (int n : ttft.prompt_lens) std::printf(" ttft@%-4d speedup(pred)", n);
+  for (int b : decode.batches) {
+    std::printf("  decode@b%-3d tok/s speedup(pred) roofline%%", b);
+  }
+  std::printf("\n");
+  Json out = meta;
+  out.erase("type");
+  out["settings"] = {{"prompt_lens", ttft.prompt_lens},
+                     {"decode_context", decode.context},
+                     {"decode_tokens", decode.decode_tokens},
+                     {"decode_batches", decode.batches},
+                     {"rounds", decode.rounds}};
+  if (!mixed.is_null()) {
+    out["mixed"] = mixed;
+    std::printf(
+        "mixed %s batch %d: A only %.1f, B only %.1f, 50/50 %.1f tokens/s\n",
+        absl::GetFlag(FLAGS_mixed).c_str(), mixed["batch"].get<int>(),
+        mixed["tokens_per_s_a_only"].get<double>(),
+        mixed["tokens_per_s_b_only"].get<double>(),
+        mixed["tokens_per_s_mixed"].get<double>());
+  }
+  for (const std::string& policy : order) {
+    const Json& row = rows[policy];
+    std::printf("%-16s", policy.c_str());
+    for (int n : ttft.prompt_lens) {
+      bool found = false;
+      for (const Json& t : row.value("ttft", Json::array())) {
+        if (t["prompt_len"] != n) continue;
+        found = true;
+        std::printf(" %7.1fms %5.3f(%5.3f)", t["seconds"].get<double>() * 1e3,
+                    t.value("speedup", 0.0),
+                    t.value("predicted_speedup_flops", 0.0));
+      }
+      if (!found) std::printf(" %7s   %5s %5s ", "-", "-", "");
+    }
+    for (int b : decode.batches) {
+      bool found = false;
+      for (const Json& d : row.value("decode_batches", Json::array())) {
+        if (d["batch"] != b) continue;
+        found = true;
+        std::printf("  %16.1f %5.3f(%5.3f) %8.1f",
+                    d["tokens_per_s"].get<double>(), d.value("speedup", 0.0),
+                    d.value("predicted_speedup_bytes", 0.0),
+                    100.0 * d.value("roofline_share", 0.0));
+      }
+      if (!found) std::printf("  %16s %5s %5s  %8s", "-", "-", "", "-");
+    }
+    std::printf("\n");
+    out["policies"].push_back(row);
+  }
+  if (!absl::GetFlag(FLAGS_out).empty()) {
+    std::ofstream(absl::GetFlag(FLAGS_out)) << out.dump(2) << "\n";
+    std::fprintf(stderr, "wrote %s\n", absl::GetFlag(FLAGS_out).c_str());
+  }
+}
+
+absl::Status Run() {
+  const auto process_start = Clock::now();
+  auto since_start = [&] {
+    return std::chrono::duration<double>(Clock::now() - process_start).count();
+  };
+  if (!absl::GetFlag(FLAGS_parity_spec).empty()) {
+    return bench::RunParity(absl::GetFlag(FLAGS_parity_spec));
+  }
+  const bool suite_mode = !absl::GetFlag(FLAGS_suite).empty();
+  if (suite_mode && absl::GetFlag(FLAGS_suite_name).empty()) {
+    return absl::InvalidArgumentError("--suite needs --suite_name");
+  }
+  absl::StatusOr<std::vector<bench::Measurement>> suite =
+      suite_mode ? bench::LoadSuite(absl::GetFlag(FLAGS_suite),
+                                    absl::GetFlag(FLAGS_suite_name))
+                 : SuiteFromFlags();
+  if (!suite.ok()) return suite.status();
+  const std::string spec = absl::GetFlag(FLAGS_model);
+  const std::string device = absl::GetFlag(FLAGS_device);
+  const int threads = absl::GetFlag(FLAGS_threads) > 0
+                          ? absl::GetFlag(FLAGS_threads)
+                          : omp_get_max_threads();
   BackendOptions options;
   options.num_threads = threads;
-  // Room for the largest decode batch at its full context (and the longest
-  // prompt, which runs alone).
-  const int blocks_per_seq = (max_context + options.kv_block_size - 1) /
-                             options.kv_block_size * config.num_layers;
-  options.num_kv_blocks = blocks_per_seq * max_batch;
+
+  absl::StatusOr<ModelConfig> shape = ModelShape(spec);
+  if (!shape.ok()) return shape.status();
+  // bf16 KV on a GPU, f32 on the CPU.
+  const int kv_element_bytes = device == "cpu" ? 4 : 2;
+  const int64_t block_bytes =
+      KvBlockBytes(*shape, options.kv_block_size, kv_element_bytes);
+  double cap_gb = absl::GetFlag(FLAGS_kv_cap_gb);
+  if (cap_gb <= 0) cap_gb = device == "cpu" ? 8 : 96;
+  absl::StatusOr<bench::SuitePlan> plan =
+      bench::PlanSuite(*suite, *shape, options.kv_block_size,
+                       static_cast<int64_t>(cap_gb * 1e9 / block_bytes));
+  if (!plan.ok()) return plan.status();
+  if (absl::GetFlag(FLAGS_dry_run)) {
+    Json report = {{"model", spec},
+                   {"device", device},
+                   {"layers", shape->num_layers},
+                   {"parameters", shape->NumParameters()},
+                   {"measurements", suite->size()},
+                   {"kv_block_bytes", block_bytes},
+                   {"kv", plan->ToJson(block_bytes)}};
+    std::printf("%s\n", report.dump(1).c_str());
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::unique_ptr<bench::JsonlSink>> sink =
+      bench::JsonlSink::Open(absl::GetFlag(FLAGS_results));
+  if (!sink.ok()) return sink.status();
+  auto fatal = [&](const absl::Status& s, const char* stage) {
+    (*sink)->Write({{"type", "fatal"},
+                    {"stage", stage},
+                    {"message", s.ToString()},
+                    {"t", since_start()}});
+    return s;
+  };
+
+  std::fprintf(stderr, "building %s...\n", spec.c_str());
+  auto t0 = Clock::now();
+  absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint = OpenModel(spec);
+  if (!checkpoint.ok()) return fatal(checkpoint.status(), "model");
+  const double build_s =
+      std::chrono::duration<double>(Clock::now() - t0).count();
+  const ModelConfig config = (*checkpoint)->config();
+  options.num_kv_blocks = static_cast<int>(plan->pool_blocks);
+  std::fprintf(stderr,
+               "model built in %.1f s; creating the %s backend with %d KV "
+               "blocks (%.2f GB)...\n",
+               build_s, device.c_str(), options.num_kv_blocks,
+               plan->pool_blocks * static_cast<double>(block_bytes) / 1e9);
+  t0 = Clock::now();
   absl::StatusOr<std::unique_ptr<Backend>> backend =
-      CreateBackend(absl::GetFlag(FLAGS_device), **checkpoint, options);
-  if (!backend.ok()) return backend.status();
+      CreateBackend(device, **checkpoint, options);
+  if (!backend.ok()) return fatal(backend.status(), "backend");
+  const double backend_s =
+      std::chrono::duration<double>(Clock::now() - t0).count();
   checkpoint->reset();
   const std::string device_name((*backend)->device_name());
   const bool on_gpu = device_name != "cpu";
-  const int bytes_per_element = on_gpu ? 2 : 4;  // bf16 on the device
-  std::fprintf(stderr, "measuring memory bandwidth...\n");
+  std::fprintf(stderr, "backend %s ready in %.1f s; measuring bandwidth...\n",
+               device_name.c_str(), backend_s);
   MemoryBandwidth bandwidth;
-  nlohmann::json device_json = {{"name", device_name}};
+  Json device_json = {{"name", device_name}};
   if (on_gpu) {
     // The backend came from the CUDA module, so it is loaded.
-    absl::StatusOr<CudaDeviceInfo> info = MeasureCudaDeviceFromModule();
-    if (!info.ok()) return info.status();
+    absl::StatusOr<CudaDeviceInfo> info = MeasureCudaDeviceFromModule(
+        int64_t{absl::GetFlag(FLAGS_bandwidth_mb)} << 20);
+    if (!info.ok()) return fatal(info.status(), "bandwidth");
     // A device-to-device copy: the read and the write rates are not
     // separated, so both take the copy figure.
     bandwidth.copy_gb_s = bandwidth.read_gb_s = info->copy_gb_s;
@@ -231,172 +391,53 @@ absl::Status Run() {
   } else {
     bandwidth = MeasureMemoryBandwidth(threads);
   }
-  KvBlockManager kv(options.num_kv_blocks, options.kv_block_size);
-  Bench bench(backend->get(), &kv);
+  Json meta = {
+      {"type", "meta"},
+      {"machine", DescribeMachine()},
+      {"device", device_json},
+      {"memory_bandwidth_gb_s",
+       {{"copy", bandwidth.copy_gb_s}, {"read", bandwidth.read_gb_s}}},
+      {"model",
+       {{"spec", spec},
+        {"layers", config.num_layers},
+        {"hidden", config.hidden_size},
+        {"parameters", config.NumParameters()},
+        {"dtype_in_engine", on_gpu ? "bf16" : "f32"},
+        {"build_seconds", build_s},
+        {"backend_seconds", backend_s}}},
+      {"suite", suite_mode ? absl::GetFlag(FLAGS_suite_name) : "flags"},
+      {"kv", plan->ToJson((*backend)->kv_block_bytes())},
+      {"prefill_tokens", absl::GetFlag(FLAGS_prefill_tokens)}};
+  meta["machine"]["threads_used"] = threads;
+  (*sink)->Write(meta);
 
-  std::vector<PolicyRun> runs;
-  for (absl::string_view text :
-       absl::StrSplit(absl::GetFlag(FLAGS_policies), ',', absl::SkipEmpty())) {
-    absl::StatusOr<SkipPolicy> policy = SkipPolicy::Parse(std::string(text));
-    if (!policy.ok()) return policy.status();
-    absl::StatusOr<LayerPlan> plan = policy->Compile(config.num_layers);
-    if (!plan.ok()) return plan.status();
-    runs.push_back({policy->ToString(), *plan,
-                    std::vector<std::vector<double>>(prompt_lens.size()),
-                    std::vector<std::vector<double>>(batches.size())});
+  bench::RunnerOptions runner_options;
+  runner_options.prefill_tokens = absl::GetFlag(FLAGS_prefill_tokens);
+  if (absl::GetFlag(FLAGS_deadline_s) > 0) {
+    runner_options.deadline_s =
+        std::max(1e-3, absl::GetFlag(FLAGS_deadline_s) - since_start());
   }
-
-  // Warm-up (page in weights, size scratch buffers), then interleaved rounds
-  // so every policy sees the same machine conditions.
-  (void)bench.DecodeRate({&runs[0].plan}, decode_context, 4);
-  for (int round = 0; round < rounds; ++round) {
-    std::fprintf(stderr, "round %d/%d\n", round + 1, rounds);
-    for (PolicyRun& run : runs) {
-      for (size_t i = 0; i < prompt_lens.size(); ++i) {
-        absl::StatusOr<double> t =
-            bench.TimeToFirstToken(run.plan, prompt_lens[i]);
-        if (!t.ok()) return t.status();
-        run.ttft[i].push_back(*t);
-      }
-      for (size_t b = 0; b < batches.size(); ++b) {
-        absl::StatusOr<double> rate = bench.DecodeRate(
-            std::vector<const LayerPlan*>(batches[b], &run.plan),
-            decode_context, decode_tokens);
-        if (!rate.ok()) return rate.status();
-        run.decode_tps[b].push_back(*rate);
-      }
-    }
+  runner_options.bytes_per_element = on_gpu ? 2 : 4;
+  runner_options.copy_gb_s = bandwidth.copy_gb_s;
+  runner_options.read_gb_s = bandwidth.read_gb_s;
+  runner_options.print_figures = suite_mode;
+  {
+    KvBlockManager kv(options.num_kv_blocks, options.kv_block_size);
+    bench::Runner runner(backend->get(), &kv, runner_options, sink->get());
+    for (const bench::Measurement& m : *suite) runner.Run(m);
   }
-
-  // 50/50 mixed-policy batch against single-policy batches of the same size.
-  nlohmann::json mixed_json;
-  if (!absl::GetFlag(FLAGS_mixed).empty()) {
-    std::vector<LayerPlan> pair;
-    for (absl::string_view text :
-         absl::StrSplit(absl::GetFlag(FLAGS_mixed), '|', absl::SkipEmpty())) {
-      absl::StatusOr<SkipPolicy> policy = SkipPolicy::Parse(std::string(text));
-      if (!policy.ok()) return policy.status();
-      absl::StatusOr<LayerPlan> plan = policy->Compile(config.num_layers);
-      if (!plan.ok()) return plan.status();
-      pair.push_back(*plan);
-    }
-    if (pair.size() != 2) {
-      return absl::InvalidArgumentError("--mixed wants two policies: A|B");
-    }
-    std::vector<const LayerPlan*> mixed(max_batch);
-    for (int i = 0; i < max_batch; ++i) mixed[i] = &pair[i % 2];
-    std::vector<double> a_rates, b_rates, mixed_rates;
-    for (int round = 0; round < rounds; ++round) {
-      for (auto [plans, rates] :
-           {std::pair{std::vector<const LayerPlan*>(max_batch, &pair[0]),
-                      &a_rates},
-            std::pair{std::vector<const LayerPlan*>(max_batch, &pair[1]),
-                      &b_rates},
-            std::pair{mixed, &mixed_rates}}) {
-        absl::StatusOr<double> rate =
-            bench.DecodeRate(plans, decode_context, decode_tokens);
-        if (!rate.ok()) return rate.status();
-        rates->push_back(*rate);
-      }
-    }
-    mixed_json = {{"policies", absl::GetFlag(FLAGS_mixed)},
-                  {"batch", max_batch},
-                  {"tokens_per_s_a_only", Median(a_rates)},
-                  {"tokens_per_s_b_only", Median(b_rates)},
-                  {"tokens_per_s_mixed", Median(mixed_rates)}};
-    std::printf(
-        "mixed %s batch %d: A only %.1f, B only %.1f, 50/50 %.1f "
-        "tokens/s\n",
-        absl::GetFlag(FLAGS_mixed).c_str(), max_batch, Median(a_rates),
-        Median(b_rates), Median(mixed_rates));
+  int errors = 0;
+  for (const Json& line : (*sink)->lines()) {
+    errors += line.value("type", "") == "error";
   }
-
-  nlohmann::json out;
-  out["machine"] = DescribeMachine();
-  out["machine"]["threads_used"] = threads;
-  out["device"] = device_json;
-  if (!mixed_json.is_null()) out["mixed"] = mixed_json;
-  out["memory_bandwidth_gb_s"] = {{"copy", bandwidth.copy_gb_s},
-                                  {"read", bandwidth.read_gb_s}};
-  out["model"] = {{"spec", absl::GetFlag(FLAGS_model)},
-                  {"layers", config.num_layers},
-                  {"hidden", config.hidden_size},
-                  {"parameters", config.NumParameters()},
-                  {"dtype_in_engine", on_gpu ? "bf16" : "f32"}};
-  out["settings"] = {{"prompt_lens", prompt_lens},
-                     {"decode_context", decode_context},
-                     {"decode_tokens", decode_tokens},
-                     {"decode_batches", batches},
-                     {"rounds", rounds}};
-  const PolicyRun& base = runs[0];
-  // Bytes one decode step of `batch` sequences moves: the weights once,
-  // the K/V of every sequence.
-  auto step_bytes = [&](const LayerPlan& plan, int batch) {
-    const double weights = DecodeBytes(config, plan, 0, bytes_per_element);
-    return weights + batch * (DecodeBytes(config, plan, decode_context,
-                                          bytes_per_element) -
-                              weights);
-  };
-
-  std::printf("memory bandwidth: copy %.1f GB/s, read %.1f GB/s (%d threads)\n",
-              bandwidth.copy_gb_s, bandwidth.read_gb_s, threads);
-  std::printf("%-16s", "policy");
-  for (int n : prompt_lens) std::printf(" ttft@%-4d speedup(pred)", n);
-  for (int b : batches) {
-    std::printf("  decode@b%-3d tok/s speedup(pred) roofline%%", b);
-  }
-  std::printf("\n");
-  for (const PolicyRun& run : runs) {
-    nlohmann::json row;
-    row["policy"] = run.policy;
-    row["plan"] = run.plan.Canonical();
-    std::printf("%-16s", run.policy.c_str());
-    for (size_t i = 0; i < prompt_lens.size(); ++i) {
-      const double t = Median(run.ttft[i]);
-      const double speedup = Median(base.ttft[i]) / t;
-      const double predicted = PrefillFlops(config, base.plan, prompt_lens[i]) /
-                               PrefillFlops(config, run.plan, prompt_lens[i]);
-      std::printf(" %7.1fms %5.3f(%5.3f)", t * 1e3, speedup, predicted);
-      row["ttft"].push_back({{"prompt_len", prompt_lens[i]},
-                             {"seconds", t},
-                             {"all_rounds", run.ttft[i]},
-                             {"speedup", speedup},
-                             {"predicted_speedup_flops", predicted}});
-    }
-    for (size_t b = 0; b < batches.size(); ++b) {
-      const double tps = Median(run.decode_tps[b]);
-      const double bytes = step_bytes(run.plan, batches[b]);
-      // The roofline: the step's bytes moved at the STREAM-like copy rate
-      // (read + write bytes per second); the read-only rate is reported too.
-      const double roofline_tps =
-          batches[b] * bandwidth.copy_gb_s * 1e9 / bytes;
-      const double read_roofline_tps =
-          batches[b] * bandwidth.read_gb_s * 1e9 / bytes;
-      const double speedup = tps / Median(base.decode_tps[b]);
-      const double predicted = step_bytes(base.plan, batches[b]) / bytes;
-      std::printf("  %16.1f %5.3f(%5.3f) %8.1f", tps, speedup, predicted,
-                  100.0 * tps / roofline_tps);
-      nlohmann::json decode = {
-          {"batch", batches[b]},
-          {"tokens_per_s", tps},
-          {"all_rounds", run.decode_tps[b]},
-          {"bytes_per_step", bytes},
-          {"roofline_tokens_per_s_copy_bw", roofline_tps},
-          {"roofline_share", tps / roofline_tps},
-          {"roofline_tokens_per_s_read_bw", read_roofline_tps},
-          {"roofline_share_read_bw", tps / read_roofline_tps},
-          {"speedup", speedup},
-          {"predicted_speedup_bytes", predicted}};
-      // Batch 1 keeps the key the CPU reports already use.
-      if (batches[b] == 1) row["decode"] = decode;
-      row["decode_batches"].push_back(decode);
-    }
-    std::printf("\n");
-    out["policies"].push_back(row);
-  }
-  if (!absl::GetFlag(FLAGS_out).empty()) {
-    std::ofstream(absl::GetFlag(FLAGS_out)) << out.dump(2) << "\n";
-    std::fprintf(stderr, "wrote %s\n", absl::GetFlag(FLAGS_out).c_str());
+  (*sink)->Write({{"type", "end"}, {"errors", errors}, {"t", since_start()}});
+  if (!suite_mode) WriteGrid((*sink)->lines(), meta, *suite);
+  if (errors > 0) {
+    return absl::InternalError(absl::StrFormat(
+        "%d configuration(s) failed (see the error lines above%s)", errors,
+        absl::GetFlag(FLAGS_results).empty()
+            ? ""
+            : " and in " + absl::GetFlag(FLAGS_results)));
   }
   return absl::OkStatus();
 }
@@ -407,7 +448,7 @@ absl::Status Run() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Benchmarks the engine (CPU or CUDA) over the paper's skip-policy "
-      "grid.");
+      "grid, or runs a suite of measurements in one process.");
   absl::ParseCommandLine(argc, argv);
   absl::Status status = skipserve::Run();
   if (!status.ok()) {
