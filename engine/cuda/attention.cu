@@ -153,8 +153,8 @@ cudaError_t Launch(const AttentionParams& p, cudaStream_t stream) {
   SKIPSERVE_LAUNCH(PagedAttentionKernel<kPerLane>, grid, kWarps * 32, 0, stream,
                    p);
   if (p.splits > 1) {
-    SKIPSERVE_LAUNCH(CombineSplitsKernel, dim3(p.m, p.num_heads), 128, 0, stream,
-                     p);
+    SKIPSERVE_LAUNCH(CombineSplitsKernel, dim3(p.m, p.num_heads), 128, 0,
+                     stream, p);
   }
   return cudaGetLastError();
 }

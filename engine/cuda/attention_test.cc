@@ -98,7 +98,8 @@ class PagedAttentionTest : public DeviceTest {
     }
     std::vector<float> q(size_t{1} * m * q_stride, NAN);
     for (int r = 0; r < m; ++r) {
-      for (int e = 0; e < q_dim; ++e) q[size_t{1} * r * q_stride + e] = uniform(rng);
+      for (int e = 0; e < q_dim; ++e)
+        q[size_t{1} * r * q_stride + e] = uniform(rng);
     }
     std::vector<int32_t> positions(m);
     for (int r = 0; r < m; ++r) positions[r] = c.keys[r] - 1;
@@ -109,8 +110,8 @@ class PagedAttentionTest : public DeviceTest {
     DeviceBuffer<int32_t> starts_d = Upload(table_starts);
     DeviceBuffer<int32_t> blocks_d = Upload(block_ids);
     DeviceBuffer<bf16> out_d = Poisoned<bf16>(size_t{1} * m * q_dim);
-    DeviceBuffer<float> workspace_d = Poisoned<float>(
-        AttentionWorkspaceFloats(m, c.heads, d, c.splits));
+    DeviceBuffer<float> workspace_d =
+        Poisoned<float>(AttentionWorkspaceFloats(m, c.heads, d, c.splits));
     AttentionParams p;
     p.q = q_d.get();
     p.q_stride = q_stride;
@@ -140,8 +141,8 @@ class PagedAttentionTest : public DeviceTest {
         const int kv_head = h / group;
         scores.assign(c.keys[r], 0.0);
         for (int t = 0; t < c.keys[r]; ++t) {
-          const bf16* k = cache.data() + k_at(table[t / c.block_size], t) +
-                          kv_head * d;
+          const bf16* k =
+              cache.data() + k_at(table[t / c.block_size], t) + kv_head * d;
           double dot = 0;
           for (int e = 0; e < d; ++e) dot += double{qh[e]} * FromBf16(k[e]);
           scores[t] = dot / std::sqrt(double{1.0} * d);
@@ -152,7 +153,8 @@ class PagedAttentionTest : public DeviceTest {
         std::fill(expected.begin(), expected.end(), 0.0);
         for (int t = 0; t < c.keys[r]; ++t) {
           const bf16* v = cache.data() + k_at(table[t / c.block_size], t) +
-                          static_cast<size_t>(c.block_size) * kv_dim + kv_head * d;
+                          static_cast<size_t>(c.block_size) * kv_dim +
+                          kv_head * d;
           for (int e = 0; e < d; ++e) {
             expected[e] += scores[t] / sum * FromBf16(v[e]);
           }
@@ -160,7 +162,8 @@ class PagedAttentionTest : public DeviceTest {
         double diff = 0, norm = 0;
         bool finite = true;
         for (int e = 0; e < d; ++e) {
-          const double got = FromBf16(out[(size_t{1} * r * c.heads + h) * d + e]);
+          const double got =
+              FromBf16(out[(size_t{1} * r * c.heads + h) * d + e]);
           finite = finite && std::isfinite(got);
           diff += (got - expected[e]) * (got - expected[e]);
           norm += expected[e] * expected[e];
@@ -180,16 +183,25 @@ class PagedAttentionTest : public DeviceTest {
 
 TEST_F(PagedAttentionTest, EveryHeadDim) {
   for (int d : {16, 32, 40, 48, 64, 80, 96, 128, 256}) {
-    Check({.heads = 4, .kv_heads = 2, .head_dim = d, .block_size = 16,
-           .splits = 1, .keys = {1, 17, 40}, .seed = static_cast<uint32_t>(d)});
+    Check({.heads = 4,
+           .kv_heads = 2,
+           .head_dim = d,
+           .block_size = 16,
+           .splits = 1,
+           .keys = {1, 17, 40},
+           .seed = static_cast<uint32_t>(d)});
   }
 }
 
 TEST_F(PagedAttentionTest, GroupedQueryHeadsReadTheirOwnKvHead) {
   for (int group : {1, 2, 4, 8}) {
     for (int splits : {1, 3}) {
-      Check({.heads = 2 * group, .kv_heads = 2, .head_dim = 32,
-             .block_size = 7, .splits = splits, .keys = {3, 29},
+      Check({.heads = 2 * group,
+             .kv_heads = 2,
+             .head_dim = 32,
+             .block_size = 7,
+             .splits = splits,
+             .keys = {3, 29},
              .seed = static_cast<uint32_t>(group * 10 + splits)});
     }
   }
@@ -199,8 +211,12 @@ TEST_F(PagedAttentionTest, GroupedQueryHeadsReadTheirOwnKvHead) {
 TEST_F(PagedAttentionTest, BlockSizesWithKeysEndingAnywhereInABlock) {
   for (int bs : {1, 7, 16, 32}) {
     for (int splits : {1, 2}) {
-      Check({.heads = 2, .kv_heads = 1, .head_dim = 32, .block_size = bs,
-             .splits = splits, .keys = {1, bs, bs + 1, 2 * bs + 3, 45},
+      Check({.heads = 2,
+             .kv_heads = 1,
+             .head_dim = 32,
+             .block_size = bs,
+             .splits = splits,
+             .keys = {1, bs, bs + 1, 2 * bs + 3, 45},
              .seed = static_cast<uint32_t>(bs * 10 + splits)});
     }
   }
@@ -211,8 +227,12 @@ TEST_F(PagedAttentionTest, BlockSizesWithKeysEndingAnywhereInABlock) {
 // Rows of 1 to 100 keys share each launch.
 TEST_F(PagedAttentionTest, UnevenAndEmptySplitsMergeExactly) {
   for (int splits : {2, 3, 4, 7, 32}) {
-    Check({.heads = 4, .kv_heads = 1, .head_dim = 64, .block_size = 16,
-           .splits = splits, .keys = {1, 2, 5, 10, 33, 100},
+    Check({.heads = 4,
+           .kv_heads = 1,
+           .head_dim = 64,
+           .block_size = 16,
+           .splits = splits,
+           .keys = {1, 2, 5, 10, 33, 100},
            .seed = static_cast<uint32_t>(splits)});
   }
 }
@@ -220,8 +240,12 @@ TEST_F(PagedAttentionTest, UnevenAndEmptySplitsMergeExactly) {
 // A long prompt scored in one chunk has a row per token: more rows than a
 // grid's y (or z) dimension may hold (65535).
 TEST_F(PagedAttentionTest, MoreRowsThanAGridDimensionHolds) {
-  Case c{.heads = 1, .kv_heads = 1, .head_dim = 32, .block_size = 4,
-         .splits = 2, .keys = {}};
+  Case c{.heads = 1,
+         .kv_heads = 1,
+         .head_dim = 32,
+         .block_size = 4,
+         .splits = 2,
+         .keys = {}};
   c.keys.resize(65535 + 37);
   for (size_t r = 0; r < c.keys.size(); ++r) c.keys[r] = 1 + r % 3;
   Check(c);

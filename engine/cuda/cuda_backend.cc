@@ -138,11 +138,11 @@ absl::Status CudaBackend::Init(const Checkpoint& checkpoint,
   // Everything goes through stream_: a copy on the legacy default stream
   // would not be ordered before the kernels on this non-blocking stream.
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(rope_cos_.get(), cos.data(),
-                                       rope_cos_.bytes(), cudaMemcpyHostToDevice,
-                                       stream_));
+                                       rope_cos_.bytes(),
+                                       cudaMemcpyHostToDevice, stream_));
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(rope_sin_.get(), sin.data(),
-                                       rope_sin_.bytes(), cudaMemcpyHostToDevice,
-                                       stream_));
+                                       rope_sin_.bytes(),
+                                       cudaMemcpyHostToDevice, stream_));
 
   const size_t kv_elements = static_cast<size_t>(options_.num_kv_blocks) * 2 *
                              options_.kv_block_size * config_.kv_dim();

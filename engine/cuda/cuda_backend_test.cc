@@ -74,9 +74,9 @@ TEST_F(CudaBackendTest, MatchesCpuForHeadDimsBetweenKernelWidths) {
        {SmallConfig(160, 4, 1, 2), SmallConfig(160, 2, 2, 2),
         SmallConfig(384, 4, 1, 2), SmallConfig(256, 1, 1, 2),
         SmallConfig(256, 8, 1, 2)}) {
-    SCOPED_TRACE(::testing::Message() << "head_dim " << config.head_dim()
-                                      << " heads " << config.num_heads << "/"
-                                      << config.num_kv_heads);
+    SCOPED_TRACE(::testing::Message()
+                 << "head_dim " << config.head_dim() << " heads "
+                 << config.num_heads << "/" << config.num_kv_heads);
     Pair pair(config);
     ASSERT_TRUE(pair.ok());
     auto seq = pair.NewSeq("none");
@@ -91,8 +91,9 @@ TEST_F(CudaBackendTest, MatchesCpuForHeadDimsBetweenKernelWidths) {
 TEST_F(CudaBackendTest, OddVocabulariesTiedAndUntied) {
   for (const ModelConfig& config : {SmallConfig(64, 4, 2, 2, 301, true),
                                     SmallConfig(64, 4, 2, 2, 333, false)}) {
-    SCOPED_TRACE(::testing::Message() << "vocab " << config.vocab_size
-                                      << " tied " << config.tie_word_embeddings);
+    SCOPED_TRACE(::testing::Message()
+                 << "vocab " << config.vocab_size << " tied "
+                 << config.tie_word_embeddings);
     Pair pair(config);
     ASSERT_TRUE(pair.ok());
     auto seq = pair.NewSeq("ffn:1");
@@ -111,12 +112,15 @@ TEST_F(CudaBackendTest, KvBlockSizesWithChunksEndingInsideBlocks) {
     ASSERT_TRUE(pair.ok());
     auto a = pair.NewSeq("none");
     auto b = pair.NewSeq("attn:1");
-    EXPECT_LT(pair.Step({{a.get(), Tokens(5, 1)}, {b.get(), Tokens(3, 2)}}, true),
-              kTolerance);
-    EXPECT_LT(pair.Step({{a.get(), Tokens(9, 3)}, {b.get(), Tokens(30, 4)}}, true),
-              kTolerance);
+    EXPECT_LT(
+        pair.Step({{a.get(), Tokens(5, 1)}, {b.get(), Tokens(3, 2)}}, true),
+        kTolerance);
+    EXPECT_LT(
+        pair.Step({{a.get(), Tokens(9, 3)}, {b.get(), Tokens(30, 4)}}, true),
+        kTolerance);
     for (int i = 0; i < 4; ++i) {
-      EXPECT_LT(pair.Step({{a.get(), {11}}, {b.get(), {12}}}, false), kTolerance);
+      EXPECT_LT(pair.Step({{a.get(), {11}}, {b.get(), {12}}}, false),
+                kTolerance);
     }
     pair.Release(*a);
     pair.Release(*b);

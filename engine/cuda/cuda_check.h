@@ -71,24 +71,22 @@ inline void LogError(const absl::Status& status) {
     }                                                                        \
   } while (false)
 
-#define CUDA_LOG_IF_ERROR(call)                                              \
-  do {                                                                       \
-    const cudaError_t skipserve_cuda_error_ = (call);                        \
-    if (skipserve_cuda_error_ != cudaSuccess) {                              \
-      ::skipserve::cuda::LogError(                                           \
-          ::skipserve::cuda::CudaError(skipserve_cuda_error_, #call,         \
-                                       __FILE__, __LINE__));                 \
-    }                                                                        \
+#define CUDA_LOG_IF_ERROR(call)                                 \
+  do {                                                          \
+    const cudaError_t skipserve_cuda_error_ = (call);           \
+    if (skipserve_cuda_error_ != cudaSuccess) {                 \
+      ::skipserve::cuda::LogError(::skipserve::cuda::CudaError( \
+          skipserve_cuda_error_, #call, __FILE__, __LINE__));   \
+    }                                                           \
   } while (false)
 
-#define CUBLAS_LOG_IF_ERROR(call)                                            \
-  do {                                                                       \
-    const cublasStatus_t skipserve_cublas_status_ = (call);                  \
-    if (skipserve_cublas_status_ != CUBLAS_STATUS_SUCCESS) {                 \
-      ::skipserve::cuda::LogError(                                           \
-          ::skipserve::cuda::CublasError(skipserve_cublas_status_, #call,    \
-                                         __FILE__, __LINE__));               \
-    }                                                                        \
+#define CUBLAS_LOG_IF_ERROR(call)                                 \
+  do {                                                            \
+    const cublasStatus_t skipserve_cublas_status_ = (call);       \
+    if (skipserve_cublas_status_ != CUBLAS_STATUS_SUCCESS) {      \
+      ::skipserve::cuda::LogError(::skipserve::cuda::CublasError( \
+          skipserve_cublas_status_, #call, __FILE__, __LINE__));  \
+    }                                                             \
   } while (false)
 
 #define CUDA_CHECK(call)                                             \

@@ -7,12 +7,13 @@
 // Runs on a GPU (cuda_kernels_test) and under the CUDA emulator
 // (engine/cuda/emulator/) in every CI run.
 
+#include "engine/cuda/kernels.h"
+
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "engine/cuda/gemm.h"
-#include "engine/cuda/kernels.h"
 #include "engine/cuda/testing/device_test_util.h"
 #include "engine/model/dtype.h"
 #include "gtest/gtest.h"
@@ -44,7 +45,8 @@ void ExpectAll(size_t n, const Check& check) {
   int failures = 0;
   for (size_t i = 0; i < n; ++i) {
     ::testing::AssertionResult r = check(i);
-    if (!r && failures++ < 5) ADD_FAILURE() << "element " << i << ": " << r.message();
+    if (!r && failures++ < 5)
+      ADD_FAILURE() << "element " << i << ": " << r.message();
   }
   EXPECT_EQ(failures, 0);
 }
@@ -56,7 +58,8 @@ TEST_F(KernelsTest, RmsNormOfDenseAndGatheredRows) {
   for (int hidden : {33, 256, 300, 1000}) {
     SCOPED_TRACE(hidden);
     const int num_rows = 7;
-    const std::vector<float> x = RandomFloats(size_t{1} * num_rows * hidden, hidden);
+    const std::vector<float> x =
+        RandomFloats(size_t{1} * num_rows * hidden, hidden);
     const std::vector<float> w = RandomFloats(hidden, hidden + 1, 0.5f, 1.5f);
     for (const std::vector<int32_t>& rows :
          {std::vector<int32_t>{}, std::vector<int32_t>{1, 4, 6}}) {
@@ -111,10 +114,10 @@ TEST_F(KernelsTest, AddResidualUpdatesOnlyItsRowsAndNormsThem) {
       }
     }
     ExpectAll(x.size(), [&](size_t i) {
-      return updated[i] == expected[i]
-                 ? ::testing::AssertionSuccess()
-                 : ::testing::AssertionFailure()
-                       << updated[i] << " != " << expected[i];
+      return updated[i] == expected[i] ? ::testing::AssertionSuccess()
+                                       : ::testing::AssertionFailure()
+                                             << updated[i]
+                                             << " != " << expected[i];
     });
     ExpectAll(out.size(), [&](size_t i) {
       if (!norm) {
@@ -127,9 +130,9 @@ TEST_F(KernelsTest, AddResidualUpdatesOnlyItsRowsAndNormsThem) {
       for (int k = 0; k < hidden; ++k) {
         sum += double{expected[r * hidden + k]} * expected[r * hidden + k];
       }
-      return NearBf16(expected[r * hidden + j] / std::sqrt(sum / hidden + kEps) *
-                          w[j],
-                      out[i]);
+      return NearBf16(
+          expected[r * hidden + j] / std::sqrt(sum / hidden + kEps) * w[j],
+          out[i]);
     });
   }
 }
@@ -141,8 +144,9 @@ TEST_F(KernelsTest, GatherRowsCopiesExactly) {
   DeviceBuffer<float> x_d = Upload(x);
   DeviceBuffer<int32_t> rows_d = Upload(rows);
   DeviceBuffer<float> out_d = Poisoned<float>(rows.size() * hidden);
-  ASSERT_EQ(GatherRows(x_d.get(), rows_d.get(), 3, hidden, out_d.get(), stream_),
-            cudaSuccess);
+  ASSERT_EQ(
+      GatherRows(x_d.get(), rows_d.get(), 3, hidden, out_d.get(), stream_),
+      cudaSuccess);
   const std::vector<float> out = Download(out_d, rows.size() * hidden);
   for (size_t i = 0; i < out.size(); ++i) {
     ASSERT_EQ(out[i], x[rows[i / hidden] * hidden + i % hidden]) << i;
@@ -151,7 +155,8 @@ TEST_F(KernelsTest, GatherRowsCopiesExactly) {
 
 TEST_F(KernelsTest, SiluMulOfGateAndUp) {
   const int inter = 333, m = 3;
-  const std::vector<float> gate_up = RandomFloats(size_t{2} * m * inter, 7, -6, 6);
+  const std::vector<float> gate_up =
+      RandomFloats(size_t{2} * m * inter, 7, -6, 6);
   DeviceBuffer<float> in_d = Upload(gate_up);
   DeviceBuffer<bf16> out_d = Poisoned<bf16>(size_t{1} * m * inter);
   ASSERT_EQ(SiluMul(in_d.get(), m, inter, out_d.get(), stream_), cudaSuccess);
@@ -166,7 +171,8 @@ TEST_F(KernelsTest, SiluMulOfGateAndUp) {
 
 TEST_F(KernelsTest, EmbeddingGatherWidensTheTokensRows) {
   const int hidden = 301, vocab = 50;
-  const std::vector<bf16> embed = testing::ToBf16(RandomFloats(vocab * hidden, 8));
+  const std::vector<bf16> embed =
+      testing::ToBf16(RandomFloats(vocab * hidden, 8));
   const std::vector<int32_t> tokens = {49, 0, 7, 7};
   DeviceBuffer<bf16> embed_d = Upload(embed);
   DeviceBuffer<int32_t> tokens_d = Upload(tokens);
@@ -238,20 +244,21 @@ TEST_F(KernelsTest, RopeRotatesQueriesAndWritesKeysAndValuesToTheirSlots) {
       const int offset = slots[r] % shape.block_size;
       const size_t k_out =
           (size_t{2} * block * shape.block_size + offset) * kv_dim;
-      const size_t v_out = k_out + static_cast<size_t>(shape.block_size) * kv_dim;
+      const size_t v_out =
+          k_out + static_cast<size_t>(shape.block_size) * kv_dim;
       for (int head = 0; head < shape.heads + shape.kv_heads; ++head) {
         const bool query = head < shape.heads;
         const int base = query ? head * d : q_dim + (head - shape.heads) * d;
         for (int i = 0; i < half; ++i) {
-          const double angle =
-              positions[r] * std::pow(10000.0, -2.0 * i / d);
+          const double angle = positions[r] * std::pow(10000.0, -2.0 * i / d);
           const double x0 = row[base + i], x1 = row[base + i + half];
           const double y0 = x0 * std::cos(angle) - x1 * std::sin(angle);
           const double y1 = x1 * std::cos(angle) + x0 * std::sin(angle);
           if (query) {
             const float* got = rotated.data() + size_t{1} * r * width + base;
             EXPECT_NEAR(got[i], y0, 1e-5) << "row " << r << " head " << head;
-            EXPECT_NEAR(got[i + half], y1, 1e-5) << "row " << r << " head " << head;
+            EXPECT_NEAR(got[i + half], y1, 1e-5)
+                << "row " << r << " head " << head;
           } else {
             const size_t at = k_out + (head - shape.heads) * d;
             EXPECT_TRUE(NearBf16(y0, cache[at + i])) << "row " << r;
@@ -276,7 +283,8 @@ TEST_F(KernelsTest, RopeRotatesQueriesAndWritesKeysAndValuesToTheirSlots) {
     ExpectAll(cache_size, [&](size_t i) {
       return written[i] || IsPoison(cache[i])
                  ? ::testing::AssertionSuccess()
-                 : ::testing::AssertionFailure() << "written, but no row's slot";
+                 : ::testing::AssertionFailure()
+                       << "written, but no row's slot";
     });
   }
 }
@@ -335,8 +343,10 @@ TEST_F(KernelsTest, GemmMatchesADoubleProduct) {
     for (int n : {301, 333}) {
       const int k = 96;
       SCOPED_TRACE(::testing::Message() << "m " << m << " n " << n);
-      const std::vector<bf16> x = testing::ToBf16(RandomFloats(size_t{1} * m * k, m));
-      const std::vector<bf16> w = testing::ToBf16(RandomFloats(size_t{1} * n * k, n));
+      const std::vector<bf16> x =
+          testing::ToBf16(RandomFloats(size_t{1} * m * k, m));
+      const std::vector<bf16> w =
+          testing::ToBf16(RandomFloats(size_t{1} * n * k, n));
       DeviceBuffer<bf16> x_d = Upload(x), w_d = Upload(w);
       DeviceBuffer<float> y_d = Poisoned<float>(size_t{1} * m * n);
       ASSERT_TRUE(gemm.Run(x_d.get(), w_d.get(), y_d.get(), m, k, n).ok());
@@ -345,7 +355,8 @@ TEST_F(KernelsTest, GemmMatchesADoubleProduct) {
         const size_t r = i / n, c = i % n;
         double dot = 0, magnitude = 0;
         for (int l = 0; l < k; ++l) {
-          const double p = double{FromBf16(x[r * k + l])} * FromBf16(w[c * k + l]);
+          const double p =
+              double{FromBf16(x[r * k + l])} * FromBf16(w[c * k + l]);
           dot += p;
           magnitude += std::abs(p);
         }

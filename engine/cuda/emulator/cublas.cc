@@ -155,16 +155,18 @@ struct Gemm {
     br.resize(static_cast<size_t>(n) * k);
     for (int i = 0; i < m; ++i) {
       for (int l = 0; l < k; ++l) {
-        ar[static_cast<size_t>(i) * k + l] = LoadFloat(
-            a, a_type, a_n ? i + static_cast<size_t>(l) * lda
-                           : l + static_cast<size_t>(i) * lda);
+        ar[static_cast<size_t>(i) * k + l] =
+            LoadFloat(a, a_type,
+                      a_n ? i + static_cast<size_t>(l) * lda
+                          : l + static_cast<size_t>(i) * lda);
       }
     }
     for (int j = 0; j < n; ++j) {
       for (int l = 0; l < k; ++l) {
-        br[static_cast<size_t>(j) * k + l] = LoadFloat(
-            b, b_type, b_n ? l + static_cast<size_t>(j) * ldb
-                           : j + static_cast<size_t>(l) * ldb);
+        br[static_cast<size_t>(j) * k + l] =
+            LoadFloat(b, b_type,
+                      b_n ? l + static_cast<size_t>(j) * ldb
+                          : j + static_cast<size_t>(l) * ldb);
       }
     }
     for (int j = 0; j < n; ++j) {
@@ -210,9 +212,8 @@ cublasStatus_t cublasDestroy(cublasHandle_t handle) {
   }
   delete handle;
   // Destroying a handle waits for the device, as cuBLAS does.
-  return cudaDeviceSynchronize() == cudaSuccess
-             ? CUBLAS_STATUS_SUCCESS
-             : CUBLAS_STATUS_INTERNAL_ERROR;
+  return cudaDeviceSynchronize() == cudaSuccess ? CUBLAS_STATUS_SUCCESS
+                                                : CUBLAS_STATUS_INTERNAL_ERROR;
 }
 
 cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t stream) {
@@ -280,8 +281,8 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
     return CUBLAS_STATUS_EXECUTION_FAILED;
   }
   if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
-  Gemm gemm{transa, transb, m,     n,     k,   0.0f,  0.0f, A, Atype,
-            lda,    B,      Btype, ldb,   C,   Ctype, ldc};
+  Gemm gemm{transa, transb, m, n,     k,   0.0f, 0.0f,  A,
+            Atype,  lda,    B, Btype, ldb, C,    Ctype, ldc};
   if (computeType == CUBLAS_COMPUTE_64F) {
     gemm.alpha = static_cast<float>(*static_cast<const double*>(alpha));
     gemm.beta = static_cast<float>(*static_cast<const double*>(beta));

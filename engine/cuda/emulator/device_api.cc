@@ -2,6 +2,7 @@
 // the sticky error of a device fault), properties, and the emulator's
 // controls (emulator.h).
 
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -21,14 +22,15 @@ thread_local cudaError_t t_last_error = cudaSuccess;
 int EnvInt(const char* name, int fallback) {
   const char* value = std::getenv(name);
   if (value == nullptr || *value == '\0') return fallback;
-  char* end = nullptr;
-  const long parsed = std::strtol(value, &end, 10);
-  if (*end != '\0' || parsed < 0 || parsed > (1 << 30)) {
+  int parsed = 0;
+  const char* end = value + std::strlen(value);
+  const auto [stop, error] = std::from_chars(value, end, parsed);
+  if (error != std::errc() || stop != end || parsed < 0 || parsed > (1 << 30)) {
     std::fprintf(stderr, "skipserve CUDA emulator: %s=%s is not a count\n",
                  name, value);
     std::abort();
   }
-  return static_cast<int>(parsed);
+  return parsed;
 }
 
 State* Configure() {
@@ -214,16 +216,14 @@ const char* cudaGetErrorString(cudaError_t error) {
 cudaError_t cudaGetLastError() {
   State& s = GetState();
   Lock lock(s.mu);
-  const cudaError_t last =
-      std::exchange(LastError(), cudaSuccess);
+  const cudaError_t last = std::exchange(LastError(), cudaSuccess);
   return s.sticky != cudaSuccess ? s.sticky : last;
 }
 
 cudaError_t cudaPeekAtLastError() {
   State& s = GetState();
   Lock lock(s.mu);
-  return s.sticky != cudaSuccess ? s.sticky
-                                 : LastError();
+  return s.sticky != cudaSuccess ? s.sticky : LastError();
 }
 
 cudaError_t cudaGetDeviceCount(int* count) {
@@ -275,7 +275,8 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr,
                                    int device) {
   cudaDeviceProp prop;
-  if (cudaError_t e = cudaGetDeviceProperties(&prop, device); e != cudaSuccess) {
+  if (cudaError_t e = cudaGetDeviceProperties(&prop, device);
+      e != cudaSuccess) {
     return e;
   }
   if (value == nullptr) return Fail(cudaErrorInvalidValue);

@@ -6,7 +6,9 @@
 // emulator is). Code meant to run on a GPU does not include this.
 //
 // The emulated device is configured from the environment when first used:
-//   SKIPSERVE_EMU_ORDER=forward|reverse  the fiber order (default forward)
+//   SKIPSERVE_EMU_ORDER=forward|reverse  the fiber order, and with it the
+//                                        schedule of independent streams
+//                                        (streams.cc); default forward
 //   SKIPSERVE_EMU_DEVICES=0|1            0: cudaGetDeviceCount finds none
 //   SKIPSERVE_EMU_MEMORY_MB=N            device memory (default 8192)
 //   SKIPSERVE_EMU_SMS=N                  multiprocessors (default 132)

@@ -28,7 +28,8 @@ namespace {
 // --- kernels -------------------------------------------------------------
 
 __global__ void WriteIndices(int* out) {
-  const int block = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  const int block =
+      blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
   const int thread =
       threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
   out[block * blockDim.x * blockDim.y * blockDim.z + thread] =
@@ -128,9 +129,9 @@ class EmulatorTest : public ::testing::Test {
   template <typename T>
   std::vector<T> Host(const T* device, size_t n) {
     std::vector<T> host(n);
-    EXPECT_EQ(cudaMemcpy(host.data(), device, n * sizeof(T),
-                         cudaMemcpyDeviceToHost),
-              cudaSuccess);
+    EXPECT_EQ(
+        cudaMemcpy(host.data(), device, n * sizeof(T), cudaMemcpyDeviceToHost),
+        cudaSuccess);
     return host;
   }
   // The fault message after a launch that must fault.
@@ -281,9 +282,9 @@ TEST_F(EmulatorTest, FreshDeviceMemoryIsNaN) {
 TEST_F(EmulatorTest, CopiesOutsideAnAllocationOrOfTheWrongKindFail) {
   float* d = Device<float>(10);
   std::vector<float> host(20);
-  EXPECT_EQ(cudaMemcpy(d, host.data(), 11 * sizeof(float),
-                       cudaMemcpyHostToDevice),
-            cudaErrorInvalidValue);
+  EXPECT_EQ(
+      cudaMemcpy(d, host.data(), 11 * sizeof(float), cudaMemcpyHostToDevice),
+      cudaErrorInvalidValue);
   EXPECT_EQ(cudaMemcpy(host.data(), d, 4, cudaMemcpyHostToDevice),
             cudaErrorInvalidValue);
   EXPECT_EQ(cudaMemset(host.data(), 0, 4), cudaErrorInvalidValue);
@@ -315,9 +316,9 @@ TEST_F(EmulatorTest, WorkOnAnotherStreamIsNotOrderedUnlessWaitedFor) {
             cudaSuccess);
   const std::vector<float> ones(n, 1.0f);
   for (bool wait : {false, true}) {
-    ASSERT_EQ(cudaMemcpy(in, ones.data(), n * sizeof(float),
-                         cudaMemcpyHostToDevice),
-              cudaSuccess);
+    ASSERT_EQ(
+        cudaMemcpy(in, ones.data(), n * sizeof(float), cudaMemcpyHostToDevice),
+        cudaSuccess);
     if (wait) {
       ASSERT_EQ(cudaStreamSynchronize(nullptr), cudaSuccess);
     }
@@ -336,6 +337,33 @@ TEST_F(EmulatorTest, WorkOnAnotherStreamIsNotOrderedUnlessWaitedFor) {
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     ASSERT_EQ(cudaMemset(in, 0xff, n * sizeof(float)), cudaSuccess);
   }
+  EXPECT_EQ(cudaStreamDestroy(stream), cudaSuccess);
+}
+
+// In the reverse order the other streams' work lands right after the
+// waited-for stream's: a clear on the legacy stream that nothing orders
+// before a kernel on a non-blocking stream wipes out that kernel's output.
+TEST_F(EmulatorTest, UnorderedWorkMayLandAfterLaterWork) {
+  SetFiberOrder(FiberOrder::kReverse);
+  const int n = 64;
+  float* in = Device<float>(n);
+  float* out = Device<float>(n);
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
+            cudaSuccess);
+  const std::vector<float> ones(n, 1.0f);
+  ASSERT_EQ(
+      cudaMemcpy(in, ones.data(), n * sizeof(float), cudaMemcpyHostToDevice),
+      cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ASSERT_EQ(cudaMemset(out, 0, n * sizeof(float)), cudaSuccess);  // legacy
+  SKIPSERVE_LAUNCH(ReadAndAdd, 1, 32, 0, stream, in, out, n);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  std::vector<float> got(n);
+  ASSERT_EQ(
+      cudaMemcpy(got.data(), out, n * sizeof(float), cudaMemcpyDeviceToHost),
+      cudaSuccess);
+  for (float x : got) EXPECT_EQ(x, 0.0f);  // the kernel's 2.0 is gone
   EXPECT_EQ(cudaStreamDestroy(stream), cudaSuccess);
 }
 
@@ -392,10 +420,11 @@ TEST_F(EmulatorTest, CublasChecksItsArgumentsAsCublasDoes) {
             CUBLAS_STATUS_NOT_SUPPORTED);  // bf16 inputs, fp16 output
   EXPECT_EQ(gemm(CUBLAS_OP_T, k, k, m, CUDA_R_32F, CUBLAS_COMPUTE_16F),
             CUBLAS_STATUS_NOT_SUPPORTED);
-  EXPECT_EQ(cublasGemmEx(nullptr, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &one, a,
-                         CUDA_R_16BF, m, b, CUDA_R_16BF, k, &zero, c,
-                         CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-            CUBLAS_STATUS_NOT_INITIALIZED);
+  EXPECT_EQ(
+      cublasGemmEx(nullptr, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &one, a,
+                   CUDA_R_16BF, m, b, CUDA_R_16BF, k, &zero, c, CUDA_R_32F, m,
+                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+      CUBLAS_STATUS_NOT_INITIALIZED);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   // Valid arguments that reach past the end of A: a device fault.
   EXPECT_EQ(gemm(CUBLAS_OP_T, k + 10, k, m, CUDA_R_32F, CUBLAS_COMPUTE_32F),
@@ -417,17 +446,19 @@ TEST_F(EmulatorTest, CublasComputesTheProductWithoutReadingCWhenBetaIsZero) {
   ASSERT_EQ(cudaMemcpy(a_d, a.data(), 24, cudaMemcpyHostToDevice), cudaSuccess);
   ASSERT_EQ(cudaMemcpy(b_d, b.data(), 24, cudaMemcpyHostToDevice), cudaSuccess);
   const float one = 1, zero = 0;
-  ASSERT_EQ(cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 3, &one, a_d,
-                         CUDA_R_32F, 2, b_d, CUDA_R_32F, 3, &zero, c_d,
-                         CUDA_R_32F, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-            CUBLAS_STATUS_SUCCESS);
+  ASSERT_EQ(
+      cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 3, &one, a_d,
+                   CUDA_R_32F, 2, b_d, CUDA_R_32F, 3, &zero, c_d, CUDA_R_32F, 2,
+                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+      CUBLAS_STATUS_SUCCESS);
   const std::vector<float> c = Host(c_d, 4);
   // A = [1 3 5; 2 4 6], B = [1 2; 0 1; -1 0].
   EXPECT_EQ(c, (std::vector<float>{-4, -4, 5, 8}));
   EXPECT_EQ(cublasDestroy(handle), CUBLAS_STATUS_SUCCESS);
 }
 
-// --- number formats -----------------------------------------------------------
+// --- number formats
+// -----------------------------------------------------------
 
 // The stand-in conversions against the engine's own (engine/model/dtype.cc),
 // on every bf16 and fp16 bit pattern and on floats around each rounding

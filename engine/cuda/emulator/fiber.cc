@@ -86,8 +86,8 @@ namespace skipserve::emu {
 namespace {
 
 // Kernels keep little on the stack; ASan's redzones need more.
-constexpr size_t kStackBytes = SKIPSERVE_EMU_ASAN ? (size_t{1} << 20)
-                                                  : (size_t{128} << 10);
+constexpr size_t kStackBytes =
+    SKIPSERVE_EMU_ASAN ? (size_t{1} << 20) : (size_t{128} << 10);
 
 // Stack bytes below the top that the frames of a finished fiber can still
 // hold: Main, the entry, and the calls to ExitTo/Exit from it (measured: at
@@ -187,7 +187,8 @@ Fiber::Fiber() : impl_(std::make_unique<Impl>()) {
   void* p = mmap(nullptr, impl_->mapping_bytes, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) {
-    std::fprintf(stderr, "skipserve CUDA emulator: cannot map a %zu KiB stack\n",
+    std::fprintf(stderr,
+                 "skipserve CUDA emulator: cannot map a %zu KiB stack\n",
                  kStackBytes >> 10);
     std::abort();
   }
@@ -211,9 +212,8 @@ void Fiber::Reset(Entry entry, void* arg) {
   // that finished, the few at the top (Main's and the entry's); after an
   // abandoned one, any.
   if (impl_->started) {
-    const size_t bytes = impl_->finished
-                             ? impl_->stagger + kFinishedFrameBytes
-                             : kStackBytes;
+    const size_t bytes =
+        impl_->finished ? impl_->stagger + kFinishedFrameBytes : kStackBytes;
     __asan_unpoison_memory_region(impl_->stack + kStackBytes - bytes, bytes);
   }
   impl_->fake_stack = nullptr;
@@ -239,8 +239,9 @@ void Fiber::Reset(Entry entry, void* arg) {
   impl_->context.uc_stack.ss_size = kStackBytes - impl_->stagger;
   impl_->context.uc_link = nullptr;
   const uintptr_t self = reinterpret_cast<uintptr_t>(impl_.get());
-  makecontext(&impl_->context, reinterpret_cast<void (*)()>(&Impl::UcontextMain),
-              2, static_cast<unsigned>(self >> 32),
+  makecontext(&impl_->context,
+              reinterpret_cast<void (*)()>(&Impl::UcontextMain), 2,
+              static_cast<unsigned>(self >> 32),
               static_cast<unsigned>(self & 0xffffffffu));
 #endif
 }
@@ -266,13 +267,15 @@ void Fiber::Yield() { impl_->Leave(nullptr, false); }
 
 void Fiber::ExitTo(Fiber& next) {
   impl_->Leave(next.impl_.get(), true);
-  std::fprintf(stderr, "skipserve CUDA emulator: an exited fiber was resumed\n");
+  std::fprintf(stderr,
+               "skipserve CUDA emulator: an exited fiber was resumed\n");
   std::abort();
 }
 
 void Fiber::Exit() {
   impl_->Leave(nullptr, true);
-  std::fprintf(stderr, "skipserve CUDA emulator: an exited fiber was resumed\n");
+  std::fprintf(stderr,
+               "skipserve CUDA emulator: an exited fiber was resumed\n");
   std::abort();
 }
 

@@ -20,12 +20,11 @@
 #include <vector>
 
 #include "engine/cuda/emulator/fiber.h"
+#include "engine/cuda/emulator/grid_run.h"
 
 namespace skipserve::emu {
-namespace {
+namespace internal {
 
-std::string Format(const char* format, ...)
-    __attribute__((format(printf, 1, 2)));
 std::string Format(const char* format, ...) {
   char buffer[512];
   va_list args;
@@ -35,125 +34,14 @@ std::string Format(const char* format, ...) {
   return buffer;
 }
 
-struct Site {
-  const char* name = "";
-  const char* file = "";
-  int line = 0;
-
-  bool operator==(const Site& o) const {
-    return line == o.line &&
-           (name == o.name || std::strcmp(name, o.name) == 0) &&
-           (file == o.file || std::strcmp(file, o.file) == 0);
-  }
-  std::string ToString() const {
-    return Format("%s (%s:%d)", name, file, line);
-  }
-};
-
-enum class Status : uint8_t {
-  kReady,      // runs when the scheduler gets to it
-  kAtBarrier,  // waits at __syncthreads()
-  kAtWarp,     // waits at a warp collective
-  kExited,
-  kStopped,  // raised the fault that stops the grid
-};
-
-struct ThreadState {
-  uint3 idx{};
-  int linear = 0;
-  Status status = Status::kReady;
-  // The warp collective it waits at (or last took part in).
-  WarpOp op = WarpOp::kSync;
-  unsigned mask = 0;
-  uint64_t value = 0;
-  int arg = 0;
-  int width = 32;
-  Site site;
-  uint64_t result = 0;
-};
-
-struct WarpState {
-  unsigned present = 0;  // lanes that exist (a last, partial warp has fewer)
-  unsigned exited = 0;
-  unsigned waiting = 0;  // lanes at a collective
-};
-
-std::string MaskString(unsigned mask) { return Format("0x%08x", mask); }
-
-class GridRun {
- public:
-  GridRun(const GridLaunch& launch, FiberOrder order,
-          const std::function<void()>& body)
-      : launch_(launch), order_(order), body_(body) {}
-
-  std::string Run();
-
-  // Called on a kernel thread's fiber.
-  void SyncThreads(const Site& site);
-  uint64_t Collective(WarpOp op, unsigned mask, uint64_t value, int arg,
-                      int width, const Site& site);
-  [[noreturn]] void Fault(const std::string& what);
-  void* dynamic_shared() { return shared_.data(); }
-  const uint3& block_idx() const { return block_idx_; }
-  const dim3& grid_dim() const { return launch_.grid; }
-  const dim3& block_dim() const { return launch_.block; }
-
- private:
-  static void ThreadMain(void* self);
-  void RunBlock(uint3 block);
-  // The running thread `me` stops (it waits, or exits): the next ready
-  // thread after it in this pass runs, or the pass ends in the main context.
-  void PassOn(ThreadState& me, bool exiting);
-  void OnExit();
-  ThreadState& Lane(const ThreadState& me, int lane) {
-    return threads_[me.linear / 32 * 32 + lane];
-  }
-  std::string DescribeDeadlock() const;
-
-  const GridLaunch& launch_;
-  const FiberOrder order_;
-  const std::function<void()>& body_;
-  uint3 block_idx_{};
-  // Position p in the launch's order is thread p (forward) or n - 1 - p
-  // (reverse); bit p of ready_ says that thread may run.
-  int Position(int thread) const {
-    return order_ == FiberOrder::kReverse
-               ? static_cast<int>(threads_.size()) - 1 - thread
-               : thread;
-  }
-  void MakeReady(int thread) {
-    const int p = Position(thread);
-    ready_[p >> 6] |= uint64_t{1} << (p & 63);
-  }
-  // The first ready position at or after `p`, or -1.
-  int NextReady(int p) const {
-    size_t word = static_cast<size_t>(p) >> 6;
-    if (word >= ready_.size()) return -1;
-    uint64_t bits = ready_[word] & (~uint64_t{0} << (p & 63));
-    while (bits == 0) {
-      if (++word == ready_.size()) return -1;
-      bits = ready_[word];
-    }
-    return static_cast<int>(word * 64) + __builtin_ctzll(bits);
-  }
-
-  std::vector<ThreadState> threads_;
-  std::vector<uint64_t> ready_;
-  std::vector<WarpState> warps_;
-  std::vector<unsigned char> shared_;
-  int exited_ = 0;
-  int barrier_waiting_ = 0;
-  Site barrier_site_;
-  std::string fault_;
-};
+namespace {
 
 thread_local GridRun* t_run = nullptr;
-thread_local ThreadState* t_thread = nullptr;
 // Fibers are kept for later launches on this OS thread.
 thread_local std::vector<std::unique_ptr<Fiber>> t_fibers;
 
 GridRun& Run() {
-  if (t_run == nullptr || t_thread == nullptr) {
+  if (t_run == nullptr || t_run->current() == nullptr) {
     std::fprintf(stderr,
                  "skipserve CUDA emulator: a device built-in was used outside "
                  "a kernel\n");
@@ -162,9 +50,11 @@ GridRun& Run() {
   return *t_run;
 }
 
+}  // namespace
+
 std::string GridRun::Run() {
-  const int n = static_cast<int>(launch_.block.x * launch_.block.y *
-                                 launch_.block.z);
+  const int n =
+      static_cast<int>(launch_.block.x * launch_.block.y * launch_.block.z);
   while (static_cast<int>(t_fibers.size()) < n) {
     t_fibers.push_back(std::make_unique<Fiber>());
   }
@@ -182,7 +72,7 @@ std::string GridRun::Run() {
               static_cast<unsigned>(k / (gx * gy))});
   }
   t_run = outer;
-  t_thread = nullptr;
+  current_ = nullptr;
   return fault_;
 }
 
@@ -212,14 +102,14 @@ void GridRun::RunBlock(uint3 block) {
   while (fault_.empty() && exited_ < n) {
     const int p = NextReady(0);
     if (p < 0) {
-      fault_ = Format("kernel %s, block (%u,%u,%u): deadlock: ",
-                      launch_.kernel, block.x, block.y, block.z) +
+      fault_ = Format("kernel %s, block (%u,%u,%u): deadlock: ", launch_.kernel,
+                      block.x, block.y, block.z) +
                DescribeDeadlock();
       break;
     }
     ready_[p >> 6] &= ~(uint64_t{1} << (p & 63));
     const int t = order_ == FiberOrder::kReverse ? n - 1 - p : p;
-    t_thread = &threads_[t];
+    current_ = &threads_[t];
     t_fibers[t]->Resume();
   }
 }
@@ -239,7 +129,7 @@ void GridRun::PassOn(ThreadState& me, bool exiting) {
   const int t = order_ == FiberOrder::kReverse
                     ? static_cast<int>(threads_.size()) - 1 - p
                     : p;
-  t_thread = &threads_[t];
+  current_ = &threads_[t];
   if (exiting) {
     self.ExitTo(*t_fibers[t]);
   } else {
@@ -251,25 +141,25 @@ void GridRun::ThreadMain(void* self) {
   GridRun* run = static_cast<GridRun*>(self);
   run->body_();
   run->OnExit();
-  run->PassOn(*t_thread, /*exiting=*/true);
+  run->PassOn(*run->current_, /*exiting=*/true);
 }
 
 void GridRun::Fault(const std::string& what) {
-  const ThreadState& me = *t_thread;
+  const ThreadState& me = *current_;
   if (fault_.empty()) {
     fault_ = Format("kernel %s, block (%u,%u,%u), thread (%u,%u,%u): ",
                     launch_.kernel, block_idx_.x, block_idx_.y, block_idx_.z,
                     me.idx.x, me.idx.y, me.idx.z) +
              what;
   }
-  t_thread->status = Status::kStopped;
+  current_->status = Status::kStopped;
   t_fibers[me.linear]->Yield();
   std::fprintf(stderr, "skipserve CUDA emulator: a stopped thread resumed\n");
   std::abort();
 }
 
 void GridRun::SyncThreads(const Site& site) {
-  ThreadState& me = *t_thread;
+  ThreadState& me = *current_;
   const int n = static_cast<int>(threads_.size());
   if (barrier_waiting_ == 0) {
     barrier_site_ = site;
@@ -280,9 +170,10 @@ void GridRun::SyncThreads(const Site& site) {
   ++barrier_waiting_;
   if (barrier_waiting_ + exited_ == n) {
     if (exited_ > 0) {
-      Fault(Format("%s is reached by %d of %d threads; the others exited "
-                   "without reaching it",
-                   site.ToString().c_str(), barrier_waiting_, n));
+      Fault(
+          Format("%s is reached by %d of %d threads; the others exited "
+                 "without reaching it",
+                 site.ToString().c_str(), barrier_waiting_, n));
     }
     for (ThreadState& t : threads_) {
       if (t.status != Status::kAtBarrier) continue;
@@ -297,7 +188,7 @@ void GridRun::SyncThreads(const Site& site) {
 }
 
 void GridRun::OnExit() {
-  ThreadState& me = *t_thread;
+  ThreadState& me = *current_;
   const int n = static_cast<int>(threads_.size());
   const int lane = me.linear % 32;
   WarpState& warp = warps_[me.linear / 32];
@@ -308,137 +199,26 @@ void GridRun::OnExit() {
     const int l = __builtin_ctz(w);
     const ThreadState& other = Lane(me, l);
     if (other.mask >> lane & 1u) {
-      Fault(Format("lane %d exited while lane %d waits for it at %s with "
-                   "mask %s",
-                   lane, l, other.site.ToString().c_str(),
-                   MaskString(other.mask).c_str()));
+      Fault(
+          Format("lane %d exited while lane %d waits for it at %s with "
+                 "mask %s",
+                 lane, l, other.site.ToString().c_str(),
+                 MaskString(other.mask).c_str()));
     }
   }
   if (barrier_waiting_ > 0 && barrier_waiting_ + exited_ == n) {
-    Fault(Format("%s is reached by %d of %d threads; the others exited "
-                 "without reaching it",
-                 barrier_site_.ToString().c_str(), barrier_waiting_, n));
+    Fault(
+        Format("%s is reached by %d of %d threads; the others exited "
+               "without reaching it",
+               barrier_site_.ToString().c_str(), barrier_waiting_, n));
   }
-}
-
-uint64_t GridRun::Collective(WarpOp op, unsigned mask, uint64_t value, int arg,
-                             int width, const Site& site) {
-  ThreadState& me = *t_thread;
-  const int lane = me.linear % 32;
-  const int warp_index = me.linear / 32;
-  WarpState& warp = warps_[warp_index];
-  if ((mask >> lane & 1u) == 0) {
-    Fault(Format("%s: the calling lane %d is not in its mask %s",
-                 site.ToString().c_str(), lane, MaskString(mask).c_str()));
-  }
-  if (mask & ~warp.present) {
-    Fault(Format("%s: mask %s names lanes %s that do not exist (a block of "
-                 "%zu threads)",
-                 site.ToString().c_str(), MaskString(mask).c_str(),
-                 MaskString(mask & ~warp.present).c_str(), threads_.size()));
-  }
-  if (mask & warp.exited) {
-    Fault(Format("%s: mask %s names lanes %s that have exited", site.ToString().c_str(),
-                 MaskString(mask).c_str(),
-                 MaskString(mask & warp.exited).c_str()));
-  }
-  if (width < 1 || width > 32 || (width & (width - 1)) != 0) {
-    Fault(Format("%s: width %d is not a power of two up to 32", site.ToString().c_str(),
-                 width));
-  }
-  me.op = op;
-  me.mask = mask;
-  me.value = value;
-  me.arg = arg;
-  me.width = width;
-  me.site = site;
-  warp.waiting |= 1u << lane;
-  if ((warp.waiting & mask) != mask) {
-    me.status = Status::kAtWarp;
-    PassOn(me, /*exiting=*/false);
-    return me.result;
-  }
-
-  // Every lane of the mask is here: they must all be at this collective,
-  // with this mask, and no other waiting lane may expect one of them.
-  for (unsigned w = warp.waiting; w != 0; w &= w - 1) {
-    const int l = __builtin_ctz(w);
-    const ThreadState& other = Lane(me, l);
-    const bool member = mask >> l & 1u;
-    if (member &&
-        (other.op != op || other.mask != mask || !(other.site == site))) {
-      Fault(Format("lanes %d and %d of warp %d meet at different warp "
-                   "collectives: %s (mask %s) and %s (mask %s)",
-                   lane, l, warp_index, site.ToString().c_str(),
-                   MaskString(mask).c_str(), other.site.ToString().c_str(),
-                   MaskString(other.mask).c_str()));
-    }
-    if (!member && (other.mask & mask) != 0) {
-      Fault(Format("lane %d waits at %s with mask %s while lanes %s complete "
-                   "%s without it",
-                   l, other.site.ToString().c_str(),
-                   MaskString(other.mask).c_str(), MaskString(mask).c_str(),
-                   site.ToString().c_str()));
-    }
-  }
-  unsigned ballot = 0;
-  if (op == WarpOp::kBallot) {
-    for (unsigned m = mask; m != 0; m &= m - 1) {
-      const int l = __builtin_ctz(m);
-      if (Lane(me, l).value != 0) ballot |= 1u << l;
-    }
-  }
-  for (unsigned m = mask; m != 0; m &= m - 1) {
-    const int l = __builtin_ctz(m);
-    ThreadState& t = Lane(me, l);
-    const int segment = l & ~(t.width - 1);
-    int src = l;
-    switch (op) {
-      case WarpOp::kSync:
-        t.result = 0;
-        break;
-      case WarpOp::kBallot:
-        t.result = ballot;
-        break;
-      case WarpOp::kShflIdx:
-        src = segment + (t.arg & (t.width - 1));
-        break;
-      case WarpOp::kShflUp:
-        src = l - t.arg;
-        if (t.arg < 0 || src < segment) src = l;
-        break;
-      case WarpOp::kShflDown:
-        src = l + t.arg;
-        if (t.arg < 0 || src >= segment + t.width) src = l;
-        break;
-      case WarpOp::kShflXor:
-        src = l ^ t.arg;
-        if (t.arg < 0 || t.arg > 31 || (src & ~(t.width - 1)) != segment) {
-          src = l;
-        }
-        break;
-    }
-    if (op != WarpOp::kSync && op != WarpOp::kBallot) {
-      if ((mask >> src & 1u) == 0) {
-        Fault(Format("%s: lane %d reads lane %d, which is not in the mask %s",
-                     site.ToString().c_str(), l, src,
-                     MaskString(mask).c_str()));
-      }
-      t.result = Lane(me, src).value;
-    }
-    if (l != lane) {
-      t.status = Status::kReady;
-      MakeReady(t.linear);
-    }
-  }
-  warp.waiting &= ~mask;
-  return me.result;
 }
 
 std::string GridRun::DescribeDeadlock() const {
   std::string out;
   int at_barrier = 0;
-  for (const ThreadState& t : threads_) at_barrier += t.status == Status::kAtBarrier;
+  for (const ThreadState& t : threads_)
+    at_barrier += t.status == Status::kAtBarrier;
   if (at_barrier > 0) {
     out += Format("%d of %zu threads wait at %s; ", at_barrier, threads_.size(),
                   barrier_site_.ToString().c_str());
@@ -454,31 +234,34 @@ std::string GridRun::DescribeDeadlock() const {
     for (int l = 0; l < 32 && first == nullptr; ++l) {
       if (warps_[w].waiting >> l & 1u) first = &threads_[w * 32 + l];
     }
-    out += Format("warp %zu: lanes %s wait at %s with mask %s; ", w,
-                  MaskString(warps_[w].waiting).c_str(),
-                  first->site.ToString().c_str(),
-                  MaskString(first->mask).c_str());
+    out +=
+        Format("warp %zu: lanes %s wait at %s with mask %s; ", w,
+               MaskString(warps_[w].waiting).c_str(),
+               first->site.ToString().c_str(), MaskString(first->mask).c_str());
   }
   return out;
 }
 
-}  // namespace
+}  // namespace internal
+
+using internal::Format;
+using internal::GridRun;
+using internal::Run;
+using internal::Site;
 
 std::string RunGrid(const GridLaunch& launch, FiberOrder order,
                     const std::function<void()>& body) {
-  if (t_run != nullptr) {
-    return Format("kernel %s launched from inside a kernel: dynamic "
-                  "parallelism is not emulated",
-                  launch.kernel);
+  if (internal::t_run != nullptr) {
+    return Format(
+        "kernel %s launched from inside a kernel: dynamic "
+        "parallelism is not emulated",
+        launch.kernel);
   }
   GridRun run(launch, order, body);
   return run.Run();
 }
 
-const uint3& ThreadIdx() {
-  Run();
-  return t_thread->idx;
-}
+const uint3& ThreadIdx() { return Run().current()->idx; }
 const uint3& BlockIdx() { return Run().block_idx(); }
 const dim3& BlockDim() { return Run().block_dim(); }
 const dim3& GridDim() { return Run().grid_dim(); }

@@ -9,11 +9,11 @@
 // Thread safety: one grid at a time per OS thread (the emulator runs every
 // stream's work on the thread that synchronises).
 
+#include <skipserve_emu_device.h>
+
 #include <cstddef>
 #include <functional>
 #include <string>
-
-#include "engine/cuda/emulator/device.h"
 
 namespace skipserve::emu {
 

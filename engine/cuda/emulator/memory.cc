@@ -28,7 +28,8 @@ std::string CheckCopy(void* dst, const void* src, size_t bytes,
   const bool src_device = *from == Memory::kDevice;
   switch (kind) {
     case cudaMemcpyHostToDevice:
-      if (!dst_device) return "HostToDevice: the destination is not device memory";
+      if (!dst_device)
+        return "HostToDevice: the destination is not device memory";
       if (src_device) return "HostToDevice: the source is device memory";
       break;
     case cudaMemcpyDeviceToHost:
@@ -41,7 +42,8 @@ std::string CheckCopy(void* dst, const void* src, size_t bytes,
       }
       break;
     case cudaMemcpyHostToHost:
-      if (src_device || dst_device) return "HostToHost: an end is device memory";
+      if (src_device || dst_device)
+        return "HostToHost: an end is device memory";
       break;
     case cudaMemcpyDefault:
       break;
@@ -64,8 +66,7 @@ cudaError_t Copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
   Memory to, from;
   const std::string error = CheckCopy(dst, src, bytes, kind, &to, &from);
   if (!error.empty()) {
-    return Misuse(cudaErrorInvalidValue,
-                  std::string(name) + ": " + error);
+    return Misuse(cudaErrorInvalidValue, std::string(name) + ": " + error);
   }
   const bool to_host = to != Memory::kDevice;
   const bool from_host = from != Memory::kDevice;
@@ -118,8 +119,9 @@ Memory Classify(const void* ptr, size_t bytes) {
     auto it = map->upper_bound(begin);
     if (it == map->begin()) continue;
     --it;
-    if (begin >= it->first + it->second) continue;
-    if (begin + bytes > it->first + it->second) return Memory::kStraddles;
+    const uintptr_t end = it->first + it->second.bytes;
+    if (begin >= end) continue;
+    if (begin + bytes > end) return Memory::kStraddles;
     return map == &s.device_memory ? Memory::kDevice : Memory::kPinned;
   }
   return Memory::kPageable;
@@ -159,7 +161,7 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
     return Fail(cudaErrorMemoryAllocation);
   }
   std::memset(p, 0xff, bytes);  // NaN in every float format
-  s.device_memory[reinterpret_cast<uintptr_t>(p)] = bytes;
+  s.device_memory[reinterpret_cast<uintptr_t>(p)] = {p, bytes};
   s.allocated += bytes;
   *ptr = p;
   return cudaSuccess;
@@ -177,7 +179,7 @@ cudaError_t cudaFree(void* ptr) {
   // cudaFree waits for the device; after a fault it still releases the
   // memory but reports the fault.
   skipserve::emu::internal::FlushAll();
-  s.allocated -= it->second;
+  s.allocated -= it->second.bytes;
   s.device_memory.erase(it);
   std::free(ptr);
   return s.sticky != cudaSuccess ? Fail(s.sticky) : cudaSuccess;
@@ -195,7 +197,7 @@ cudaError_t cudaMallocHost(void** ptr, size_t bytes) {
     return Fail(cudaErrorMemoryAllocation);
   }
   std::memset(p, 0xff, bytes);
-  s.pinned_memory[reinterpret_cast<uintptr_t>(p)] = bytes;
+  s.pinned_memory[reinterpret_cast<uintptr_t>(p)] = {p, bytes};
   *ptr = p;
   return cudaSuccess;
 }

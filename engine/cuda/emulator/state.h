@@ -26,10 +26,15 @@
 
 namespace skipserve::emu::internal {
 
+struct Work {
+  uint64_t epoch;  // State::epoch when it was queued
+  std::function<void()> run;
+};
+
 struct Stream {
   bool legacy = false;        // the legacy default stream (0)
   bool non_blocking = false;  // created with cudaStreamNonBlocking
-  std::deque<std::function<void()>> queue;  // work not yet run
+  std::deque<Work> queue;     // work not yet run, oldest first
 };
 
 struct Event {
@@ -48,12 +53,18 @@ struct State {
   FiberOrder order = FiberOrder::kForward;
 
   cudaError_t sticky = cudaSuccess;  // set by a device fault
+  uint64_t epoch = 0;                // cudaStreamSynchronize calls so far
   Stream legacy_stream;
   std::set<CUstream_st*> streams;
   std::set<CUevent_st*> events;
-  std::map<uintptr_t, size_t> device_memory;  // start -> bytes
-  std::map<uintptr_t, size_t> pinned_memory;  // cudaMallocHost
-  size_t allocated = 0;                       // device bytes
+  struct Allocation {
+    void* ptr;
+    size_t bytes;
+  };
+  // By start address (for range lookups).
+  std::map<uintptr_t, Allocation> device_memory;
+  std::map<uintptr_t, Allocation> pinned_memory;  // cudaMallocHost
+  size_t allocated = 0;                           // device bytes
   std::map<const void*, int> max_dynamic_shared;  // by kernel
   std::vector<std::string> faults;
   struct Injected {
@@ -77,9 +88,10 @@ cudaError_t Misuse(cudaError_t error, const std::string& message);
 // The stream behind a handle (0, cudaStreamLegacy and cudaStreamPerThread
 // are the legacy stream); null when the handle names no live stream.
 Stream* Resolve(cudaStream_t stream);
-// Runs the work queued on `stream`, oldest first, until it is empty or the
-// device faults (then every queue is emptied).
-void Flush(Stream& stream);
+// Runs the work queued on `stream` (only what was queued before `epoch`,
+// when given), oldest first, until done or the device faults (then every
+// queue is emptied).
+void Flush(Stream& stream, uint64_t epoch = UINT64_MAX);
 // Runs every stream's queued work; the legacy stream's last.
 void FlushAll();
 // Queues `op` on `stream` with CUDA's legacy-stream rules: work on the

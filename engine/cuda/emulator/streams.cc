@@ -1,8 +1,15 @@
 // The CUDA emulator's streams, events and kernel launches. Work queued on a
-// stream runs only when the host waits for it (a synchronising call, a copy
-// into pageable memory, cudaFree), and then every other stream's queued work
-// runs after it: independent work completes as late as CUDA allows, so a
-// missing dependency between streams reads memory not yet written.
+// stream runs only when the host waits for that stream (a synchronising
+// call, a copy into pageable memory, cudaFree, which waits for the device).
+// What other, independent streams have queued then runs by one of two
+// schedules, both legal on a GPU, picked with the fiber order:
+//   forward: not until something waits for those streams themselves, so a
+//            consumer that does not wait for its producer reads memory not
+//            yet written;
+//   reverse: after the waited-for stream's work, at the first
+//            cudaStreamSynchronize after the one following its queueing,
+//            so work that nothing orders before a consumer lands after the
+//            consumer's next writes and overwrites them.
 
 #include <cstdio>
 #include <string>
@@ -49,8 +56,10 @@ std::string CheckShape(dim3 grid, dim3 block, size_t shared, int shared_limit,
   }
   if (shared > static_cast<size_t>(shared_limit)) {
     *error = cudaErrorInvalidValue;
-    return std::to_string(shared) + " bytes of dynamic shared memory; the "
-           "limit is " + std::to_string(shared_limit) +
+    return std::to_string(shared) +
+           " bytes of dynamic shared memory; the "
+           "limit is " +
+           std::to_string(shared_limit) +
            (shared_limit == static_cast<int>(kDefaultSharedBytes)
                 ? " without cudaFuncAttributeMaxDynamicSharedMemorySize"
                 : "");
@@ -70,10 +79,11 @@ Stream* Resolve(cudaStream_t handle) {
   return &handle->stream;
 }
 
-void Flush(Stream& stream) {
+void Flush(Stream& stream, uint64_t epoch) {
   State& s = GetState();
-  while (!stream.queue.empty() && s.sticky == cudaSuccess) {
-    std::function<void()> op = std::move(stream.queue.front());
+  while (!stream.queue.empty() && stream.queue.front().epoch < epoch &&
+         s.sticky == cudaSuccess) {
+    std::function<void()> op = std::move(stream.queue.front().run);
     stream.queue.pop_front();
     op();
   }
@@ -95,7 +105,7 @@ void EnqueueOn(Stream& stream, std::function<void()> op) {
   } else if (!stream.non_blocking) {
     Flush(s.legacy_stream);
   }
-  stream.queue.push_back(std::move(op));
+  stream.queue.push_back({s.epoch, std::move(op)});
 }
 
 cudaError_t Enqueue(cudaStream_t handle, std::function<void()> op) {
@@ -147,12 +157,12 @@ void EnqueueLaunch(const char* kernel, const void* function, dim3 grid,
   }
   auto limit = s.max_dynamic_shared.find(function);
   cudaError_t error;
-  const std::string bad = internal::CheckShape(
-      grid, block, shared_bytes,
-      limit == s.max_dynamic_shared.end()
-          ? static_cast<int>(internal::kDefaultSharedBytes)
-          : limit->second,
-      &error);
+  const std::string bad =
+      internal::CheckShape(grid, block, shared_bytes,
+                           limit == s.max_dynamic_shared.end()
+                               ? static_cast<int>(internal::kDefaultSharedBytes)
+                               : limit->second,
+                           &error);
   if (!bad.empty()) {
     Misuse(error, std::string("launch of ") + kernel + ": " + bad);
     return;
@@ -220,8 +230,8 @@ cudaError_t cudaDeviceReset() {
   s.streams.clear();
   for (CUevent_st* event : s.events) delete event;
   s.events.clear();
-  for (const auto& [start, bytes] : s.device_memory) {
-    std::free(reinterpret_cast<void*>(start));
+  for (const auto& [start, allocation] : s.device_memory) {
+    std::free(allocation.ptr);
   }
   s.device_memory.clear();
   s.allocated = 0;
@@ -274,7 +284,13 @@ cudaError_t cudaStreamSynchronize(cudaStream_t handle) {
   skipserve::emu::internal::Stream* stream = Resolve(handle);
   if (stream == nullptr) return Fail(cudaErrorInvalidResourceHandle);
   Flush(*stream);
-  FlushAll();  // what other streams had queued finishes after this one
+  if (s.order == skipserve::emu::FiberOrder::kReverse) {
+    // Other streams' work from before the previous synchronisation lands
+    // now, after everything this stream did since.
+    for (CUstream_st* other : s.streams) Flush(other->stream, s.epoch);
+    Flush(s.legacy_stream, s.epoch);
+  }
+  ++s.epoch;
   return Sticky();
 }
 
@@ -365,7 +381,7 @@ cudaError_t cudaEventQuery(cudaEvent_t event) {
   Reach(*event->event);
   if (cudaError_t e = Sticky(); e != cudaSuccess) return e;
   return !event->event->recorded || event->event->reached ? cudaSuccess
-                                                         : cudaErrorNotReady;
+                                                          : cudaErrorNotReady;
 }
 
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start,

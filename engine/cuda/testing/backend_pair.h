@@ -28,7 +28,8 @@ inline double RelativeL2(const float* actual, const float* expected, int n) {
   double diff = 0, norm = 0;
   for (int i = 0; i < n; ++i) {
     if (!std::isfinite(actual[i]) || !std::isfinite(expected[i])) return NAN;
-    diff += (double{actual[i]} - expected[i]) * (double{actual[i]} - expected[i]);
+    diff +=
+        (double{actual[i]} - expected[i]) * (double{actual[i]} - expected[i]);
     norm += double{expected[i]} * expected[i];
   }
   return std::sqrt(diff / std::max(norm, 1e-30));

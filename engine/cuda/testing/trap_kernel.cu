@@ -1,6 +1,5 @@
-#include "engine/cuda/testing/trap_kernel.h"
-
 #include "engine/cuda/launch.h"
+#include "engine/cuda/testing/trap_kernel.h"
 
 namespace skipserve::cuda::testing {
 namespace {

@@ -18,7 +18,7 @@ struct __half {
 
   __half() = default;
   constexpr __half(const __half_raw& raw) : __x(raw.x) {}  // NOLINT
-  operator __half_raw() const { return {__x}; }             // NOLINT
+  operator __half_raw() const { return {__x}; }            // NOLINT
 };
 
 inline float __half2float(__half value) {
@@ -60,8 +60,7 @@ inline __half __float2half_rn(float value) {
         sign | static_cast<uint32_t>(std::nearbyint(magnitude * 16777216.0f)));
   } else {
     const uint32_t rounded = abs + 0xfffu + ((abs >> 13) & 1u);
-    raw.x = static_cast<unsigned short>(sign |
-                                        ((rounded - 0x38000000u) >> 13));
+    raw.x = static_cast<unsigned short>(sign | ((rounded - 0x38000000u) >> 13));
   }
   return __half(raw);
 }

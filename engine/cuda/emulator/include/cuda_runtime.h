@@ -12,11 +12,14 @@
 // What differs from a GPU on purpose, to expose bugs: device memory comes
 // back from cudaMalloc filled with 0xFF bytes (NaN in every float format);
 // work queued on a stream runs only when something waits for it, and
-// independent streams' work runs as late as the API allows (so a missing
-// synchronisation reads unwritten memory); launches outside the hardware's
-// limits fail as on a GPU.
+// independent streams' work lands either as late as possible or right after
+// the waited-for stream's (the two fiber orders; streams.cc), so a missing
+// synchronisation between streams reads unwritten memory or has its writes
+// overwritten; launches outside the hardware's limits fail as on a GPU.
 
 #define SKIPSERVE_CUDA_EMULATION 1
+
+#include <skipserve_emu_device.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -25,8 +28,6 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
-
-#include "engine/cuda/emulator/device.h"
 
 enum cudaError {
   cudaSuccess = 0,
@@ -133,8 +134,7 @@ cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes,
                             cudaStream_t stream = 0);
 
 cudaError_t cudaStreamCreate(cudaStream_t* stream);
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream,
-                                      unsigned int flags);
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags);
 cudaError_t cudaStreamDestroy(cudaStream_t stream);
 cudaError_t cudaStreamSynchronize(cudaStream_t stream);
 cudaError_t cudaStreamQuery(cudaStream_t stream);
@@ -147,8 +147,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t event);
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream = 0);
 cudaError_t cudaEventSynchronize(cudaEvent_t event);
 cudaError_t cudaEventQuery(cudaEvent_t event);
-cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start,
-                                 cudaEvent_t end);
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
 }  // extern "C"
 
 template <typename T>

@@ -1,5 +1,5 @@
-#ifndef SKIPSERVE_ENGINE_CUDA_EMULATOR_DEVICE_H_
-#define SKIPSERVE_ENGINE_CUDA_EMULATOR_DEVICE_H_
+#ifndef SKIPSERVE_EMULATOR_SKIPSERVE_EMU_DEVICE_H_
+#define SKIPSERVE_EMULATOR_SKIPSERVE_EMU_DEVICE_H_
 
 // The device side of the CUDA emulator, for kernels compiled as host C++:
 // the function qualifiers, the built-in variables (threadIdx, blockIdx,
@@ -115,23 +115,23 @@ constexpr int warpSize = 32;
 
 #define __syncthreads() ::skipserve::emu::SyncThreads(__FILE__, __LINE__)
 #define __trap() ::skipserve::emu::Trap(__FILE__, __LINE__)
-#define __syncwarp(...)                                             \
-  ((void)::skipserve::emu::WarpCollective(                          \
+#define __syncwarp(...)                                                       \
+  ((void)::skipserve::emu::WarpCollective(                                    \
       ::skipserve::emu::WarpOp::kSync, ::skipserve::emu::MaskOr(__VA_ARGS__), \
       0, 0, 32, "__syncwarp", __FILE__, __LINE__))
-#define __shfl_sync(...)                                                      \
+#define __shfl_sync(...)                                                       \
   ::skipserve::emu::Shuffle(::skipserve::emu::WarpOp::kShflIdx, "__shfl_sync", \
                             __FILE__, __LINE__, __VA_ARGS__)
-#define __shfl_up_sync(...)                                              \
-  ::skipserve::emu::Shuffle(::skipserve::emu::WarpOp::kShflUp,           \
+#define __shfl_up_sync(...)                                    \
+  ::skipserve::emu::Shuffle(::skipserve::emu::WarpOp::kShflUp, \
                             "__shfl_up_sync", __FILE__, __LINE__, __VA_ARGS__)
-#define __shfl_down_sync(...)                                              \
-  ::skipserve::emu::Shuffle(::skipserve::emu::WarpOp::kShflDown,           \
-                            "__shfl_down_sync", __FILE__, __LINE__,        \
+#define __shfl_down_sync(...)                                       \
+  ::skipserve::emu::Shuffle(::skipserve::emu::WarpOp::kShflDown,    \
+                            "__shfl_down_sync", __FILE__, __LINE__, \
                             __VA_ARGS__)
-#define __shfl_xor_sync(...)                                              \
-  ::skipserve::emu::Shuffle(::skipserve::emu::WarpOp::kShflXor,           \
-                            "__shfl_xor_sync", __FILE__, __LINE__,        \
+#define __shfl_xor_sync(...)                                       \
+  ::skipserve::emu::Shuffle(::skipserve::emu::WarpOp::kShflXor,    \
+                            "__shfl_xor_sync", __FILE__, __LINE__, \
                             __VA_ARGS__)
 #define __ballot_sync(mask, predicate)                                       \
   static_cast<unsigned>(::skipserve::emu::WarpCollective(                    \
@@ -227,4 +227,4 @@ inline T atomicCAS(T* address, T compare, T value) {
   return old;
 }
 
-#endif  // SKIPSERVE_ENGINE_CUDA_EMULATOR_DEVICE_H_
+#endif  // SKIPSERVE_EMULATOR_SKIPSERVE_EMU_DEVICE_H_

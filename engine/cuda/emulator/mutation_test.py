@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Shows that the emulated CUDA suite catches the bugs it exists for.
+
+For each mutation below, a copy of one CUDA backend source is changed, that
+file alone is recompiled with the emulated build's own command (from
+compile_commands.json), swapped into a copy of libskipserve_cuda_emu.a, and
+cuda_emu_test is relinked against it (ninja's own link command) and run, in
+the forward fiber order and then the reverse one. A mutation passes when a
+run fails; the script fails when any mutation survives both orders, no
+longer applies (its text must occur exactly once), or does not compile.
+The sources themselves are never touched.
+
+Usage: mutation_test.py BUILD_DIR [NAME...]   (default: every mutation)
+"""
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+SOURCE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.dirname(os.path.abspath(__file__)))))
+TEST = "engine/cuda/emulator/cuda_emu_test"
+LIBRARY = "engine/cuda/emulator/libskipserve_cuda_emu.a"
+# Everything but the two slowest cases (about 17 s of the 30).
+FILTER = "*-*LongContext*:*MoreRowsThanAGridDimensionHolds*:*ConvertsCheckpoint*"
+
+# (name, file under engine/cuda/, text, replacement)
+MUTATIONS = [
+    ("attention writes NaN", "attention.cu",
+     "    if (p.splits == 1) {\n"
+     "      p.out[task * p.head_dim + d] = __float2bfloat16_rn(value / sum);",
+     "    if (p.splits == 1) {\n"
+     "      p.out[task * p.head_dim + d] = __float2bfloat16_rn(\n"
+     "          head == p.num_heads - 1 && d == 0 ? NAN : value / sum);"),
+    ("wrong GQA head mapping", "attention.cu",
+     "const int kv_head = head / (p.num_heads / p.num_kv_heads);",
+     "const int kv_head = head % p.num_kv_heads;"),
+    ("wrong block-table index", "attention.cu",
+     "const int64_t block = table[t / p.block_size];",
+     "const int64_t block = table[(t + 1) / p.block_size];"),
+    ("RoPE rotates queries the wrong way", "kernels.cu",
+     "      h[j] = x0 * c[j] - x1 * s[j];\n"
+     "      h[j + half] = x1 * c[j] + x0 * s[j];",
+     "      h[j] = x0 * c[j] + x1 * s[j];\n"
+     "      h[j + half] = x1 * c[j] - x0 * s[j];"),
+    ("no __syncthreads before attention merges its warps", "attention.cu",
+     "  }\n  __syncthreads();\n  float max = -INFINITY;",
+     "  }\n  float max = -INFINITY;"),
+    ("no __syncthreads in the block sum", "kernels.cu",
+     "  if (threadIdx.x % 32 == 0) partial[warp] = v;\n  __syncthreads();",
+     "  if (threadIdx.x % 32 == 0) partial[warp] = v;"),
+    ("split merge ignores the splits' maxima", "attention.cu",
+     "      const float factor = exp2f(split_max - max);",
+     "      const float factor = 1.0f;"),
+    ("K written at the value's slot", "kernels.cu",
+     "      p.kv_cache + ((block * 2) * p.block_size + offset) * int64_t{kv_dim};",
+     "      p.kv_cache + ((block * 2 + 1) * p.block_size + offset) * "
+     "int64_t{kv_dim};"),
+    ("GEMM without the transpose", "gemm.cc",
+     "cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N",
+     "cublasGemmEx(handle_, CUBLAS_OP_N, CUBLAS_OP_N"),
+    ("RoPE tables copied on the legacy stream", "cuda_backend.cc",
+     "CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(rope_cos_.get(), cos.data(),\n"
+     "                                       rope_cos_.bytes(), "
+     "cudaMemcpyHostToDevice,\n"
+     "                                       stream_));",
+     "CUDA_RETURN_IF_ERROR(cudaMemcpy(rope_cos_.get(), cos.data(),\n"
+     "                                  rope_cos_.bytes(), "
+     "cudaMemcpyHostToDevice));"),
+    ("KV cache filled on the legacy stream", "cuda_backend.cc",
+     "cudaMemsetAsync(kv_.get(), 0xff, kv_elements * sizeof(bf16), stream_)",
+     "cudaMemset(kv_.get(), 0xff, kv_elements * sizeof(bf16))"),
+]
+
+
+def compile_command(build, source):
+    """The emulated build's compile command for `source`, as an argv."""
+    with open(os.path.join(build, "compile_commands.json")) as f:
+        for entry in json.load(f):
+            argv = shlex.split(entry["command"])
+            out = argv[argv.index("-o") + 1]
+            if (entry["file"] == source and
+                    "/skipserve_cuda_emu.dir/" in out):
+                return entry["directory"], argv
+    raise SystemExit(f"no emulated compile command for {source} in "
+                     f"{build}/compile_commands.json")
+
+
+def link_command(build):
+    out = subprocess.run(["ninja", "-C", build, "-t", "commands", "-s", TEST],
+                         check=True, capture_output=True, text=True).stdout
+    line = out.strip().splitlines()[-1]
+    return line
+
+
+def run_mutation(build, work, name, filename, text, replacement):
+    source = os.path.join(SOURCE_DIR, "engine", "cuda", filename)
+    with open(source) as f:
+        original = f.read()
+    count = original.count(text)
+    if count != 1:
+        return f"ERROR: its text occurs {count} times in {filename}"
+    mutated = os.path.join(work, filename)
+    with open(mutated, "w") as f:
+        f.write(original.replace(text, replacement))
+
+    directory, argv = compile_command(build, source)
+    out_index = argv.index("-o") + 1
+    obj = os.path.join(work, os.path.basename(argv[out_index]))
+    argv[out_index] = obj
+    argv = [mutated if a == source else a for a in argv]
+    compiled = subprocess.run(argv, cwd=directory, capture_output=True,
+                              text=True)
+    if compiled.returncode != 0:
+        return "ERROR: does not compile:\n" + compiled.stderr[-2000:]
+
+    library = os.path.join(work, "lib.a")
+    shutil.copy(os.path.join(build, LIBRARY), library)
+    subprocess.run(["ar", "r", library, obj], check=True, capture_output=True)
+    binary = os.path.join(work, "cuda_emu_test")
+    link = link_command(build).replace(LIBRARY, library).replace(
+        f"-o {TEST} ", f"-o {binary} ")
+    linked = subprocess.run(link, shell=True, cwd=build, capture_output=True,
+                            text=True)
+    if linked.returncode != 0:
+        return "ERROR: does not link:\n" + linked.stderr[-2000:]
+
+    for order in ("forward", "reverse"):
+        env = dict(os.environ, SKIPSERVE_EMU_ORDER=order)
+        try:
+            run = subprocess.run([binary, f"--gtest_filter={FILTER}"],
+                                 cwd=build, env=env, capture_output=True,
+                                 text=True, timeout=300)
+        except subprocess.TimeoutExpired:
+            return f"caught ({order} order): the suite timed out"
+        if run.returncode != 0:
+            failed = sorted({l.split("]", 1)[1].split("(")[0].strip()
+                             for l in run.stdout.splitlines()
+                             if l.startswith("[  FAILED  ]") and "(" in l})
+            crash = "" if failed else f" (exit {run.returncode})"
+            return (f"caught ({order} order){crash}: " +
+                    ", ".join(failed[:4]) +
+                    (f" and {len(failed) - 4} more" if len(failed) > 4 else ""))
+    return "SURVIVED: no test failed in either order"
+
+
+def main():
+    if len(sys.argv) < 2:
+        raise SystemExit(__doc__)
+    build = os.path.abspath(sys.argv[1])
+    wanted = sys.argv[2:]
+    if not os.path.exists(os.path.join(build, TEST)):
+        raise SystemExit(f"{build}/{TEST} is not built")
+    failures = 0
+    for name, filename, text, replacement in MUTATIONS:
+        if wanted and name not in wanted:
+            continue
+        start = time.time()
+        with tempfile.TemporaryDirectory() as work:
+            verdict = run_mutation(build, work, name, filename, text,
+                                   replacement)
+        print(f"{name}: {verdict} [{time.time() - start:.0f} s]", flush=True)
+        failures += not verdict.startswith("caught")
+    if failures:
+        print(f"{failures} mutation(s) not caught or not applied")
+        return 1
+    print("every mutation was caught")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
