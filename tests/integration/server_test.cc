@@ -1571,6 +1571,41 @@ TEST(DrainTest, SigtermFinishesStreamsInFlightThenExitsZero) {
               accepted_before_drain);
 }
 
+// ------------------------------------------------------------ KvSizing --
+
+// --kv_cache_mb is sized at the serving backend's own element size: the
+// CUDA backend keeps K/V in bf16, so the same budget holds twice the CPU's
+// blocks (it used to get half the memory asked for). The CUDA backend here
+// is its emulated module (engine/cuda/emulator/), loaded as on a GPU; it
+// serves a request too.
+TEST(KvSizingTest, KvCacheMbIsSizedByTheBackendThatServes) {
+  ASSERT_EQ(setenv("SKIPSERVE_CUDA_MODULE", SKIPSERVE_CUDA_EMU_MODULE, 1), 0);
+  uint32_t blocks[2] = {0, 0};
+  const char* devices[2] = {"cpu", "cuda"};
+  for (int d = 0; d < 2; ++d) {
+    SCOPED_TRACE(devices[d]);
+    absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+        ServerProcess::Start(
+            SKIPSERVE_SERVER_BINARY,
+            {absl::StrCat("--device=", devices[d]), "--kv_cache_mb=1"});
+    ASSERT_TRUE(server.ok()) << server.status();
+    std::string error;
+    std::unique_ptr<SkipserveClient> client =
+        ConnectOrDie((*server)->target(), &error);
+    ASSERT_NE(client, nullptr) << error;
+    absl::StatusOr<v1::ModelInfo> info = client->GetModelInfo();
+    ASSERT_TRUE(info.ok()) << info.status();
+    EXPECT_EQ(info->device(), d == 0 ? "cpu" : "cuda:0");
+    blocks[d] = info->kv_blocks_total();
+    absl::StatusOr<v1::GenerateResponse> response =
+        client->Generate(Request("Once upon a time", 4));
+    ASSERT_TRUE(response.ok()) << response.status();
+    EXPECT_EQ(response->tokens_size(), 4);
+  }
+  EXPECT_GT(blocks[0], 0u);
+  EXPECT_NEAR(blocks[1], 2.0 * blocks[0], 1.0);
+}
+
 // ------------------------------------------------------- ServerProcess --
 
 TEST(ServerProcessTest, ReportsAServerThatFailsToStart) {
