@@ -53,6 +53,7 @@
 #include "engine/runtime/create_backend.h"
 #include "engine/tools/bench_machine.h"
 #include "engine/tools/bench_parity.h"
+#include "engine/tools/bench_runner.h"
 #include "engine/tools/bench_suite.h"
 #include "nlohmann/json.hpp"
 

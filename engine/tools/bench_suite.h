@@ -1,8 +1,9 @@
 #ifndef SKIPSERVE_ENGINE_TOOLS_BENCH_SUITE_H_
 #define SKIPSERVE_ENGINE_TOOLS_BENCH_SUITE_H_
 
-// skipserve-bench's measurements, run one after another in one process over
-// one backend (the model is built and uploaded once).
+// The format of skipserve-bench's suites: what a measurement is, reading a
+// suite file, what a suite needs of a model, and the JSON-lines sink its
+// results go to. Running a suite is bench_runner.h's.
 //
 // A suite is a list of measurements (bench/gpu/suites.json holds the GPU
 // check's). Each measurement is one of
@@ -13,42 +14,28 @@
 //           policy and batch size;
 //   mixed   the same for a 50/50 batch of two policies against each policy's
 //           single-policy batch of the same size.
-// Rounds are interleaved over a measurement's configurations (every policy
-// and size sees the same machine conditions) and medians reported.
 //
-// Decode contexts are prefilled in batches (many sequences per Forward, up to
-// a token budget) and kept in a pool: every round, and every batch size that
-// is a subset of a larger one, decodes over the same contexts again (the
-// timed steps write positions [context, context + decode_tokens), the same
-// ones each round). When the KV pool cannot hold every configuration of a
-// measurement at once, its configurations run one after another, each
-// evicting the contexts it does not use.
-//
-// Results go to a JSON-lines sink as they are measured (one line per timed
-// round, one per figure once its rounds are done, one per error), flushed
-// after every line, so a run killed part-way keeps all it measured. A
-// configuration that fails is recorded as an error line and the others go
-// on.
+// Everything here is a plain value or function without shared state, except
+// JsonlSink (see there).
 
 #include <cstdint>
 #include <cstdio>
-#include <map>
 #include <memory>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "engine/kv/kv_cache.h"
 #include "engine/model/config.h"
 #include "engine/policy/skip_policy.h"
-#include "engine/runtime/backend.h"
 #include "nlohmann/json.hpp"
 
 namespace skipserve::bench {
 
 enum class Kind { kTtft, kDecode, kMixed };
+
+// "ttft", "decode" or "mixed".
+const char* KindName(Kind kind);
 
 struct Measurement {
   std::string name;
@@ -64,11 +51,22 @@ struct Measurement {
 // A suite file: {"suites": {"<name>": [<measurement>, ...], ...}} where a
 // measurement is {"name": ..., "kind": "ttft"|"decode"|"mixed",
 // "policies": [...], "prompt_lens": [...], "context": C, "batches": [...],
-// "decode_tokens": K, "rounds": R}. INVALID_ARGUMENT naming the field for
-// anything malformed or missing.
+// "decode_tokens": K, "rounds": R}. ParseSuite takes the list; LoadSuite
+// reads suite `name` of the file at `path` (NOT_FOUND when the file cannot
+// be read or has no such suite, naming the suites it has). Both return
+// INVALID_ARGUMENT naming the field for anything malformed or missing.
 absl::StatusOr<std::vector<Measurement>> ParseSuite(const nlohmann::json& list);
 absl::StatusOr<std::vector<Measurement>> LoadSuite(const std::string& path,
                                                    const std::string& name);
+
+// A measurement's policy text compiled for a model of `num_layers` layers;
+// the policy's parse or compile error otherwise.
+absl::StatusOr<LayerPlan> CompilePolicy(const std::string& text,
+                                        int num_layers);
+
+// KV blocks (of `block_size` tokens) one sequence of `tokens` tokens takes
+// under `plan` (one run of blocks per attention the plan runs).
+int64_t BlocksPerSequence(const LayerPlan& plan, int tokens, int block_size);
 
 // What running `suite` on a model of `config` needs, checked without a
 // model: every policy compiles, every position fits max_position_embeddings.
@@ -83,74 +81,35 @@ struct SuitePlan {
   int max_context = 0;  // longest sequence, in tokens
   nlohmann::json ToJson(int64_t block_bytes) const;
 };
+// INVALID_ARGUMENT naming the measurement when a policy does not compile or
+// a sequence is longer than the model's positions, or when the pool would
+// be too large to index.
 absl::StatusOr<SuitePlan> PlanSuite(const std::vector<Measurement>& suite,
                                     const ModelConfig& config, int block_size,
                                     int64_t cap_blocks);
 
-// Appends JSON lines to a file (flushed after each) and keeps them in memory.
+// Appends JSON lines to a file (flushed after each, so a process killed
+// part-way leaves every line written before) and keeps them in memory.
+// Write never fails: a line the file refuses is still kept in memory.
+// Not thread-safe: one thread writes at a time.
 class JsonlSink {
  public:
-  // An empty path keeps the lines in memory only.
+  // An empty path keeps the lines in memory only. INVALID_ARGUMENT when the
+  // file cannot be opened for appending.
   static absl::StatusOr<std::unique_ptr<JsonlSink>> Open(
       const std::string& path);
   ~JsonlSink();
+  JsonlSink(const JsonlSink&) = delete;
+  JsonlSink& operator=(const JsonlSink&) = delete;
+
   void Write(const nlohmann::json& line);
+  // Every line written so far, in order.
   const std::vector<nlohmann::json>& lines() const { return lines_; }
 
  private:
   JsonlSink() = default;
-  std::FILE* file_ = nullptr;
+  std::FILE* file_ = nullptr;  // owned; null when in memory only
   std::vector<nlohmann::json> lines_;
-};
-
-struct RunnerOptions {
-  int prefill_tokens = 8192;  // tokens per Forward when building contexts
-  double deadline_s = 0;      // seconds since `start` after which no new
-                              // round starts; 0 = none
-  int bytes_per_element = 4;  // of weights and KV, for the byte counts
-  double copy_gb_s = 0;       // bandwidth for the roofline
-  double read_gb_s = 0;
-  bool verbose = true;        // progress on stderr
-  bool print_figures = true;  // one line per figure on stdout
-};
-
-class Runner {
- public:
-  Runner(Backend* backend, KvBlockManager* kv, RunnerOptions options,
-         JsonlSink* sink);
-  ~Runner();
-
-  // Runs one measurement; writes its lines; never aborts the run (a failed
-  // configuration is an "error" line, a measurement cut short by the
-  // deadline has "partial" figures and a "skipped" line).
-  void Run(const Measurement& m);
-  // Seconds since the runner was made.
-  double Elapsed() const;
-  bool PastDeadline() const;
-
- private:
-  struct Pool;
-  struct Config;
-  void RunTtft(const Measurement& m, const std::vector<const LayerPlan*>& plans,
-               const std::vector<std::string>& names);
-  void RunDecode(const Measurement& m,
-                 const std::vector<const LayerPlan*>& plans,
-                 const std::vector<std::string>& names);
-  void RunConfigs(const Measurement& m, std::vector<Config>& configs);
-  absl::StatusOr<double> TimeToFirstToken(const LayerPlan& plan, int n);
-  absl::StatusOr<double> DecodeRate(const Config& c, int context, int steps);
-  absl::Status Forward(const Batch& batch);
-  void Error(const Measurement& m, const nlohmann::json& config,
-             const absl::Status& status);
-  int32_t Token(int i) const;
-
-  Backend* backend_;
-  KvBlockManager* kv_;
-  RunnerOptions options_;
-  JsonlSink* sink_;
-  std::unique_ptr<Pool> pool_;
-  std::vector<float> logits_;
-  int64_t start_ns_;
 };
 
 }  // namespace skipserve::bench
