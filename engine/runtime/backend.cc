@@ -35,8 +35,8 @@ absl::StatusOr<BackendOptions> ResolveKvOptions(const BackendOptions& options,
         "(one per layer) are needed",
         options.kv_cache_bytes, blocks, block_bytes, config.num_layers));
   }
-  resolved.num_kv_blocks = static_cast<int>(std::min<int64_t>(
-      blocks, std::numeric_limits<int32_t>::max() / 2));
+  resolved.num_kv_blocks = static_cast<int>(
+      std::min<int64_t>(blocks, std::numeric_limits<int32_t>::max() / 2));
   return resolved;
 }
 

@@ -66,9 +66,8 @@ MUTATIONS = [
      "cublasGemmEx(handle_, CUBLAS_OP_N, CUBLAS_OP_N"),
     ("RoPE tables copied on the legacy stream", "cuda_backend.cc",
      "CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(rope_cos_.get(), cos.data(),\n"
-     "                                       rope_cos_.bytes(), "
-     "cudaMemcpyHostToDevice,\n"
-     "                                       stream_));",
+     "                                       rope_cos_.bytes(),\n"
+     "                                       cudaMemcpyHostToDevice, stream_));",
      "CUDA_RETURN_IF_ERROR(cudaMemcpy(rope_cos_.get(), cos.data(),\n"
      "                                  rope_cos_.bytes(), "
      "cudaMemcpyHostToDevice));"),
