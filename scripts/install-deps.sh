@@ -2,9 +2,21 @@
 # Installs the Debian packages skipserve builds, runs and tests with.
 # Idempotent: installs only what is missing; uses sudo when not root.
 # Nothing is downloaded except through apt from Debian's archive.
+#
+#   bash scripts/install-deps.sh            # the default group: dev
+#   bash scripts/install-deps.sh image      # only the container tools
+#   bash scripts/install-deps.sh dev image  # both
+#
+# Groups:
+#   dev    compilers, libraries and test tools (what `make run` and
+#          `make test` need); the default when no group is named
+#   image  opt-in: the container tools scripts/build-image.sh uses to build
+#          the images without a Docker engine or an image registry
+#          (mmdebstrap for a Debian base image, buildah, podman; uidmap for
+#          rootless use)
 set -euo pipefail
 
-PACKAGES=(
+DEV_PACKAGES=(
   build-essential cmake ninja-build pkg-config make
   # engine
   libabsl-dev nlohmann-json3-dev libopenblas-dev
@@ -18,6 +30,25 @@ PACKAGES=(
   prometheus
 )
 
+IMAGE_PACKAGES=(
+  mmdebstrap buildah podman uidmap
+)
+
+groups=("$@")
+if [ ${#groups[@]} -eq 0 ]; then groups=(dev); fi
+
+PACKAGES=()
+for g in "${groups[@]}"; do
+  case "$g" in
+    dev) PACKAGES+=("${DEV_PACKAGES[@]}") ;;
+    image) PACKAGES+=("${IMAGE_PACKAGES[@]}") ;;
+    *)
+      echo "install-deps: unknown group '$g' (groups: dev, image)" >&2
+      exit 2
+      ;;
+  esac
+done
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
@@ -26,7 +57,7 @@ for p in "${PACKAGES[@]}"; do
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  echo "install-deps: all ${#PACKAGES[@]} packages present (${groups[*]})"
   exit 0
 fi
 
