@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 50051
 METRICS_PORT ?= 9090
 
-.PHONY: all deps configure build run test bench clean
+.PHONY: all deps configure build run test bench image clean
 
 all: build
 
@@ -34,6 +34,13 @@ test: build
 
 bench: build
 	bash bench/run_cpu.sh $(BUILD_DIR)
+
+# Builds the CPU container image, localhost/skipserve:cpu, with buildah on a
+# Debian base image made here by mmdebstrap: no Docker engine, no registry
+# (scripts/build-image.sh; docker/README.md). Options go in IMAGE_ARGS:
+#   make image IMAGE_ARGS=--install-deps     # first install mmdebstrap, buildah, podman
+image:
+	bash scripts/build-image.sh $(IMAGE_ARGS)
 
 clean:
 	rm -rf $(BUILD_DIR)
