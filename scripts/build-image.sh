@@ -224,7 +224,8 @@ base_is_current() {
 make_base() {
   local tar="$WORK/base.tar" log="$WORK/mmdebstrap.log"
   echo "build-image: making $BASE_IMAGE with mmdebstrap from $DEBIAN_MIRROR (recipe $RECIPE)"
-  local t0=$SECONDS
+  local t0=$SECONDS old
+  old=$(buildah inspect --type image --format '{{.FromImageID}}' "$BASE_IMAGE" 2>/dev/null || true)
   if ! timeout 1200 mmdebstrap "${MMDEBSTRAP_ARGS[@]}" "$tar" "${MMDEBSTRAP_SOURCES[@]}" >"$log" 2>&1; then
     tail -n 40 "$log" >&2
     die "mmdebstrap failed (is $DEBIAN_MIRROR reachable?)"
@@ -236,6 +237,8 @@ make_base() {
     --message "mmdebstrap ${MMDEBSTRAP_ARGS[*]}" \
     "$tar" "$BASE_IMAGE" >/dev/null
   rm -f "$tar"
+  # The base it replaces, unless an image or a container still uses it.
+  if [ -n "$old" ]; then buildah rmi "$old" >/dev/null 2>&1 || true; fi
   echo "build-image: $BASE_IMAGE made in $((SECONDS - t0)) s"
 }
 
