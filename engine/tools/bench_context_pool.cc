@@ -99,6 +99,7 @@ absl::StatusOr<ContextPool::PrefillStats> ContextPool::Ensure(
         pending.push_back({plan, seqs.back().get()});
       }
       if (absl::Status s = kv_->Reserve(*seqs[i], reserve); !s.ok()) {
+        Drop(pending);
         return s;
       }
     }
@@ -137,13 +138,17 @@ absl::StatusOr<ContextPool::PrefillStats> ContextPool::Prefill(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count();
   if (status.ok()) return stats;
-  // Contexts that were not completely written are dropped.
+  Drop(pending);
+  return status;
+}
+
+void ContextPool::Drop(const std::vector<Pending>& pending) {
   for (auto& [key, seqs] : contexts_) {
     for (auto it = seqs.begin(); it != seqs.end();) {
-      const bool bad =
+      const bool dropped =
           std::any_of(pending.begin(), pending.end(),
                       [&](const Pending& p) { return p.seq == it->get(); });
-      if (bad) {
+      if (dropped) {
         kv_->Release(**it);
         it = seqs.erase(it);
       } else {
@@ -151,7 +156,6 @@ absl::StatusOr<ContextPool::PrefillStats> ContextPool::Prefill(
       }
     }
   }
-  return status;
 }
 
 std::vector<ContextPool::Row> ContextPool::Rows(const Needs& needs,

@@ -86,6 +86,9 @@ class ContextPool {
   bool MakeFree(int64_t blocks, const std::map<Key, int>& keep);
   // Blocks that reserving `reserve` tokens for the contexts of `keep` takes.
   int64_t BlocksFor(const std::map<Key, int>& keep, int reserve);
+  // Releases and forgets the contexts of `pending` (not, or not entirely,
+  // written: no measurement may decode over them).
+  void Drop(const std::vector<Pending>& pending);
   absl::StatusOr<PrefillStats> Prefill(
       std::vector<Pending>& pending, int length, int prefill_tokens,
       absl::FunctionRef<absl::Status(const Batch&)> forward);
