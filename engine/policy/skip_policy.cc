@@ -20,6 +20,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "engine/base/check.h"
+#include "engine/base/quote.h"
 
 namespace skipserve {
 namespace {
@@ -57,9 +58,19 @@ absl::string_view Trim(absl::string_view s) {
   return absl::StripAsciiWhitespace(s);
 }
 
+std::string Quote(absl::string_view s) {
+  return QuoteInput(std::string_view(s.data(), s.size()));
+}
+
+// A number the parser accepted the form of (digits, sign, dot): as is, or
+// quoted when it is too long to show whole.
+std::string Number(absl::string_view s) {
+  return s.size() <= kMaxQuotedBytes ? std::string(s) : Quote(s);
+}
+
 // Where an error happened, for messages: "clause 2 'ffn:30,31'".
 std::string Where(int clause_number, absl::string_view clause) {
-  return absl::StrCat("clause ", clause_number, " '", clause, "'");
+  return absl::StrCat("clause ", clause_number, " ", Quote(clause));
 }
 
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
@@ -117,24 +128,63 @@ std::string FormatPercent(double fraction) {
   return out;
 }
 
-// Appends `indices` (sorted, unique) with runs of 3+ as ranges.
-void AppendIndices(const std::vector<int>& indices, std::string* out) {
-  size_t i = 0;
+// Appends `ranges` (sorted, disjoint, not touching): ranges of 3+ indices
+// as "a-b", shorter ones index by index.
+void AppendRanges(const std::vector<IndexRange>& ranges, std::string* out) {
   bool first = true;
-  while (i < indices.size()) {
-    size_t j = i;
-    while (j + 1 < indices.size() && indices[j + 1] == indices[j] + 1) ++j;
-    const size_t run = j - i + 1;
-    if (run >= 3) {
-      absl::StrAppend(out, first ? "" : ",", indices[i], "-", indices[j]);
+  for (const IndexRange& r : ranges) {
+    if (r.last - r.first >= 2) {
+      absl::StrAppend(out, first ? "" : ",", r.first, "-", r.last);
     } else {
-      for (size_t k = i; k <= j; ++k) {
-        absl::StrAppend(out, (first && k == i) ? "" : ",", indices[k]);
+      for (int i = r.first; i <= r.last; ++i) {
+        absl::StrAppend(out, first ? "" : ",", i);
+        first = false;
       }
     }
     first = false;
-    i = j + 1;
   }
+}
+
+// Sorts `ranges` and merges them into disjoint, non-touching ones. Returns
+// the smallest index two of them share, if any (the ranges are then left
+// sorted but unmerged).
+std::optional<int> SortAndMerge(std::vector<IndexRange>* ranges) {
+  std::sort(ranges->begin(), ranges->end(),
+            [](const IndexRange& a, const IndexRange& b) {
+              return a.first < b.first ||
+                     (a.first == b.first && a.last < b.last);
+            });
+  // Sorted by first index, the first range that starts at or before the
+  // end of those before it overlaps them, and its first index is the
+  // smallest shared one.
+  for (size_t i = 1; i < ranges->size(); ++i) {
+    if ((*ranges)[i].first <= (*ranges)[i - 1].last) {
+      return (*ranges)[i].first;
+    }
+  }
+  std::vector<IndexRange> merged;
+  for (const IndexRange& r : *ranges) {
+    if (!merged.empty() && merged.back().last + 1 == r.first) {
+      merged.back().last = r.last;
+    } else {
+      merged.push_back(r);
+    }
+  }
+  *ranges = std::move(merged);
+  return std::nullopt;
+}
+
+// The runs of consecutive indices of `indices` (sorted, unique).
+std::vector<IndexRange> RunsOf(const std::vector<int>& indices) {
+  std::vector<IndexRange> runs;
+  for (int index : indices) {
+    if (!runs.empty() && runs.back().last + 1 == index) {
+      runs.back().last = index;
+    } else {
+      runs.push_back({index, index});
+    }
+  }
+  return runs;
 }
 
 // Parses a layer index (an item endpoint).
@@ -146,19 +196,20 @@ absl::StatusOr<int> ParseIndex(absl::string_view text, int clause_number,
         absl::StrCat("missing layer index in ", Where(clause_number, clause)));
   }
   if (s.front() == '-') {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "negative layer index '", s, "' in ", Where(clause_number, clause)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("negative layer index ", Quote(s), " in ",
+                     Where(clause_number, clause)));
   }
   if (!std::all_of(s.begin(), s.end(), IsDigit)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("bad layer index '", s, "' in ",
+        absl::StrCat("bad layer index ", Quote(s), " in ",
                      Where(clause_number, clause), "; expected an integer"));
   }
   int value = 0;
   auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
   if (ec != std::errc() || value > SkipPolicy::kMaxLayerIndex) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "layer index ", s, " in ", Where(clause_number, clause),
+        "layer index ", Number(s), " in ", Where(clause_number, clause),
         " is too large (at most ", SkipPolicy::kMaxLayerIndex, ")"));
   }
   return value;
@@ -179,32 +230,35 @@ absl::StatusOr<double> ParseFraction(absl::string_view after_last,
   const std::optional<double> value = ParseDecimal(s);
   if (!value.has_value()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "bad number '", s, "' in ", Where(clause_number, clause),
+        "bad number ", Quote(s), " in ", Where(clause_number, clause),
         "; expected a fraction in [0, 1] or a percentage like 33%"));
   }
   if (percent) {
     if (!(*value >= 0 && *value <= 100)) {
       return absl::InvalidArgumentError(
-          absl::StrCat("percentage ", s, "% in ", Where(clause_number, clause),
-                       " is outside [0, 100]"));
+          absl::StrCat("percentage ", Number(s), "% in ",
+                       Where(clause_number, clause), " is outside [0, 100]"));
     }
     return RoundFraction(*value / 100);
   }
   if (!(*value >= 0 && *value <= 1)) {
     const std::string hint =
-        *value > 1 ? absl::StrCat("; for a percentage write ", s, "%") : "";
-    return absl::InvalidArgumentError(absl::StrCat("fraction ", s, " in ",
-                                                   Where(clause_number, clause),
-                                                   " is outside [0, 1]", hint));
+        *value > 1 && s.size() <= kMaxQuotedBytes
+            ? absl::StrCat("; for a percentage write ", s, "%")
+            : "";
+    return absl::InvalidArgumentError(
+        absl::StrCat("fraction ", Number(s), " in ",
+                     Where(clause_number, clause), " is outside [0, 1]", hint));
   }
   return RoundFraction(*value);
 }
 
-// Parses items := item ("," item)* into a sorted, unique index list.
-absl::StatusOr<std::vector<int>> ParseItems(absl::string_view target,
-                                            SkipKind kind, int clause_number,
-                                            absl::string_view clause) {
-  std::vector<int> indices;
+// Parses items := item ("," item)* into sorted, disjoint ranges.
+absl::StatusOr<std::vector<IndexRange>> ParseItems(absl::string_view target,
+                                                   SkipKind kind,
+                                                   int clause_number,
+                                                   absl::string_view clause) {
+  std::vector<IndexRange> ranges;
   for (absl::string_view raw_item : absl::StrSplit(target, ',')) {
     const absl::string_view item = Trim(raw_item);
     if (item.empty()) {
@@ -218,7 +272,7 @@ absl::StatusOr<std::vector<int>> ParseItems(absl::string_view target,
     if (dash == absl::string_view::npos) {
       absl::StatusOr<int> index = ParseIndex(item, clause_number, clause);
       if (!index.ok()) return index.status();
-      indices.push_back(*index);
+      ranges.push_back({*index, *index});
       continue;
     }
     absl::StatusOr<int> first =
@@ -232,21 +286,19 @@ absl::StatusOr<std::vector<int>> ParseItems(absl::string_view target,
           "range ", *first, "-", *last, " is reversed in ",
           Where(clause_number, clause), "; write ", *last, "-", *first));
     }
-    for (int i = *first; i <= *last; ++i) indices.push_back(i);
+    ranges.push_back({*first, *last});
   }
-  std::sort(indices.begin(), indices.end());
-  const auto dup = std::adjacent_find(indices.begin(), indices.end());
-  if (dup != indices.end()) {
+  if (const std::optional<int> dup = SortAndMerge(&ranges); dup.has_value()) {
     return absl::InvalidArgumentError(
         absl::StrCat("layer ", *dup, " listed twice in ", KindName(kind), " (",
                      Where(clause_number, clause), ")"));
   }
-  return indices;
+  return ranges;
 }
 
-// Validates and sorts one explicit list for FromIndices.
-absl::StatusOr<std::vector<int>> CheckIndexList(std::vector<int> indices,
-                                                SkipKind kind) {
+// Validates and sorts one explicit list for FromIndices; returns its runs.
+absl::StatusOr<std::vector<IndexRange>> CheckIndexList(std::vector<int> indices,
+                                                       SkipKind kind) {
   for (int index : indices) {
     if (index < 0) {
       return absl::InvalidArgumentError(
@@ -264,7 +316,7 @@ absl::StatusOr<std::vector<int>> CheckIndexList(std::vector<int> indices,
     return absl::InvalidArgumentError(
         absl::StrCat("layer ", *dup, " listed twice in ", KindName(kind)));
   }
-  return indices;
+  return RunsOf(indices);
 }
 
 }  // namespace
@@ -316,7 +368,17 @@ std::string LayerPlan::Canonical() const {
   for (const auto& [kind, indices] : lists) {
     if (indices->empty()) continue;
     absl::StrAppend(&out, out.empty() ? "" : ";", KindName(kind), ":");
-    AppendIndices(*indices, &out);
+    AppendRanges(RunsOf(*indices), &out);
+  }
+  return out;
+}
+
+// --- SkipRule --------------------------------------------------------------
+
+std::vector<int> SkipRule::Indices() const {
+  std::vector<int> out;
+  for (const IndexRange& r : ranges) {
+    for (int i = r.first; i <= r.last; ++i) out.push_back(i);
   }
   return out;
 }
@@ -325,6 +387,11 @@ std::string LayerPlan::Canonical() const {
 
 absl::StatusOr<SkipPolicy> SkipPolicy::Parse(std::string_view text) {
   // Debian's Abseil has its own string_view type (not std::string_view).
+  if (text.size() > kMaxTextBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("policy text is ", text.size(), " bytes; at most ",
+                     kMaxTextBytes, " are allowed"));
+  }
   const absl::string_view trimmed =
       Trim(absl::string_view(text.data(), text.size()));
   if (trimmed.empty()) {
@@ -339,14 +406,14 @@ absl::StatusOr<SkipPolicy> SkipPolicy::Parse(std::string_view text) {
     const absl::string_view clause = Trim(clauses[c]);
     if (clause.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "clause ", number, " of policy '", trimmed,
-          "' is empty; clauses are separated by ';' with none trailing"));
+          "clause ", number, " of policy ", Quote(trimmed),
+          " is empty; clauses are separated by ';' with none trailing"));
     }
     if (clause == "none") {
       if (clauses.size() == 1) return policy;
       return absl::InvalidArgumentError(absl::StrCat(
-          "\"none\" cannot be combined with other clauses (policy '", trimmed,
-          "')"));
+          "\"none\" cannot be combined with other clauses (policy ",
+          Quote(trimmed), ")"));
     }
     const size_t colon = clause.find(':');
     if (colon == absl::string_view::npos) {
@@ -359,13 +426,13 @@ absl::StatusOr<SkipPolicy> SkipPolicy::Parse(std::string_view text) {
     const std::optional<SkipKind> kind = KindFromName(kind_name);
     if (!kind.has_value()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("unknown kind '", kind_name, "' in ",
+          absl::StrCat("unknown kind ", Quote(kind_name), " in ",
                        Where(number, clause), "; expected attn, ffn or layer"));
     }
     int& first_seen = seen[KindOrder(*kind)];
     if (first_seen != 0) {
       return absl::InvalidArgumentError(
-          absl::StrCat("kind ", kind_name, " appears twice (clauses ",
+          absl::StrCat("kind ", KindName(*kind), " appears twice (clauses ",
                        first_seen, " and ", number, ")"));
     }
     first_seen = number;
@@ -384,10 +451,10 @@ absl::StatusOr<SkipPolicy> SkipPolicy::Parse(std::string_view text) {
       if (*fraction == 0) continue;  // Skips nothing.
       rule.last_fraction = *fraction;
     } else {
-      absl::StatusOr<std::vector<int>> indices =
+      absl::StatusOr<std::vector<IndexRange>> ranges =
           ParseItems(target, *kind, number, clause);
-      if (!indices.ok()) return indices.status();
-      rule.indices = *std::move(indices);
+      if (!ranges.ok()) return ranges.status();
+      rule.ranges = *std::move(ranges);
     }
     policy.rules_.push_back(std::move(rule));
   }
@@ -408,12 +475,12 @@ absl::StatusOr<SkipPolicy> SkipPolicy::FromIndices(std::vector<int> attention,
       {SkipKind::kLayer, &layers}};
   for (auto& [kind, list] : lists) {
     if (list->empty()) continue;
-    absl::StatusOr<std::vector<int>> indices =
+    absl::StatusOr<std::vector<IndexRange>> ranges =
         CheckIndexList(std::move(*list), kind);
-    if (!indices.ok()) return indices.status();
+    if (!ranges.ok()) return ranges.status();
     SkipRule rule;
     rule.kind = kind;
-    rule.indices = *std::move(indices);
+    rule.ranges = *std::move(ranges);
     policy.rules_.push_back(std::move(rule));
   }
   return policy;
@@ -421,9 +488,20 @@ absl::StatusOr<SkipPolicy> SkipPolicy::FromIndices(std::vector<int> attention,
 
 absl::StatusOr<LayerPlan> SkipPolicy::Compile(int num_layers) const {
   SKIPSERVE_CHECK(num_layers > 0) << "num_layers " << num_layers;
+  // Every index is checked before any layer is touched.
+  for (const SkipRule& rule : rules_) {
+    for (const IndexRange& r : rule.ranges) {
+      if (r.last >= num_layers) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "policy ", KindName(rule.kind), ": layer index ",
+            std::max(r.first, num_layers), " out of range [0, ", num_layers - 1,
+            "] for a ", num_layers, "-layer model"));
+      }
+    }
+  }
   LayerPlan plan = LayerPlan::Full(num_layers);
   for (const SkipRule& rule : rules_) {
-    std::vector<int> layers;
+    std::vector<IndexRange> layers = rule.ranges;
     if (rule.last_fraction.has_value()) {
       // Half rounds up; the epsilon keeps r*L a hair below .5 (from the
       // decimal fraction's binary rounding) from rounding down.
@@ -431,21 +509,13 @@ absl::StatusOr<LayerPlan> SkipPolicy::Compile(int num_layers) const {
           static_cast<int>(
               std::floor(*rule.last_fraction * num_layers + 0.5 + 1e-9)),
           0, num_layers);
-      for (int l = num_layers - k; l < num_layers; ++l) layers.push_back(l);
-    } else {
-      for (int index : rule.indices) {
-        if (index >= num_layers) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("policy ", KindName(rule.kind), ": layer index ",
-                           index, " out of range [0, ", num_layers - 1,
-                           "] for a ", num_layers, "-layer model"));
-        }
-        layers.push_back(index);
-      }
+      if (k > 0) layers = {{num_layers - k, num_layers - 1}};
     }
-    for (int l : layers) {
-      if (rule.kind != SkipKind::kFfn) plan.run_attn[l] = false;
-      if (rule.kind != SkipKind::kAttention) plan.run_ffn[l] = false;
+    for (const IndexRange& r : layers) {
+      for (int l = r.first; l <= r.last; ++l) {
+        if (rule.kind != SkipKind::kFfn) plan.run_attn[l] = false;
+        if (rule.kind != SkipKind::kAttention) plan.run_ffn[l] = false;
+      }
     }
   }
   return plan;
@@ -459,7 +529,7 @@ std::string SkipPolicy::ToString() const {
     if (rule.last_fraction.has_value()) {
       absl::StrAppend(&out, "last=", FormatPercent(*rule.last_fraction), "%");
     } else {
-      AppendIndices(rule.indices, &out);
+      AppendRanges(rule.ranges, &out);
     }
   }
   return out;

@@ -22,11 +22,18 @@
 // are rounded), so "33%" and "0.33" are the same policy. A rule with fraction
 // 0 skips nothing and is dropped ("attn:last=0%" == "none"). The empty text
 // is an error, as is "none" combined with other clauses. Indices are at most
-// kMaxLayerIndex.
+// kMaxLayerIndex; the text is at most kMaxTextBytes long.
 //
 // Each kind may appear at most once and an index at most once within a kind
 // (duplicates are errors). A policy is model-independent until Compile()d,
 // which checks indices against the model's layer count.
+//
+// Cost: parsing takes time O(n log n) and memory O(n) in the text's length
+// n, whatever the ranges name: a range is kept as an interval and never
+// expanded ("attn:0-65535" is two numbers), overlaps are found by sorting
+// the intervals. Compile checks every interval against the model before
+// it touches a layer, so it costs O(intervals + layers). Error messages
+// quote at most ~100 bytes of the text (engine/base/quote.h).
 //
 // Canonical form (ToString): "none", or clauses in the order attn, ffn,
 // layer; index lists sorted, runs of 3+ consecutive indices written as
@@ -34,6 +41,7 @@
 // up to 4 decimals and no trailing zeros ("33%", "12.5%"). Parse(ToString(p))
 // == p for every valid p.
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -68,11 +76,23 @@ struct LayerPlan {
   bool operator==(const LayerPlan&) const = default;
 };
 
+// Layers first..last (inclusive), 0 <= first <= last.
+struct IndexRange {
+  int first = 0;
+  int last = 0;
+  bool operator==(const IndexRange&) const = default;
+};
+
 struct SkipRule {
   SkipKind kind = SkipKind::kAttention;
   // Exactly one of these is used: a fraction of the last layers, or indices.
   std::optional<double> last_fraction;  // in (0, 1], in millionths
-  std::vector<int> indices;             // sorted, unique, >= 0
+  // The indices as sorted, disjoint ranges, each as long as it can be (no
+  // two touch), so equal index sets have equal range lists.
+  std::vector<IndexRange> ranges;
+
+  // The indices one by one, sorted: O(indices), for tests and small lists.
+  std::vector<int> Indices() const;
   bool operator==(const SkipRule&) const = default;
 };
 
@@ -81,15 +101,21 @@ class SkipPolicy {
   // The largest layer index a policy may name (bounds what a range like
   // "0-99999999" may expand to; no model has this many layers).
   static constexpr int kMaxLayerIndex = 65535;
+  // The longest policy text Parse accepts. Listing every index of all three
+  // kinds of a 128-layer model one by one takes about 1.3 KB.
+  static constexpr size_t kMaxTextBytes = 4096;
 
   // The empty policy ("none").
   SkipPolicy() = default;
 
   // Parses the text syntax above. Errors (INVALID_ARGUMENT) say what is
-  // wrong and where (clause number and text): empty policy or clause,
-  // missing ':' or target, unknown kind, bad number, fraction outside [0,1]
-  // or percentage outside [0,100], negative or too large index, reversed
-  // range, duplicate kind or index, "none" combined with other clauses.
+  // wrong and where (clause number and text, quoted shortly): a text longer
+  // than kMaxTextBytes (checked before anything else; the message gives the
+  // length and the limit, not the text), empty policy or
+  // clause, missing ':' or target, unknown kind, bad number, fraction
+  // outside [0,1] or percentage outside [0,100], negative or too large
+  // index, reversed range, duplicate kind or index (the smallest one
+  // named), "none" combined with other clauses.
   static absl::StatusOr<SkipPolicy> Parse(std::string_view text);
 
   // Builds a policy from explicit index lists (as the API's SkipPolicy

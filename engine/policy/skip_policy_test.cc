@@ -80,7 +80,7 @@ TEST(SkipPolicy, ParsesPercentage) {
   EXPECT_EQ(policy.rules()[0].kind, SkipKind::kAttention);
   ASSERT_TRUE(policy.rules()[0].last_fraction.has_value());
   EXPECT_DOUBLE_EQ(*policy.rules()[0].last_fraction, 0.33);
-  EXPECT_TRUE(policy.rules()[0].indices.empty());
+  EXPECT_TRUE(policy.rules()[0].Indices().empty());
   EXPECT_EQ(policy.ToString(), "attn:last=33%");
 }
 
@@ -99,14 +99,14 @@ TEST(SkipPolicy, ParsesIndicesAndRanges) {
   ASSERT_EQ(policy.rules().size(), 1u);
   EXPECT_EQ(policy.rules()[0].kind, SkipKind::kLayer);
   EXPECT_FALSE(policy.rules()[0].last_fraction.has_value());
-  EXPECT_THAT(policy.rules()[0].indices, ElementsAre(28, 29, 30, 31));
+  EXPECT_THAT(policy.rules()[0].Indices(), ElementsAre(28, 29, 30, 31));
 
   policy = MustParse("attn:20-31;ffn:30,31");
   ASSERT_EQ(policy.rules().size(), 2u);
   EXPECT_EQ(policy.rules()[0].kind, SkipKind::kAttention);
-  EXPECT_EQ(policy.rules()[0].indices, Range(20, 31));
+  EXPECT_EQ(policy.rules()[0].Indices(), Range(20, 31));
   EXPECT_EQ(policy.rules()[1].kind, SkipKind::kFfn);
-  EXPECT_THAT(policy.rules()[1].indices, ElementsAre(30, 31));
+  EXPECT_THAT(policy.rules()[1].Indices(), ElementsAre(30, 31));
   EXPECT_EQ(policy.ToString(), "attn:20-31;ffn:30,31");
 }
 
