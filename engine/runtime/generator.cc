@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <span>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_format.h"
@@ -60,6 +61,15 @@ absl::StatusOr<GenerationResult> Generator::Generate(
   if (absl::Status s = ValidateSamplingParams(request.sampling); !s.ok()) {
     return s;
   }
+  if (request.sampled_vocab_size < 0 ||
+      request.sampled_vocab_size > config.vocab_size) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("sampled_vocab_size must be in [0, %d], got %d",
+                        config.vocab_size, request.sampled_vocab_size));
+  }
+  const size_t sampled = request.sampled_vocab_size > 0
+                             ? request.sampled_vocab_size
+                             : config.vocab_size;
 
   SequenceKv kv(request.plan);
   absl::Cleanup release = [&] { kv_blocks_->Release(kv); };
@@ -86,7 +96,8 @@ absl::StatusOr<GenerationResult> Generator::Generate(
 
   int pos = prompt_len;
   while (true) {
-    const SampledToken token = sampler.Sample(logits);
+    const SampledToken token =
+        sampler.Sample(std::span<const float>(logits).first(sampled));
     result.tokens.push_back(token);
     if (result.tokens.size() == 1) result.prefill_seconds = SecondsSince(start);
     if (on_token) on_token(token);

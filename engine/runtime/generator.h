@@ -33,6 +33,10 @@ struct GenerationRequest {
   SamplingParams sampling;
   int max_new_tokens = 16;        // >= 1
   std::vector<int32_t> stop_ids;  // e.g. EOS; the stop token is included
+  // Ids at or above this are never sampled (a vocabulary padded beyond the
+  // tokenizer's pieces: pass Tokenizer::vocab_size()). 0 = the model's
+  // whole vocabulary; else in [1, vocab_size].
+  int sampled_vocab_size = 0;
 };
 
 struct GenerationResult {
@@ -49,7 +53,8 @@ class Generator {
             int prefill_chunk = 512);
 
   // INVALID_ARGUMENT for an empty prompt, a prompt that fills the context,
-  // a plan of the wrong length or bad sampling parameters;
+  // a plan of the wrong length, bad sampling parameters or a
+  // sampled_vocab_size outside [0, vocab_size];
   // RESOURCE_EXHAUSTED when the KV cache cannot hold the sequence.
   // `on_token` (optional) sees each token as it is sampled.
   absl::StatusOr<GenerationResult> Generate(

@@ -147,5 +147,58 @@ TEST_F(GeneratorTest, KvExhaustionIsAnErrorThatReleasesBlocks) {
   EXPECT_EQ(kv.num_used(), 0);
 }
 
+// A vocabulary padded beyond the tokenizer's pieces: ids at or above
+// sampled_vocab_size are never generated, greedy or sampled, and greedy
+// picks the best of the ids below it.
+TEST_F(GeneratorTest, SampledVocabSizeMasksTheIdsAboveIt) {
+  const int vocab = backend_->config().vocab_size;
+  const int limit = vocab / 4;
+  const std::vector<int32_t> prompt = {1, 17, 300, 42};
+  const LayerPlan plan = LayerPlan::Full(backend_->config().num_layers);
+  for (float temperature : {0.0f, 1.0f, 3.0f}) {
+    KvBlockManager kv(256, 4);
+    Generator generator(backend_, &kv);
+    GenerationRequest request;
+    request.prompt = prompt;
+    request.plan = plan;
+    request.max_new_tokens = 40;
+    request.sampling.temperature = temperature;
+    request.sampling.seed = 5;
+    request.sampled_vocab_size = limit;
+    absl::StatusOr<GenerationResult> result = generator.Generate(request);
+    ASSERT_TRUE(result.ok()) << result.status();
+    for (const SampledToken& token : result->tokens) {
+      EXPECT_LT(token.id, limit) << "temperature " << temperature;
+    }
+  }
+  // Greedy: the argmax of the first `limit` logits.
+  std::vector<float> logits(vocab);
+  {
+    KvBlockManager kv(256, 4);
+    SequenceKv seq(plan);
+    ASSERT_TRUE(kv.Reserve(seq, static_cast<int>(prompt.size())).ok());
+    Batch batch;
+    batch.Add(&plan, &seq, 0, prompt);
+    ASSERT_TRUE(backend_->Forward(batch, logits).ok());
+    kv.Release(seq);
+  }
+  const int32_t best = static_cast<int32_t>(
+      std::max_element(logits.begin(), logits.begin() + limit) -
+      logits.begin());
+  KvBlockManager kv(256, 4);
+  Generator generator(backend_, &kv);
+  GenerationRequest request;
+  request.prompt = prompt;
+  request.plan = plan;
+  request.max_new_tokens = 1;
+  request.sampled_vocab_size = limit;
+  absl::StatusOr<GenerationResult> result = generator.Generate(request);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->tokens[0].id, best);
+  request.sampled_vocab_size = vocab + 1;
+  EXPECT_EQ(generator.Generate(request).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace skipserve

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 
 #include "absl/strings/str_format.h"
 #include "engine/base/check.h"
@@ -30,6 +31,7 @@ struct Scheduler::Sequence {
   std::vector<int32_t> tokens;  // the prompt, then generated tokens
   int num_computed = 0;         // positions whose K/V is in the cache
   int64_t last_step = 0;        // the step it last ran in (grouped mode)
+  bool queued = true;           // in incoming_ or waiting_ (not running)
   bool done = false;
   SequenceTimings timings;
   std::vector<ScoredToken> scores;
@@ -51,7 +53,8 @@ Scheduler::Scheduler(Backend* backend, const SchedulerOptions& options,
       on_step_(std::move(on_step)),
       kv_blocks_(backend->num_kv_blocks(), backend->kv_block_size()) {
   SKIPSERVE_CHECK(options.max_batch_tokens > 0 && options.max_running > 0 &&
-                  options.max_waiting >= 0);
+                  options.max_waiting >= 0 && options.sampled_vocab_size >= 0 &&
+                  options.sampled_vocab_size <= backend->config().vocab_size);
   stats_.kv_blocks_total = kv_blocks_.num_blocks();
   loop_ = std::thread([this] { Loop(); });
 }
@@ -81,10 +84,9 @@ absl::StatusOr<uint64_t> Scheduler::Submit(
   if (shutting_down_) {
     return absl::UnavailableError("the scheduler is shutting down");
   }
-  const int waiting = static_cast<int>(incoming_.size()) + stats_.waiting;
-  if (waiting >= options_.max_waiting) {
+  if (queued_ >= options_.max_waiting) {
     return absl::ResourceExhaustedError(absl::StrFormat(
-        "the queue is full: %d requests waiting (max_waiting=%d)", waiting,
+        "the queue is full: %d requests waiting (max_waiting=%d)", queued_,
         options_.max_waiting));
   }
   const uint64_t id = next_id_++;
@@ -95,12 +97,13 @@ absl::StatusOr<uint64_t> Scheduler::Submit(
   seq->last_step = stats_.steps;
   incoming_.push_back(std::move(seq));
   ++active_;
+  ++queued_;
   return id;
 }
 
-void Scheduler::Cancel(uint64_t id) {
+void Scheduler::Cancel(uint64_t id, absl::StatusCode code) {
   absl::MutexLock lock(&mu_);
-  cancelled_.insert(id);
+  cancelled_.emplace(id, code);
 }
 
 void Scheduler::WaitIdle() {
@@ -128,7 +131,7 @@ void Scheduler::Shutdown() {
 SchedulerStats Scheduler::Stats() const {
   absl::MutexLock lock(&mu_);
   SchedulerStats stats = stats_;
-  stats.waiting += static_cast<int>(incoming_.size());
+  stats.waiting = queued_;
   stats.kv_blocks_used = kv_blocks_.num_used();  // live, not as of last step
   return stats;
 }
@@ -170,15 +173,19 @@ void Scheduler::AdmitIncoming() {
 }
 
 void Scheduler::DropCancelled() {
-  absl::flat_hash_set<uint64_t> cancelled;
+  absl::flat_hash_map<uint64_t, absl::StatusCode> cancelled;
   {
     absl::MutexLock lock(&mu_);
     cancelled.swap(cancelled_);
   }
   const absl::Time now = absl::Now();
   auto check = [&](Sequence& seq) {
-    if (cancelled.contains(seq.id)) {
-      Finish(seq, absl::CancelledError("cancelled"), FinishReason::kStop);
+    if (auto it = cancelled.find(seq.id); it != cancelled.end()) {
+      Finish(seq,
+             it->second == absl::StatusCode::kDeadlineExceeded
+                 ? absl::DeadlineExceededError("deadline exceeded")
+                 : absl::CancelledError("cancelled"),
+             FinishReason::kStop);
     } else if (now > seq.spec.deadline) {
       Finish(seq, absl::DeadlineExceededError("deadline exceeded"),
              FinishReason::kStop);
@@ -201,6 +208,7 @@ void Scheduler::Finish(Sequence& seq, const absl::Status& status,
   seq.observer->OnFinish(status, reason, seq.timings);
   absl::MutexLock lock(&mu_);
   --active_;
+  if (seq.queued) --queued_;
 }
 
 void Scheduler::Preempt(Sequence* seq) {
@@ -215,8 +223,10 @@ void Scheduler::Preempt(Sequence* seq) {
       break;
     }
   }
+  seq->queued = true;
   absl::MutexLock lock(&mu_);
   ++stats_.preemptions;
+  ++queued_;
 }
 
 bool Scheduler::FitsNow(const Sequence& seq) const {
@@ -343,6 +353,11 @@ void Scheduler::Admit(const StepGroup& group, int* budget,
     const int n = std::min(s->pending(), *budget);
     const int reserve = s->exclusive() ? s->pending() : n;
     if (!kv_blocks_.Reserve(s->kv, s->num_computed + reserve).ok()) break;
+    s->queued = false;
+    {
+      absl::MutexLock lock(&mu_);
+      --queued_;
+    }
     running_.push_back(std::move(*it));
     it = waiting_.erase(it);
     chosen->push_back({s, n});
@@ -417,11 +432,16 @@ bool Scheduler::Step() {
               next >= static_cast<int>(s.tokens.size())) {
             continue;
           }
-          std::span<const float> logits(
-              logits_.data() + static_cast<size_t>(row + r) * vocab, vocab);
+          const std::span<const float> logits = SampledRow(row + r);
           const int32_t id = s.tokens[next];
-          s.scores.push_back(
-              {id, Sampler::LogSoftmaxAt(logits, id), ArgMax(logits) == id});
+          if (id < static_cast<int32_t>(logits.size())) {
+            s.scores.push_back(
+                {id, Sampler::LogSoftmaxAt(logits, id), ArgMax(logits) == id});
+          } else {
+            // An id that is never sampled is impossible.
+            s.scores.push_back(
+                {id, -std::numeric_limits<float>::infinity(), false});
+          }
         }
         if (s.pending() == 0) {
           s.observer->OnScore(s.scores);
@@ -430,9 +450,7 @@ bool Scheduler::Step() {
       } else if (s.analyzing()) {
         if (s.pending() == 0) Finish(s, absl::OkStatus(), FinishReason::kStop);
       } else if (s.pending() == 0) {
-        std::span<const float> logits(
-            logits_.data() + static_cast<size_t>(row) * vocab, vocab);
-        const SampledToken token = s.sampler.Sample(logits);
+        const SampledToken token = s.sampler.Sample(SampledRow(row));
         s.tokens.push_back(token.id);
         const int generated =
             static_cast<int>(s.tokens.size()) - s.timings.prompt_tokens;
@@ -469,10 +487,16 @@ bool Scheduler::Step() {
   return true;
 }
 
+std::span<const float> Scheduler::SampledRow(size_t row) const {
+  const size_t vocab = backend_->config().vocab_size;
+  const size_t sampled =
+      options_.sampled_vocab_size > 0 ? options_.sampled_vocab_size : vocab;
+  return std::span<const float>(logits_.data() + row * vocab, sampled);
+}
+
 void Scheduler::PublishStats(const StepReport& report) {
   absl::MutexLock lock(&mu_);
   stats_.running = static_cast<int>(running_.size());
-  stats_.waiting = static_cast<int>(waiting_.size());
   stats_.kv_blocks_used = kv_blocks_.num_used();
   stats_.last_batch_rows = report.rows;
   stats_.last_batch_sequences = report.sequences;

@@ -47,7 +47,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_set.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -64,8 +64,15 @@ enum class BatchingMode { kMixed, kGrouped };
 struct SchedulerOptions {
   int max_batch_tokens = 512;  // rows per step (prefill chunks + decodes)
   int max_running = 64;        // sequences holding KV at once
-  int max_waiting = 256;       // queued beyond that -> RESOURCE_EXHAUSTED
+  // Submit refuses (RESOURCE_EXHAUSTED) when this many sequences are queued
+  // (submitted or preempted, not running): a hard limit at every moment.
+  int max_waiting = 256;
   BatchingMode batching = BatchingMode::kMixed;
+  // Ids at or above this are never sampled, and scoring treats them as
+  // impossible: a model may have more logits than its tokenizer has pieces
+  // (a vocabulary padded to a multiple of 64), and an id without a piece
+  // has no text. 0 = the model's whole vocabulary; else in [1, vocab_size].
+  int sampled_vocab_size = 0;
 };
 
 struct SequenceSpec {
@@ -166,9 +173,11 @@ class Scheduler {
   absl::StatusOr<uint64_t> Submit(SequenceSpec spec,
                                   std::shared_ptr<SequenceObserver> observer);
 
-  // Finishes the sequence with CANCELLED within one step; unknown or
+  // Finishes the sequence with `code` (CANCELLED, or DEADLINE_EXCEEDED for
+  // a caller whose deadline has passed) within one step; unknown or
   // finished ids are ignored.
-  void Cancel(uint64_t id);
+  void Cancel(uint64_t id,
+              absl::StatusCode code = absl::StatusCode::kCancelled);
 
   // Blocks until no sequence is waiting or running.
   void WaitIdle();
@@ -203,6 +212,8 @@ class Scheduler {
   // Frees the sequence's blocks and moves it to the head of the queue to be
   // recomputed (keeping its tokens and sampler state).
   void Preempt(Sequence* seq);
+  // The logits a sequence may sample from (the first sampled_vocab_size).
+  std::span<const float> SampledRow(size_t row) const;
   void PublishStats(const StepReport& report);
   // The sequences this step runs (see StepGroup).
   StepGroup SelectGroup() const;
@@ -225,10 +236,14 @@ class Scheduler {
 
   mutable absl::Mutex mu_;
   std::deque<std::unique_ptr<Sequence>> incoming_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_set<uint64_t> cancelled_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, absl::StatusCode> cancelled_
+      ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   int active_ ABSL_GUARDED_BY(mu_) = 0;  // submitted and not yet finished
+  // Sequences in incoming_ or waiting_ (what max_waiting bounds), kept
+  // exact as sequences move, not refreshed once per step.
+  int queued_ ABSL_GUARDED_BY(mu_) = 0;
   SchedulerStats stats_ ABSL_GUARDED_BY(mu_);
 
   // Owned by the loop thread.

@@ -1,9 +1,14 @@
 #include "engine/runtime/scheduler.h"
 
+#include <cmath>
+#include <limits>
 #include <memory>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "engine/cpu/cpu_backend.h"
 #include "engine/model/synthetic.h"
@@ -284,6 +289,130 @@ TEST_F(SchedulerTest, FullQueueAnswersResourceExhausted) {
   }
   EXPECT_GT(rejected, 0);
   scheduler.Shutdown();
+}
+
+// Passes Forward to a real backend, but each call first waits until the
+// test lets it through, so the test knows where the loop thread stands.
+class GatedBackend : public Backend {
+ public:
+  explicit GatedBackend(std::unique_ptr<Backend> inner)
+      : inner_(std::move(inner)) {}
+  const ModelConfig& config() const override { return inner_->config(); }
+  std::string_view device_name() const override {
+    return inner_->device_name();
+  }
+  int num_kv_blocks() const override { return inner_->num_kv_blocks(); }
+  int kv_block_size() const override { return inner_->kv_block_size(); }
+  int64_t kv_block_bytes() const override { return inner_->kv_block_bytes(); }
+  absl::Status Forward(const Batch& batch, std::span<float> logits,
+                       LayerObserver* observer) override {
+    {
+      absl::MutexLock lock(&mu_);
+      const int number = ++entered_;
+      auto let_through = [this, number]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return open_ || allowed_ >= number;
+      };
+      mu_.Await(absl::Condition(&let_through));
+    }
+    return inner_->Forward(batch, logits, observer);
+  }
+  // Blocks until `n` Forward calls have started.
+  void WaitEntered(int n) {
+    absl::MutexLock lock(&mu_);
+    auto reached = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return entered_ >= n;
+    };
+    mu_.Await(absl::Condition(&reached));
+  }
+  // Lets Forward calls up to the `n`-th one run.
+  void Allow(int n) {
+    absl::MutexLock lock(&mu_);
+    allowed_ = n;
+  }
+  // Lets every Forward call run from now on.
+  void Open() {
+    absl::MutexLock lock(&mu_);
+    open_ = true;
+  }
+
+ private:
+  std::unique_ptr<Backend> inner_;
+  absl::Mutex mu_;
+  int entered_ ABSL_GUARDED_BY(mu_) = 0;
+  int allowed_ ABSL_GUARDED_BY(mu_) = 0;
+  bool open_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// max_waiting is a hard limit at every moment, also while the loop thread
+// is in the middle of a step (it once read a count refreshed at the end of
+// each step, so a step that moved newly submitted sequences into its queue
+// let as many again in).
+TEST_F(SchedulerTest, MaxWaitingHoldsWhileAStepRuns) {
+  GatedBackend backend(MakeBackend(256));
+  SchedulerOptions options;
+  options.max_running = 1;
+  options.max_waiting = 4;
+  Scheduler scheduler(&backend, options);
+  std::vector<std::shared_ptr<Recorder>> recorders;
+  auto submit = [&]() {
+    recorders.push_back(std::make_shared<Recorder>());
+    return scheduler.Submit(Spec("none", {1, 2}, 50), recorders.back());
+  };
+  ASSERT_TRUE(submit().ok());
+  backend.WaitEntered(1);  // step 1 runs the first sequence
+  int accepted = 0;
+  for (int i = 0; i < 8; ++i) accepted += submit().ok() ? 1 : 0;
+  EXPECT_EQ(accepted, 4);
+  backend.Allow(1);
+  backend.WaitEntered(2);  // step 2 has moved the 4 into its queue
+  EXPECT_EQ(scheduler.Stats().waiting, 4);
+  for (int i = 0; i < 8; ++i) {
+    absl::StatusOr<uint64_t> id = submit();
+    EXPECT_EQ(id.status().code(), absl::StatusCode::kResourceExhausted)
+        << "submission " << i << " while 4 wait with max_waiting=4";
+    if (id.ok()) ++accepted;
+  }
+  EXPECT_EQ(accepted, 4);
+  backend.Open();
+  scheduler.WaitIdle();
+  EXPECT_EQ(scheduler.Stats().waiting, 0);
+  EXPECT_EQ(scheduler.Stats().kv_blocks_used, 0);
+}
+
+// A vocabulary padded beyond the tokenizer's pieces: no sequence is given
+// an id at or above sampled_vocab_size, and scoring treats such an id as
+// impossible.
+TEST_F(SchedulerTest, SampledVocabSizeMasksGenerationAndScoring) {
+  std::unique_ptr<Backend> backend = MakeBackend(256);
+  SchedulerOptions options;
+  options.sampled_vocab_size = config_.vocab_size / 4;
+  Scheduler scheduler(backend.get(), options);
+  std::vector<std::shared_ptr<Recorder>> recorders;
+  for (int i = 0; i < 6; ++i) {
+    SequenceSpec spec = Spec("none", {1, 2, static_cast<int32_t>(7 * i)}, 30);
+    spec.sampling.temperature = i % 2 == 0 ? 0.0f : 2.0f;
+    spec.sampling.seed = i;
+    recorders.push_back(std::make_shared<Recorder>());
+    ASSERT_TRUE(scheduler.Submit(spec, recorders.back()).ok());
+  }
+  auto scorer = std::make_shared<Recorder>();
+  SequenceSpec scored =
+      Spec("none", {1, 5, config_.vocab_size - 1, 6}, /*max_tokens=*/1);
+  scored.score_from = 1;
+  ASSERT_TRUE(scheduler.Submit(scored, scorer).ok());
+  scheduler.WaitIdle();
+  for (const auto& recorder : recorders) {
+    ASSERT_TRUE(recorder->status_.ok()) << recorder->status_;
+    for (int32_t id : recorder->tokens()) {
+      EXPECT_LT(id, options.sampled_vocab_size);
+    }
+  }
+  ASSERT_EQ(scorer->scores_.size(), 3u);
+  EXPECT_TRUE(std::isfinite(scorer->scores_[0].logprob));
+  EXPECT_EQ(scorer->scores_[1].logprob,
+            -std::numeric_limits<float>::infinity());
+  EXPECT_FALSE(scorer->scores_[1].is_greedy);
+  EXPECT_TRUE(std::isfinite(scorer->scores_[2].logprob));
 }
 
 TEST_F(SchedulerTest, StopCallbackEndsGenerationWithStop) {

@@ -1,5 +1,6 @@
 #include "engine/tokenizer/tokenizer.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <filesystem>
 #include <fstream>
@@ -203,6 +204,30 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(
         tokenizer->strip_leading_space_ && probe == space &&
         sp.DecodeIds({probe, probe}).empty();
   }
+
+  // Whether a text's bytes bound its token count (MaxTextBytes): every
+  // piece covers at most its own surface of the text when nothing is
+  // normalized away and no unknown run collapses into one token.
+  const bool byte_fallback =
+      std::any_of(tokenizer->kinds_.begin(), tokenizer->kinds_.end(),
+                  [](TokenKind kind) { return kind == TokenKind::kByte; });
+  if (byte_fallback) {
+    // Control characters, runs of spaces, compatibility and decomposed
+    // characters: what NFKC or NMT normalization would change.
+    const std::string probe_text =
+        "a\x01b  c\t\xEF\xAC\x81 e\xCC\x81 \xE2\x84\xAB";
+    std::vector<int> probe_ids;
+    if (sp.Encode(probe_text, &probe_ids).ok() &&
+        sp.DecodeIds(probe_ids) == probe_text) {
+      for (const std::string& bytes : tokenizer->token_bytes_) {
+        tokenizer->max_piece_bytes_ = std::max<int64_t>(
+            tokenizer->max_piece_bytes_, static_cast<int64_t>(bytes.size()));
+      }
+      // The dummy prefix's space is not in the text.
+      tokenizer->max_piece_bytes_ =
+          std::max<int64_t>(1, tokenizer->max_piece_bytes_);
+    }
+  }
   return tokenizer;
 }
 
@@ -234,15 +259,24 @@ absl::StatusOr<std::vector<int>> Tokenizer::Encode(
 }
 
 std::string Tokenizer::Decode(const std::vector<int>& ids) const {
-  for (const int id : ids) {
-    CheckId(id);
+  if (std::all_of(ids.begin(), ids.end(),
+                  [this](int id) { return HasPiece(id); })) {
+    return sp_->DecodeIds(ids);
   }
-  return sp_->DecodeIds(ids);
+  std::vector<int> pieces;
+  pieces.reserve(ids.size());
+  for (const int id : ids) {
+    if (HasPiece(id)) pieces.push_back(id);
+  }
+  return sp_->DecodeIds(pieces);
 }
 
 std::string Tokenizer::TokenBytes(int id) const {
-  CheckId(id);
-  return token_bytes_[id];
+  return HasPiece(id) ? token_bytes_[id] : std::string();
+}
+
+int64_t Tokenizer::MaxTextBytes(int64_t tokens) const {
+  return max_piece_bytes_ > 0 ? tokens * max_piece_bytes_ : -1;
 }
 
 int Tokenizer::vocab_size() const {
@@ -253,19 +287,12 @@ int Tokenizer::eos_id() const { return sp_->eos_id(); }
 int Tokenizer::unk_id() const { return sp_->unk_id(); }
 
 bool Tokenizer::IsControl(int id) const {
-  CheckId(id);
-  return kinds_[id] == TokenKind::kControl;
+  return HasPiece(id) && kinds_[id] == TokenKind::kControl;
 }
 
 std::string_view Tokenizer::IdToPiece(int id) const {
-  CheckId(id);
-  return sp_->IdToPiece(id);
-}
-
-void Tokenizer::CheckId(int id) const {
-  SKIPSERVE_CHECK(id >= 0 && id < vocab_size())
-      << "token id " << id << " outside the vocabulary [0, " << vocab_size()
-      << ")";
+  return HasPiece(id) ? std::string_view(sp_->IdToPiece(id))
+                      : std::string_view();
 }
 
 Detokenizer::Detokenizer(const Tokenizer* tokenizer, bool at_start_of_text)
@@ -274,7 +301,7 @@ Detokenizer::Detokenizer(const Tokenizer* tokenizer, bool at_start_of_text)
 }
 
 std::string Detokenizer::Add(int id) {
-  tokenizer_->CheckId(id);
+  if (!tokenizer_->HasPiece(id)) return "";
   const Tokenizer::TokenKind kind = tokenizer_->kinds_[id];
   const std::string& bytes = tokenizer_->token_bytes_[id];
   std::string out;

@@ -48,19 +48,31 @@ class Tokenizer {
   // U+FFFD per byte that is not part of a well-formed character, leading
   // space of the first piece removed).
   //
-  // Every id must lie in [0, vocab_size()) (checked: a programmer error);
-  // validate ids that come from outside first.
+  // Ids without a piece (outside [0, vocab_size()): a model may have more
+  // logits than its tokenizer has pieces, a vocabulary padded to a multiple
+  // of 64) contribute nothing: Decode skips them, as if they were absent.
   std::string Decode(const std::vector<int>& ids) const;
 
   // The raw bytes one token contributes to a text: "▁" becomes a space, a
   // byte-fallback piece "<0xAB>" becomes that byte, control tokens nothing,
-  // the unknown token its surface " ⁇ ". Concatenated over a sequence these
-  // bytes may split UTF-8 characters; Detokenizer assembles them.
+  // the unknown token its surface " ⁇ ", an id without a piece nothing.
+  // Concatenated over a sequence these bytes may split UTF-8 characters;
+  // Detokenizer assembles them.
   std::string TokenBytes(int id) const;
 
-  // Ids of the special tokens are -1 when the model defines none. Methods
-  // taking an id require it to lie in [0, vocab_size()) (checked).
+  // The most bytes a text of `tokens` pieces can have: `tokens` times the
+  // longest piece's bytes, when that bounds it: the model has byte
+  // fallback (no run of unknown characters merges into one token) and
+  // leaves text as it is (identity normalization: nothing removed or
+  // composed, checked on a probe text at Load). -1 when it does not.
+  // Servers reject longer texts before tokenizing them.
+  int64_t MaxTextBytes(int64_t tokens) const;
+
+  // Ids of the special tokens are -1 when the model defines none. The
+  // pieces are the ids [0, vocab_size()); IsControl and IdToPiece take any
+  // id and treat one without a piece as a normal token with empty text.
   int vocab_size() const;
+  bool HasPiece(int id) const { return id >= 0 && id < vocab_size(); }
   int bos_id() const;
   int eos_id() const;
   int unk_id() const;
@@ -73,12 +85,13 @@ class Tokenizer {
   enum class TokenKind : std::uint8_t { kNormal, kControl, kUnknown, kByte };
 
   Tokenizer();
-  void CheckId(int id) const;
 
   std::unique_ptr<SentencePieceModel> sp_;  // never null after Load
   std::vector<TokenKind> kinds_;            // by id
   std::vector<std::string> token_bytes_;    // by id: TokenBytes(id)
   std::string unk_surface_;
+  // MaxTextBytes's bound per token; 0 when there is none.
+  int64_t max_piece_bytes_ = 0;
   // Decode drops the "▁" that starts the first piece of a text (the model
   // adds a dummy prefix) ...
   bool strip_leading_space_ = false;
@@ -106,8 +119,9 @@ class Detokenizer {
   // false when continuing after a prompt.
   Detokenizer(const Tokenizer* tokenizer, bool at_start_of_text);
 
-  // Adds one token (in [0, vocab_size()), checked); returns the text that
-  // became complete (possibly empty).
+  // Adds one token; returns the text that became complete (possibly
+  // empty). An id without a piece adds nothing and, as in Decode, does not
+  // end a run of byte pieces.
   std::string Add(int id);
   // Returns whatever is held back, with each byte of an incomplete character
   // as U+FFFD, and ends the current run of byte pieces. Later Add() calls

@@ -236,6 +236,23 @@ TEST_F(LlamaTokenizerTest, HasLlamaVocabularyAndSpecialIds) {
   EXPECT_FALSE(tokenizer_->IsControl(15043));
 }
 
+// Llama 2's tokenizer has byte fallback and identity normalization: its
+// bytes bound its tokens.
+TEST_F(LlamaTokenizerTest, BytesBoundTokens) {
+  const int64_t per_piece = tokenizer_->MaxTextBytes(1);
+  ASSERT_GT(per_piece, 0);
+  EXPECT_LE(per_piece, 64);
+  for (const std::string& text :
+       {std::string("Hello world, this is Llama."),
+        std::string("A llama \xF0\x9F\xA6\x99 in Z\xC3\xBCrich"),
+        std::string(300, 'a'), std::string(500, ' ')}) {
+    const std::vector<int> ids =
+        tokenizer_->Encode(text, {.add_bos = false}).value();
+    EXPECT_LE(static_cast<int64_t>(text.size()),
+              tokenizer_->MaxTextBytes(static_cast<int64_t>(ids.size())));
+  }
+}
+
 TEST_F(LlamaTokenizerTest, EncodesLikeTheReferenceIds) {
   EXPECT_THAT(EncodeNoBos("Hello world"), ElementsAre(15043, 3186));
   EXPECT_THAT(EncodeNoBos("The capital of France is Paris."),
@@ -542,6 +559,61 @@ TEST_F(TrainedTokenizerTest, TrainingIsDeterministic) {
 
 TEST_F(TrainedTokenizerTest, DetokenizerMatchesDecodeOnRandomSequences) {
   ExpectDetokenizerMatchesDecode(*tokenizer_, /*seed=*/11);
+}
+
+// A model may have more logits than the tokenizer has pieces (a vocabulary
+// padded to a multiple of 64): ids without a piece decode to nothing, and a
+// Detokenizer passes over them without ending a run of byte pieces, as
+// Decode does.
+TEST_F(TrainedTokenizerTest, IdsWithoutAPieceDecodeToNothing) {
+  const int n = tokenizer_->vocab_size();
+  const std::vector<int> ids = tokenizer_->Encode("The sky is blue").value();
+  std::vector<int> padded;
+  for (const int id : ids) {
+    padded.push_back(id);
+    padded.push_back(n + (id % 7));  // a padding id after every token
+  }
+  padded.push_back(2 * n);
+  EXPECT_EQ(tokenizer_->Decode(padded), tokenizer_->Decode(ids));
+  EXPECT_EQ(tokenizer_->Decode({n}), "");
+  EXPECT_EQ(tokenizer_->TokenBytes(n), "");
+  EXPECT_EQ(tokenizer_->IdToPiece(n + 1000), "");
+  EXPECT_FALSE(tokenizer_->IsControl(n));
+  EXPECT_FALSE(tokenizer_->HasPiece(n));
+  EXPECT_FALSE(tokenizer_->HasPiece(-1));
+  EXPECT_TRUE(tokenizer_->HasPiece(n - 1));
+
+  // A character split over byte pieces with a padding id in between.
+  const std::vector<int> euro = {3 + 0xE2, n, 3 + 0x82, n + 5, 3 + 0xAC};
+  Detokenizer detokenizer(tokenizer_, /*at_start_of_text=*/true);
+  std::string streamed;
+  for (const int id : euro) streamed += detokenizer.Add(id);
+  streamed += detokenizer.Flush();
+  EXPECT_EQ(streamed, "\xE2\x82\xAC");
+  EXPECT_EQ(tokenizer_->Decode(euro), "\xE2\x82\xAC");
+}
+
+// MaxTextBytes is an upper bound on the bytes of a text of that many
+// pieces: every corpus line, and random byte strings, encode to at least
+// bytes / (MaxTextBytes(1)) pieces.
+TEST_F(TrainedTokenizerTest, MaxTextBytesBoundsTheBytesOfATextOfNPieces) {
+  ASSERT_GT(tokenizer_->MaxTextBytes(1), 0);
+  EXPECT_EQ(tokenizer_->MaxTextBytes(10), 10 * tokenizer_->MaxTextBytes(1));
+  std::vector<std::string> texts = ReadLines(CorpusPath());
+  std::mt19937 rng(3);
+  for (int i = 0; i < 50; ++i) {
+    std::string text;
+    for (int j = 0; j < 1 + i * 7; ++j)
+      text.push_back(static_cast<char>(rng()));
+    texts.push_back(text);
+  }
+  for (const std::string& text : texts) {
+    const std::vector<int> ids =
+        tokenizer_->Encode(text, {.add_bos = false}).value();
+    EXPECT_LE(static_cast<int64_t>(text.size()),
+              tokenizer_->MaxTextBytes(static_cast<int64_t>(ids.size())))
+        << text.size() << " bytes in " << ids.size() << " pieces";
+  }
 }
 
 // ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 //   skipserve-generate --prompt "Once upon a time" --policy attn:last=33%
 //   skipserve-generate --model /models/Llama-2-7b-hf --max_tokens 64 ...
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -112,6 +113,11 @@ absl::Status Run() {
   request.sampling.top_k = absl::GetFlag(FLAGS_top_k);
   request.sampling.seed = absl::GetFlag(FLAGS_seed);
   request.stop_ids = {config.eos_token_id};
+  // A vocabulary padded beyond the tokenizer's pieces: never sample padding.
+  if (tokenizer != nullptr) {
+    request.sampled_vocab_size =
+        std::min(tokenizer->vocab_size(), config.vocab_size);
+  }
 
   std::fprintf(stderr, "policy %s -> plan %s\n", policy->ToString().c_str(),
                plan->Canonical().c_str());
