@@ -8,6 +8,7 @@
 #include "absl/synchronization/mutex.h"
 #include "server/call_util.h"
 #include "server/status_util.h"
+#include "server/text_limits.h"
 
 namespace skipserve::server {
 namespace {
@@ -27,86 +28,6 @@ v1::SkipRule::Kind ToProto(SkipKind kind) {
   }
   return v1::SkipRule::KIND_UNSPECIFIED;
 }
-
-// AnalyzeLayers: one analysis sequence per prompt; answers when all have
-// finished, with the first error if any.
-class AnalyzeCall final : public OwnedReactor<grpc::ServerUnaryReactor> {
- public:
-  AnalyzeCall(Scheduler* scheduler, AnalyzeJob job,
-              v1::AnalyzeLayersResponse* response)
-      : cancel_(scheduler),
-        job_(std::move(job)),
-        response_(response),
-        remaining_(static_cast<int>(job_.prompts.size())) {
-    for (size_t i = 0; i < job_.prompts.size(); ++i) {
-      observers_.push_back(
-          std::make_shared<SimilarityObserver>(job_.policy.plan));
-    }
-  }
-
-  class Part final : public SequenceObserver {
-   public:
-    explicit Part(AnalyzeCall* call) : call_(call) {}
-    bool OnToken(const SampledToken&) override { return true; }
-    void OnFinish(const absl::Status& status, FinishReason,
-                  const SequenceTimings&) override {
-      call_->PartDone(status);
-    }
-
-   private:
-    AnalyzeCall* const call_;
-  };
-
-  void OnCancel() override { cancel_.Cancel(); }
-
-  // Submits every part; parts that cannot be submitted count as done.
-  void Start(Scheduler* scheduler, grpc::CallbackServerContext* context) {
-    for (size_t i = 0; i < job_.prompts.size(); ++i) {
-      SequenceSpec spec;
-      spec.prompt = job_.prompts[i];
-      spec.plan = job_.policy.plan;
-      spec.policy =
-          job_.policy.name.empty() ? job_.policy.canonical : job_.policy.name;
-      spec.layer_observer = observers_[i];
-      spec.deadline = DeadlineOf(context);
-      // Each part holds the call alive until its OnFinish has returned.
-      AddRef();
-      std::shared_ptr<Part> part(new Part(this), [this](Part* p) {
-        delete p;
-        Release();
-      });
-      absl::StatusOr<uint64_t> id = scheduler->Submit(std::move(spec), part);
-      if (id.ok()) {
-        cancel_.SetSequence(*id);
-      } else {
-        cancel_.Cancel();  // the others are pointless now
-        PartDone(id.status());
-      }
-    }
-  }
-
- private:
-  void PartDone(const absl::Status& status) {
-    absl::MutexLock lock(&mu_);
-    if (!status.ok() && status_.ok()) status_ = status;
-    if (--remaining_ > 0) return;
-    if (status_.ok()) {
-      // Every part has finished: its observer is no longer written to.
-      SimilaritySums sums(job_.policy.plan.num_layers());
-      for (const auto& observer : observers_) sums.Add(observer->sums());
-      FillAnalyzeResponse(job_, sums, response_);
-    }
-    Finish(ToGrpcStatus(status_));
-  }
-
-  CancelLink cancel_;
-  const AnalyzeJob job_;
-  v1::AnalyzeLayersResponse* const response_;
-  std::vector<std::shared_ptr<SimilarityObserver>> observers_;
-  absl::Mutex mu_;
-  int remaining_ ABSL_GUARDED_BY(mu_);
-  absl::Status status_ ABSL_GUARDED_BY(mu_);
-};
 
 }  // namespace
 
@@ -171,6 +92,13 @@ absl::StatusOr<AnalyzeJob> ValidateAnalyze(
     if (prompt.empty()) {
       return Invalid(absl::StrFormat("prompts[%d] must be non-empty", i));
     }
+    // BOS takes one of the context's tokens.
+    if (absl::Status s =
+            CheckTextFits(absl::StrFormat("prompts[%d]", i), prompt.size(),
+                          config.max_position_embeddings - 1, context);
+        !s.ok()) {
+      return s;
+    }
     absl::StatusOr<std::vector<int>> ids = context.tokenizer->Encode(prompt);
     if (!ids.ok()) {
       return Invalid(
@@ -232,15 +160,99 @@ void FillAnalyzeResponse(const AnalyzeJob& job, const SimilaritySums& sums,
   }
 }
 
-grpc::ServerUnaryReactor* StartAnalyze(Scheduler* scheduler,
-                                       grpc::CallbackServerContext* context,
-                                       AnalyzeJob job,
-                                       v1::AnalyzeLayersResponse* response) {
-  auto* call = new AnalyzeCall(scheduler, std::move(job), response);
-  call->Start(scheduler, context);
-  call->Release();  // the handler's reference
-  call->Release();  // the parts hold their own references
-  return call;
+class AnalyzeCall::Part final : public SequenceObserver {
+ public:
+  explicit Part(AnalyzeCall* call) : call_(call) {}
+  bool OnToken(const SampledToken&) override { return true; }
+  void OnFinish(const absl::Status& status, FinishReason,
+                const SequenceTimings&) override {
+    call_->PartDone(status);
+  }
+
+ private:
+  AnalyzeCall* const call_;
+};
+
+AnalyzeCall::AnalyzeCall(Scheduler* scheduler, Metrics* metrics,
+                         grpc::CallbackServerContext* context,
+                         absl::Time arrival, grpc::ByteBuffer* raw_response)
+    : UnaryCall(raw_response),
+      scheduler_(scheduler),
+      metrics_(metrics),
+      arrival_(arrival),
+      deadline_(DeadlineOf(context)),
+      cancel_(scheduler) {}
+
+void AnalyzeCall::Start(AnalyzeJob job) {
+  job_ = std::move(job);
+  for (size_t i = 0; i < job_.prompts.size(); ++i) {
+    observers_.push_back(
+        std::make_shared<SimilarityObserver>(job_.policy.plan));
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    remaining_ = static_cast<int>(job_.prompts.size());
+  }
+  for (size_t i = 0; i < job_.prompts.size(); ++i) {
+    SequenceSpec spec;
+    spec.prompt = job_.prompts[i];
+    spec.plan = job_.policy.plan;
+    spec.policy =
+        job_.policy.name.empty() ? job_.policy.canonical : job_.policy.name;
+    spec.layer_observer = observers_[i];
+    spec.deadline = deadline_;
+    // Each part holds the call alive until its OnFinish has returned.
+    AddRef();
+    std::shared_ptr<Part> part(new Part(this), [this](Part* p) {
+      delete p;
+      Release();
+    });
+    absl::StatusOr<uint64_t> id = scheduler_->Submit(std::move(spec), part);
+    if (id.ok()) {
+      cancel_.SetSequence(*id);
+    } else {
+      cancel_.Cancel();  // the others are pointless now
+      PartDone(id.status());
+    }
+  }
+}
+
+void AnalyzeCall::Reject(const absl::Status& status) {
+  if (metrics_ != nullptr) {
+    RequestRecord r;
+    r.rpc = "AnalyzeLayers";
+    r.policy = "unresolved";
+    r.code = static_cast<grpc::StatusCode>(status.code());
+    r.total_seconds = absl::ToDoubleSeconds(absl::Now() - arrival_);
+    metrics_->RecordRequest(r);
+  }
+  Respond(status);
+}
+
+void AnalyzeCall::PartDone(const absl::Status& status) {
+  absl::MutexLock lock(&mu_);
+  if (!status.ok() && status_.ok()) status_ = status;
+  if (--remaining_ > 0) return;
+  if (metrics_ != nullptr) {
+    RequestRecord r;
+    r.rpc = "AnalyzeLayers";
+    r.policy = metrics_->PolicyLabel(job_.policy.name, job_.policy.canonical,
+                                     job_.policy.ad_hoc);
+    r.plan = &job_.policy.plan;
+    r.code = static_cast<grpc::StatusCode>(status_.code());
+    for (const std::vector<int32_t>& prompt : job_.prompts) {
+      r.prompt_tokens += static_cast<int>(prompt.size());
+    }
+    r.total_seconds = absl::ToDoubleSeconds(absl::Now() - arrival_);
+    metrics_->RecordRequest(r);
+  }
+  if (status_.ok()) {
+    // Every part has finished: its observer is no longer written to.
+    SimilaritySums sums(job_.policy.plan.num_layers());
+    for (const auto& observer : observers_) sums.Add(observer->sums());
+    FillAnalyzeResponse(job_, sums, response());
+  }
+  Respond(status_);
 }
 
 }  // namespace skipserve::server

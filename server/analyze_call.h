@@ -10,8 +10,14 @@
 // finished, their sums are merged in prompt order (so the result does not
 // depend on scheduling) and the call answers; the handler never blocks.
 // A failed part fails the call with its status (the others are cancelled).
+// Every call is counted in the metrics once (rpc "AnalyzeLayers").
+//
+// The call is made when the RPC arrives, then started with its validated
+// job (Start) or rejected (Reject), possibly on the WorkPool
+// (inference_service.h).
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -20,6 +26,8 @@
 #include "engine/runtime/layer_similarity.h"
 #include "engine/runtime/scheduler.h"
 #include "grpcpp/grpcpp.h"
+#include "server/call_util.h"
+#include "server/metrics.h"
 #include "server/request_validation.h"
 #include "skipserve/v1/inference.pb.h"
 
@@ -49,12 +57,37 @@ absl::StatusOr<AnalyzeJob> ValidateAnalyze(
 void FillAnalyzeResponse(const AnalyzeJob& job, const SimilaritySums& sums,
                          v1::AnalyzeLayersResponse* response);
 
-// Submits the job's sequences and returns the reactor; job.request_id must
-// be set.
-grpc::ServerUnaryReactor* StartAnalyze(Scheduler* scheduler,
-                                       grpc::CallbackServerContext* context,
-                                       AnalyzeJob job,
-                                       v1::AnalyzeLayersResponse* response);
+class AnalyzeCall final : public UnaryCall<v1::AnalyzeLayersResponse> {
+ public:
+  AnalyzeCall(Scheduler* scheduler, Metrics* metrics,
+              grpc::CallbackServerContext* context, absl::Time arrival,
+              grpc::ByteBuffer* raw_response);
+
+  // Submits the job's sequences; job.request_id must be set. Parts that
+  // cannot be submitted count as done.
+  void Start(AnalyzeJob job);
+  void Reject(const absl::Status& status);
+  // OK, or why the client went away (CancelLink::status).
+  absl::Status cancelled() const { return cancel_.status(); }
+
+  void OnCancel() override { cancel_.Cancel(CancelCode(deadline_)); }
+
+ private:
+  class Part;
+
+  void PartDone(const absl::Status& status);
+
+  Scheduler* const scheduler_;
+  Metrics* const metrics_;  // may be null
+  const absl::Time arrival_;
+  const absl::Time deadline_;
+  CancelLink cancel_;
+  AnalyzeJob job_;
+  std::vector<std::shared_ptr<SimilarityObserver>> observers_;
+  absl::Mutex mu_;
+  int remaining_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status status_ ABSL_GUARDED_BY(mu_);
+};
 
 }  // namespace skipserve::server
 

@@ -12,6 +12,12 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext* context) {
   return absl::FromChrono(deadline);
 }
 
+absl::StatusCode CancelCode(absl::Time deadline, absl::Time now) {
+  return now + absl::Milliseconds(10) >= deadline
+             ? absl::StatusCode::kDeadlineExceeded
+             : absl::StatusCode::kCancelled;
+}
+
 void FillTiming(const SequenceTimings& timings, absl::Time arrival,
                 v1::Timing* out) {
   auto since = [&](absl::Time t) {

@@ -5,17 +5,22 @@
 
 #include <atomic>
 #include <cstdint>
+#include <vector>
 
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "engine/runtime/scheduler.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/support/byte_buffer.h"
+#include "server/raw_message.h"
+#include "server/status_util.h"
 #include "skipserve/v1/inference.pb.h"
 
 namespace skipserve::server {
 
-// Links a client's cancellation to the scheduler sequence serving it, in
-// whichever order they happen: a cancel before the id is known is applied
+// Links a client's cancellation to the scheduler sequences serving it, in
+// whichever order they happen: a cancel before an id is known is applied
 // when it arrives.
 class CancelLink {
  public:
@@ -23,43 +28,87 @@ class CancelLink {
   void SetSequence(uint64_t id) {
     absl::MutexLock lock(&mu_);
     ids_.push_back(id);
-    if (cancelled_) scheduler_->Cancel(id);
+    if (cancelled_) scheduler_->Cancel(id, code_);
   }
-  void Cancel() {
+  // `code`: CANCELLED, or DEADLINE_EXCEEDED when the call's deadline has
+  // passed (CancelCode).
+  void Cancel(absl::StatusCode code = absl::StatusCode::kCancelled) {
     absl::MutexLock lock(&mu_);
+    if (cancelled_) return;
     cancelled_ = true;
-    for (uint64_t id : ids_) scheduler_->Cancel(id);
+    code_ = code;
+    for (uint64_t id : ids_) scheduler_->Cancel(id, code);
+  }
+  // OK until Cancel(); then CANCELLED or DEADLINE_EXCEEDED.
+  absl::Status status() const {
+    absl::MutexLock lock(&mu_);
+    if (!cancelled_) return absl::OkStatus();
+    return code_ == absl::StatusCode::kDeadlineExceeded
+               ? absl::DeadlineExceededError("deadline exceeded")
+               : absl::CancelledError("cancelled by the client");
   }
 
  private:
   Scheduler* const scheduler_;
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   std::vector<uint64_t> ids_ ABSL_GUARDED_BY(mu_);
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  absl::StatusCode code_ ABSL_GUARDED_BY(mu_) = absl::StatusCode::kCancelled;
 };
 
-// A reactor that deletes itself once three holders are done with it: gRPC
-// (OnDone), the handler that created it (Release() when it no longer touches
-// it) and the scheduler (whose observer reference calls Release() when
-// dropped, after OnFinish has returned). So neither a sequence finishing
-// before the handler returns nor a Finish() inside OnFinish can free the
-// reactor under a caller's feet.
+// A reactor that deletes itself once every holder is done with it. gRPC
+// (OnDone) and the handler that created it (Release() when it no longer
+// touches it) hold it from the start; anyone else that may touch it later
+// (a scheduler observer, a job on the WorkPool) AddRef()s first and
+// Release()s when done. So neither a sequence finishing before the handler
+// returns nor a Finish() inside OnFinish can free the reactor under a
+// caller's feet.
 template <typename Base>
 class OwnedReactor : public Base {
  public:
   void OnDone() override { Release(); }
-  // An extra holder (e.g. one per scheduler sequence of a multi-part call).
   void AddRef() { refs_.fetch_add(1, std::memory_order_relaxed); }
   void Release() {
     if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
   }
 
  private:
-  std::atomic<int> refs_{3};
+  std::atomic<int> refs_{2};
+};
+
+// The reactor of a unary call of a raw method (raw_message.h): it owns the
+// typed response, and Respond() finishes the call with it serialized into
+// the bytes gRPC sends.
+template <typename Response>
+class UnaryCall : public OwnedReactor<grpc::ServerUnaryReactor> {
+ public:
+  explicit UnaryCall(grpc::ByteBuffer* raw_response)
+      : raw_response_(raw_response) {}
+
+  Response* response() { return &response_; }
+
+  // Finishes the call with `status`; when OK, with the response. Once.
+  void Respond(const absl::Status& status) {
+    absl::Status final_status = status;
+    if (final_status.ok()) {
+      final_status = SerializeResponse(response_, raw_response_);
+    }
+    Finish(ToGrpcStatus(final_status));
+  }
+
+ private:
+  Response response_;
+  grpc::ByteBuffer* const raw_response_;  // gRPC's, valid until OnDone
 };
 
 // The request deadline as absl::Time (InfiniteFuture when none).
 absl::Time DeadlineOf(const grpc::CallbackServerContext* context);
+
+// Why a call whose client side went away (OnCancel) ended: its deadline
+// (DEADLINE_EXCEEDED) when less than 10 ms of it were left at `now`, so
+// that metrics count expired calls as such; otherwise the client's
+// cancellation (CANCELLED).
+absl::StatusCode CancelCode(absl::Time deadline, absl::Time now = absl::Now());
 
 // Fills Timing from scheduler timings, durations measured from `arrival`.
 void FillTiming(const SequenceTimings& timings, absl::Time arrival,

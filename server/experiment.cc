@@ -8,6 +8,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_format.h"
 #include "engine/base/check.h"
+#include "engine/base/quote.h"
 
 namespace skipserve::server {
 namespace {
@@ -56,9 +57,9 @@ absl::Status ValidateRegistryName(absl::string_view what,
   for (char c : name) ok = ok && allowed(c);
   if (!ok) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "%s name '%s' must be 1-%d characters of [a-z0-9_.-] starting "
+        "%s name %s must be 1-%d characters of [a-z0-9_.-] starting "
         "with a letter or digit",
-        what, name, kMaxNameLength));
+        what, QuoteInput(name), kMaxNameLength));
   }
   return absl::OkStatus();
 }

@@ -3,121 +3,18 @@
 #include <atomic>
 #include <memory>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_format.h"
 #include "server/analyze_call.h"
 #include "server/call_util.h"
+#include "server/raw_message.h"
+#include "server/score_call.h"
 #include "server/status_util.h"
 
 namespace skipserve::server {
 namespace {
-
-// Score: one scoring sequence per continuation; the call finishes when all
-// have, with the first error if any.
-class ScoreCall final : public OwnedReactor<grpc::ServerUnaryReactor> {
- public:
-  ScoreCall(Scheduler* scheduler, Metrics* metrics, absl::Time arrival,
-            ScoreJob job, v1::ScoreResponse* response)
-      : cancel_(scheduler),
-        metrics_(metrics),
-        arrival_(arrival),
-        job_(std::move(job)),
-        response_(response),
-        remaining_(static_cast<int>(job_.specs.size())) {
-    for (const SequenceSpec& spec : job_.specs) {
-      prompt_tokens_ += static_cast<int>(spec.prompt.size());
-    }
-    for (size_t i = 0; i < job_.specs.size(); ++i) response_->add_scores();
-    response_->set_policy(job_.policy.canonical);
-    response_->set_experiment(job_.policy.experiment);
-    response_->set_arm(job_.policy.arm);
-    response_->set_request_id(job_.request_id);
-  }
-
-  class Part final : public SequenceObserver {
-   public:
-    Part(ScoreCall* call, int index) : call_(call), index_(index) {}
-    bool OnToken(const SampledToken&) override { return true; }
-    void OnScore(std::span<const ScoredToken> scores) override {
-      call_->Store(index_, scores);
-    }
-    void OnFinish(const absl::Status& status, FinishReason,
-                  const SequenceTimings&) override {
-      call_->PartDone(status);
-    }
-
-   private:
-    ScoreCall* const call_;
-    const int index_;
-  };
-
-  void OnCancel() override { cancel_.Cancel(); }
-
-  // Submits every part; parts that cannot be submitted count as done.
-  void Start(Scheduler* scheduler, grpc::CallbackServerContext* context) {
-    for (size_t i = 0; i < job_.specs.size(); ++i) {
-      SequenceSpec spec = std::move(job_.specs[i]);
-      spec.deadline = DeadlineOf(context);
-      // Each part holds the call alive until its OnFinish has returned.
-      AddRef();
-      std::shared_ptr<Part> part(new Part(this, static_cast<int>(i)),
-                                 [this](Part* p) {
-                                   delete p;
-                                   Release();
-                                 });
-      absl::StatusOr<uint64_t> id = scheduler->Submit(std::move(spec), part);
-      if (id.ok()) {
-        cancel_.SetSequence(*id);
-      } else {
-        cancel_.Cancel();  // the others are pointless now
-        PartDone(id.status());
-      }
-    }
-  }
-
- private:
-  void Store(int index, std::span<const ScoredToken> scores) {
-    v1::ContinuationScore* out = response_->mutable_scores(index);
-    double sum = 0;
-    bool greedy = true;
-    for (const ScoredToken& t : scores) {
-      out->add_token_ids(static_cast<uint32_t>(t.id));
-      out->add_token_logprobs(t.logprob);
-      sum += t.logprob;
-      greedy = greedy && t.is_greedy;
-    }
-    out->set_logprob(sum);
-    out->set_is_greedy(greedy);
-    out->set_num_bytes(static_cast<uint32_t>(job_.num_bytes[index]));
-  }
-  void PartDone(const absl::Status& status) {
-    absl::MutexLock lock(&mu_);
-    if (!status.ok() && status_.ok()) status_ = status;
-    if (--remaining_ > 0) return;
-    if (metrics_ != nullptr) {
-      RequestRecord r;
-      r.rpc = "Score";
-      r.policy = metrics_->PolicyLabel(job_.policy.name, job_.policy.canonical);
-      r.plan = &job_.policy.plan;
-      r.code = static_cast<grpc::StatusCode>(status_.code());
-      r.prompt_tokens = prompt_tokens_;
-      r.total_seconds = absl::ToDoubleSeconds(absl::Now() - arrival_);
-      metrics_->RecordRequest(r);
-    }
-    Finish(ToGrpcStatus(status_));
-  }
-
-  CancelLink cancel_;
-  Metrics* const metrics_;  // may be null
-  const absl::Time arrival_;
-  ScoreJob job_;
-  v1::ScoreResponse* const response_;
-  int prompt_tokens_ = 0;
-  absl::Mutex mu_;
-  int remaining_ ABSL_GUARDED_BY(mu_);
-  absl::Status status_ ABSL_GUARDED_BY(mu_);
-};
 
 // A request id for requests that bring none: a per-process random prefix
 // and a counter, so ids are unique across restarts and replicas in practice.
@@ -130,23 +27,31 @@ std::string NewRequestId() {
   return absl::StrFormat("%016x-%d", prefix, counter.fetch_add(1) + 1);
 }
 
-grpc::ServerUnaryReactor* Finished(grpc::CallbackServerContext* context,
-                                   const grpc::Status& status) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(status);
-  return reactor;
-}
+// Tokenize's call: not counted in the metrics.
+class TokenizeCall final : public UnaryCall<v1::TokenizeResponse> {
+ public:
+  using UnaryCall::UnaryCall;
+  void Reject(const absl::Status& status) { Respond(status); }
+};
+
+constexpr char kGenerate[] = "/skipserve.v1.Inference/Generate";
+constexpr char kGenerateStream[] = "/skipserve.v1.Inference/GenerateStream";
+constexpr char kScore[] = "/skipserve.v1.Inference/Score";
+constexpr char kTokenize[] = "/skipserve.v1.Inference/Tokenize";
+constexpr char kGetModelInfo[] = "/skipserve.v1.Inference/GetModelInfo";
+constexpr char kAnalyzeLayers[] = "/skipserve.v1.Inference/AnalyzeLayers";
 
 }  // namespace
 
 InferenceService::InferenceService(Scheduler* scheduler,
                                    const ServingContext& context,
                                    ServiceInfo info, Metrics* metrics,
-                                   const TokenAuth* auth)
+                                   WorkPool* pool, const TokenAuth* auth)
     : scheduler_(scheduler),
       context_(context),
       info_(std::move(info)),
       metrics_(metrics),
+      pool_(pool),
       auth_(auth),
       env_{scheduler, context.tokenizer, metrics} {}
 
@@ -161,129 +66,159 @@ absl::Status InferenceService::Admit(
   return absl::OkStatus();
 }
 
+absl::Status InferenceService::AdmitAndParse(
+    const grpc::CallbackServerContext& context, const grpc::ByteBuffer& bytes,
+    absl::string_view method, google::protobuf::Message* request) const {
+  if (absl::Status s = Admit(context); !s.ok()) return s;
+  absl::Status parsed = ParseRequest(bytes, request);
+  if (!parsed.ok()) LogUndecodable(method, parsed);
+  return parsed;
+}
+
 void InferenceService::RecordAssignment(const ResolvedPolicy& policy) {
   if (metrics_ == nullptr || policy.experiment.empty()) return;
   metrics_->RecordAssignment(
       policy.experiment, policy.arm,
-      metrics_->PolicyLabel(policy.name, policy.canonical));
+      metrics_->PolicyLabel(policy.name, policy.canonical, policy.ad_hoc));
 }
 
-void InferenceService::RecordRejected(const std::string& rpc,
-                                      const absl::Status& status,
-                                      absl::Time arrival) {
-  if (metrics_ == nullptr) return;
-  RequestRecord r;
-  r.rpc = rpc;
-  r.policy = "unresolved";
-  r.code = static_cast<grpc::StatusCode>(status.code());
-  r.total_seconds = absl::ToDoubleSeconds(absl::Now() - arrival);
-  metrics_->RecordRequest(r);
+template <typename Call, typename Request, typename Work>
+void InferenceService::Run(Call* call, Request request, Work work) {
+  if (TokenizedBytes(request) <= kInlineTokenizeBytes) {
+    work(request);
+    call->Release();
+    return;
+  }
+  // The job's own reference; the handler's goes at the end.
+  call->AddRef();
+  const bool queued =
+      pool_->TrySubmit([call, work, request = std::move(request)]() mutable {
+        work(request);
+        call->Release();
+      });
+  if (!queued) {
+    call->Release();
+    call->Reject(absl::ResourceExhaustedError(absl::StrFormat(
+        "the tokenization queue is full: %d large requests wait for %d "
+        "threads (--max_tokenize_queue=%d, --tokenize_threads=%d)",
+        pool_->max_queued(), pool_->num_threads(), pool_->max_queued(),
+        pool_->num_threads())));
+  }
+  call->Release();
 }
 
-template <typename Response>
-grpc::ServerWriteReactor<Response>* InferenceService::FailedStream(
-    const grpc::Status& status) {
-  class Failed final : public grpc::ServerWriteReactor<Response> {
-   public:
-    explicit Failed(const grpc::Status& status) { this->Finish(status); }
-    void OnDone() override { delete this; }
-  };
-  return new Failed(status);
+template <typename Request, typename Call, typename Validate>
+void InferenceService::Dispatch(grpc::CallbackServerContext* context,
+                                Call* call, const grpc::ByteBuffer& bytes,
+                                absl::string_view method, Validate validate,
+                                bool count_assignment) {
+  Request request;
+  if (absl::Status s = AdmitAndParse(*context, bytes, method, &request);
+      !s.ok()) {
+    call->Reject(s);
+    call->Release();
+    return;
+  }
+  Run(call, std::move(request),
+      [this, call, validate, count_assignment](const Request& request) {
+        // A client that left while its input waited is not worth the
+        // tokenizing.
+        if (absl::Status gone = call->cancelled(); !gone.ok()) {
+          call->Reject(gone);
+          return;
+        }
+        auto job = validate(request, context_);
+        if (!job.ok()) {
+          call->Reject(job.status());
+          return;
+        }
+        if (job->request_id.empty()) job->request_id = NewRequestId();
+        if (count_assignment) RecordAssignment(job->policy);
+        call->Start(*std::move(job));
+      });
 }
 
 grpc::ServerUnaryReactor* InferenceService::Generate(
-    grpc::CallbackServerContext* context, const v1::GenerateRequest* request,
-    v1::GenerateResponse* response) {
-  const absl::Time arrival = absl::Now();
-  absl::Status admitted = Admit(*context);
-  absl::StatusOr<GenerateJob> job =
-      admitted.ok() ? ValidateGenerate(*request, context_) : admitted;
-  if (!job.ok()) {
-    RecordRejected("Generate", job.status(), arrival);
-    return Finished(context, ToGrpcStatus(job.status()));
-  }
-  if (job->request_id.empty()) job->request_id = NewRequestId();
-  RecordAssignment(job->policy);
-  return StartGenerate(env_, context, *std::move(job), arrival, response);
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  auto* call = new GenerateCall(env_, context, absl::Now(), response);
+  Dispatch<v1::GenerateRequest>(context, call, *request, kGenerate,
+                                &ValidateGenerate, true);
+  return call;
 }
 
-grpc::ServerWriteReactor<v1::GenerateResponse>*
-InferenceService::GenerateStream(grpc::CallbackServerContext* context,
-                                 const v1::GenerateRequest* request) {
-  const absl::Time arrival = absl::Now();
-  absl::Status admitted = Admit(*context);
-  absl::StatusOr<GenerateJob> job =
-      admitted.ok() ? ValidateGenerate(*request, context_) : admitted;
-  if (!job.ok()) {
-    RecordRejected("GenerateStream", job.status(), arrival);
-    return FailedStream<v1::GenerateResponse>(ToGrpcStatus(job.status()));
-  }
-  if (job->request_id.empty()) job->request_id = NewRequestId();
-  RecordAssignment(job->policy);
-  return StartGenerateStream(env_, context, *std::move(job), arrival);
+grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::GenerateStream(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
+  auto* call = new GenerateStreamCall(env_, context, absl::Now());
+  Dispatch<v1::GenerateRequest>(context, call, *request, kGenerateStream,
+                                &ValidateGenerate, true);
+  return call;
 }
 
 grpc::ServerUnaryReactor* InferenceService::Score(
-    grpc::CallbackServerContext* context, const v1::ScoreRequest* request,
-    v1::ScoreResponse* response) {
-  const absl::Time arrival = absl::Now();
-  absl::Status admitted = Admit(*context);
-  absl::StatusOr<ScoreJob> job =
-      admitted.ok() ? ValidateScore(*request, context_) : admitted;
-  if (!job.ok()) {
-    RecordRejected("Score", job.status(), arrival);
-    return Finished(context, ToGrpcStatus(job.status()));
-  }
-  if (job->request_id.empty()) job->request_id = NewRequestId();
-  RecordAssignment(job->policy);
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
   auto* call =
-      new ScoreCall(scheduler_, metrics_, arrival, *std::move(job), response);
-  call->Start(scheduler_, context);
-  call->Release();  // the handler's reference
-  call->Release();  // ScoreCall's parts hold their own references
+      new ScoreCall(scheduler_, metrics_, context, absl::Now(), response);
+  Dispatch<v1::ScoreRequest>(context, call, *request, kScore, &ValidateScore,
+                             true);
+  return call;
+}
+
+grpc::ServerUnaryReactor* InferenceService::AnalyzeLayers(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  auto* call =
+      new AnalyzeCall(scheduler_, metrics_, context, absl::Now(), response);
+  Dispatch<v1::AnalyzeLayersRequest>(context, call, *request, kAnalyzeLayers,
+                                     &ValidateAnalyze, false);
   return call;
 }
 
 grpc::ServerUnaryReactor* InferenceService::Tokenize(
-    grpc::CallbackServerContext* context, const v1::TokenizeRequest* request,
-    v1::TokenizeResponse* response) {
-  if (absl::Status s = Admit(*context); !s.ok()) {
-    return Finished(context, ToGrpcStatus(s));
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  auto* call = new TokenizeCall(response);
+  v1::TokenizeRequest typed;
+  absl::Status status = AdmitAndParse(*context, *request, kTokenize, &typed);
+  if (status.ok()) status = ValidateTokenize(typed, context_);
+  if (!status.ok()) {
+    call->Reject(status);
+    call->Release();
+    return call;
   }
-  Tokenizer::EncodeOptions options;
-  options.add_bos = request->add_bos();
-  absl::StatusOr<std::vector<int>> ids =
-      context_.tokenizer->Encode(request->text(), options);
-  if (!ids.ok()) return Finished(context, ToGrpcStatus(ids.status()));
-  for (int id : *ids) {
-    response->add_token_ids(static_cast<uint32_t>(id));
-    response->add_pieces(std::string(context_.tokenizer->IdToPiece(id)));
-  }
-  return Finished(context, grpc::Status::OK);
-}
-
-grpc::ServerUnaryReactor* InferenceService::AnalyzeLayers(
-    grpc::CallbackServerContext* context,
-    const v1::AnalyzeLayersRequest* request,
-    v1::AnalyzeLayersResponse* response) {
-  const absl::Time arrival = absl::Now();
-  absl::Status admitted = Admit(*context);
-  absl::StatusOr<AnalyzeJob> job =
-      admitted.ok() ? ValidateAnalyze(*request, context_) : admitted;
-  if (!job.ok()) {
-    RecordRejected("AnalyzeLayers", job.status(), arrival);
-    return Finished(context, ToGrpcStatus(job.status()));
-  }
-  if (job->request_id.empty()) job->request_id = NewRequestId();
-  return StartAnalyze(scheduler_, context, *std::move(job), response);
+  Run(call, std::move(typed), [this, call](const v1::TokenizeRequest& r) {
+    Tokenizer::EncodeOptions options;
+    options.add_bos = r.add_bos();
+    absl::StatusOr<std::vector<int>> ids =
+        context_.tokenizer->Encode(r.text(), options);
+    if (!ids.ok()) {
+      call->Respond(ids.status());
+      return;
+    }
+    v1::TokenizeResponse* out = call->response();
+    out->mutable_token_ids()->Reserve(static_cast<int>(ids->size()));
+    for (int id : *ids) {
+      out->add_token_ids(static_cast<uint32_t>(id));
+      out->add_pieces(std::string(context_.tokenizer->IdToPiece(id)));
+    }
+    call->Respond(absl::OkStatus());
+  });
+  return call;
 }
 
 grpc::ServerUnaryReactor* InferenceService::GetModelInfo(
-    grpc::CallbackServerContext* context, const v1::GetModelInfoRequest*,
-    v1::ModelInfo* response) {
-  if (absl::Status s = Admit(*context); !s.ok()) {
-    return Finished(context, ToGrpcStatus(s));
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* raw_response) {
+  auto* call = new UnaryCall<v1::ModelInfo>(raw_response);
+  v1::GetModelInfoRequest typed;
+  if (absl::Status s = AdmitAndParse(*context, *request, kGetModelInfo, &typed);
+      !s.ok()) {
+    call->Respond(s);
+    call->Release();
+    return call;
   }
+  v1::ModelInfo* response = call->response();
   const ModelConfig& c = *context_.config;
   response->set_model(info_.model);
   response->set_num_layers(c.num_layers);
@@ -312,7 +247,9 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(
   response->set_kv_block_size(info_.kv_block_size);
   response->set_running(stats.running);
   response->set_waiting(stats.waiting);
-  return Finished(context, grpc::Status::OK);
+  call->Respond(absl::OkStatus());
+  call->Release();
+  return call;
 }
 
 }  // namespace skipserve::server

@@ -200,8 +200,9 @@ int Metrics::port() const {
 }
 
 std::string Metrics::PolicyLabel(const std::string& name,
-                                 const std::string& canonical) {
+                                 const std::string& canonical, bool ad_hoc) {
   if (!name.empty()) return name;
+  if (!ad_hoc) return canonical;
   absl::MutexLock lock(&mu_);
   if (inline_labels_.contains(canonical)) return canonical;
   if (static_cast<int>(inline_labels_.size()) < max_inline_labels_) {

@@ -4,9 +4,13 @@
 // Prometheus metrics, labelled by the policy that served each request.
 // Exposed on --metrics_port at /metrics (prometheus-cpp's Exposer).
 //
-// Label cardinality is bounded: named policies use their name; inline and
-// spec policies use their canonical plan until `max_inline_labels` distinct
-// ones have been seen, then the single value "other".
+// Label cardinality is bounded. Policies the operator chose keep their own
+// label value whatever clients do: a named policy its name; an experiment
+// arm's or the default policy's plan its canonical text. Ad-hoc policies
+// (a request's own spec or inline policy) use their canonical plan until
+// `max_inline_labels` distinct ones have been seen, then the single value
+// "other": only they share the bounded pool, so a client sending many
+// specs cannot push the operator's policies into "other".
 //
 // Thread safety: all methods may be called concurrently.
 
@@ -30,7 +34,8 @@ namespace skipserve::server {
 // What one finished request contributes. Durations in seconds; intervals
 // as defined in docs/metrics.md; a negative value means "not reached".
 struct RequestRecord {
-  std::string rpc;                  // "Generate", "GenerateStream", "Score"
+  // "Generate", "GenerateStream", "Score", "AnalyzeLayers"
+  std::string rpc;
   std::string policy;               // a label from PolicyLabel()
   const LayerPlan* plan = nullptr;  // the plan that ran (null if none)
   grpc::StatusCode code = grpc::StatusCode::OK;
@@ -69,9 +74,10 @@ class Metrics {
   void SetEngineStats(std::function<SchedulerStats()> stats);
   ~Metrics();
 
-  // The label value for a request's policy (bounded, see above).
-  std::string PolicyLabel(const std::string& name,
-                          const std::string& canonical);
+  // The label value for a request's policy (see above): `name` when not
+  // empty, else `canonical`, from the bounded pool when `ad_hoc`.
+  std::string PolicyLabel(const std::string& name, const std::string& canonical,
+                          bool ad_hoc);
 
   void RecordRequest(const RequestRecord& record);
   // One request assigned to `arm` of `experiment`, served by `policy` (a

@@ -5,17 +5,12 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
+#include "engine/base/quote.h"
+#include "server/raw_message.h"
 #include "server/status_util.h"
 
 namespace skipserve::server {
 namespace {
-
-grpc::ServerUnaryReactor* Finished(grpc::CallbackServerContext* context,
-                                   const absl::Status& status) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
-}
 
 template <typename Request>
 std::optional<uint64_t> ExpectedVersion(const Request& request) {
@@ -39,7 +34,8 @@ absl::Status FillPolicy(const RegistryState& state, const std::string& name,
                         v1::PolicyResponse* response) {
   auto it = state.policies.find(name);
   if (it == state.policies.end()) {
-    return absl::NotFoundError(absl::StrFormat("no policy named '%s'", name));
+    return absl::NotFoundError(
+        absl::StrFormat("no policy named %s", QuoteInput(name)));
   }
   *response->mutable_policy() = ToProto(it->second);
   response->set_version(state.version);
@@ -51,7 +47,7 @@ absl::Status FillExperiment(const RegistryState& state, const std::string& name,
   auto it = state.experiments.find(name);
   if (it == state.experiments.end()) {
     return absl::NotFoundError(
-        absl::StrFormat("no experiment named '%s'", name));
+        absl::StrFormat("no experiment named %s", QuoteInput(name)));
   }
   *response->mutable_experiment() = ToProto(it->second, state);
   response->set_version(state.version);
@@ -90,107 +86,153 @@ PoliciesService::PoliciesService(PolicyRegistry* registry,
                                  const TokenAuth* auth)
     : registry_(registry), auth_(auth) {}
 
-grpc::ServerUnaryReactor* PoliciesService::ListPolicies(
-    grpc::CallbackServerContext* context, const v1::ListPoliciesRequest*,
-    v1::ListPoliciesResponse* response) {
-  if (absl::Status s = auth_->Check(*context); !s.ok()) {
-    return Finished(context, s);
+template <typename Request, typename Response>
+grpc::ServerUnaryReactor* PoliciesService::Serve(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer& bytes,
+    grpc::ByteBuffer* raw_response, const char* method,
+    absl::Status (PoliciesService::*impl)(const Request&, Response*)) {
+  absl::Status status = auth_->Check(*context);
+  Request request;
+  if (status.ok()) {
+    status = ParseRequest(bytes, &request);
+    if (!status.ok()) LogUndecodable(method, status);
   }
+  Response response;
+  if (status.ok()) status = (this->*impl)(request, &response);
+  if (status.ok()) status = SerializeResponse(response, raw_response);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+absl::Status PoliciesService::DoListPolicies(
+    const v1::ListPoliciesRequest&, v1::ListPoliciesResponse* response) {
   RegistryStatePtr state = registry_->Snapshot();
   for (const auto& [name, entry] : state->policies) {
     *response->add_policies() = ToProto(entry);
   }
   response->set_version(state->version);
-  return Finished(context, absl::OkStatus());
+  return absl::OkStatus();
 }
 
-grpc::ServerUnaryReactor* PoliciesService::GetPolicy(
-    grpc::CallbackServerContext* context, const v1::GetPolicyRequest* request,
-    v1::PolicyResponse* response) {
-  if (absl::Status s = auth_->Check(*context); !s.ok()) {
-    return Finished(context, s);
-  }
-  return Finished(
-      context, FillPolicy(*registry_->Snapshot(), request->name(), response));
+absl::Status PoliciesService::DoGetPolicy(const v1::GetPolicyRequest& request,
+                                          v1::PolicyResponse* response) {
+  return FillPolicy(*registry_->Snapshot(), request.name(), response);
 }
 
-grpc::ServerUnaryReactor* PoliciesService::PutPolicy(
-    grpc::CallbackServerContext* context, const v1::PutPolicyRequest* request,
-    v1::PolicyResponse* response) {
-  if (absl::Status s = auth_->Check(*context); !s.ok()) {
-    return Finished(context, s);
-  }
-  const v1::StoredPolicy& policy = request->policy();
+absl::Status PoliciesService::DoPutPolicy(const v1::PutPolicyRequest& request,
+                                          v1::PolicyResponse* response) {
+  const v1::StoredPolicy& policy = request.policy();
   absl::StatusOr<RegistryStatePtr> made =
       registry_->PutPolicy(policy.name(), policy.spec(), policy.description(),
-                           ExpectedVersion(*request));
-  if (!made.ok()) return Finished(context, made.status());
-  return Finished(context, FillPolicy(**made, policy.name(), response));
+                           ExpectedVersion(request));
+  if (!made.ok()) return made.status();
+  return FillPolicy(**made, policy.name(), response);
 }
 
-grpc::ServerUnaryReactor* PoliciesService::DeletePolicy(
-    grpc::CallbackServerContext* context,
-    const v1::DeletePolicyRequest* request,
+absl::Status PoliciesService::DoDeletePolicy(
+    const v1::DeletePolicyRequest& request,
     v1::DeletePolicyResponse* response) {
-  if (absl::Status s = auth_->Check(*context); !s.ok()) {
-    return Finished(context, s);
-  }
   absl::StatusOr<RegistryStatePtr> made =
-      registry_->DeletePolicy(request->name(), ExpectedVersion(*request));
-  if (!made.ok()) return Finished(context, made.status());
+      registry_->DeletePolicy(request.name(), ExpectedVersion(request));
+  if (!made.ok()) return made.status();
   response->set_version((*made)->version);
-  return Finished(context, absl::OkStatus());
+  return absl::OkStatus();
 }
 
-grpc::ServerUnaryReactor* PoliciesService::ListExperiments(
-    grpc::CallbackServerContext* context, const v1::ListExperimentsRequest*,
-    v1::ListExperimentsResponse* response) {
-  if (absl::Status s = auth_->Check(*context); !s.ok()) {
-    return Finished(context, s);
-  }
+absl::Status PoliciesService::DoListExperiments(
+    const v1::ListExperimentsRequest&, v1::ListExperimentsResponse* response) {
   RegistryStatePtr state = registry_->Snapshot();
   for (const auto& [name, entry] : state->experiments) {
     *response->add_experiments() = ToProto(entry, *state);
   }
   response->set_version(state->version);
-  return Finished(context, absl::OkStatus());
+  return absl::OkStatus();
+}
+
+absl::Status PoliciesService::DoGetExperiment(
+    const v1::GetExperimentRequest& request, v1::ExperimentResponse* response) {
+  return FillExperiment(*registry_->Snapshot(), request.name(), response);
+}
+
+absl::Status PoliciesService::DoPutExperiment(
+    const v1::PutExperimentRequest& request, v1::ExperimentResponse* response) {
+  absl::StatusOr<RegistryStatePtr> made = registry_->PutExperiment(
+      FromProto(request.experiment()), ExpectedVersion(request));
+  if (!made.ok()) return made.status();
+  return FillExperiment(**made, request.experiment().name(), response);
+}
+
+absl::Status PoliciesService::DoDeleteExperiment(
+    const v1::DeleteExperimentRequest& request,
+    v1::DeleteExperimentResponse* response) {
+  absl::StatusOr<RegistryStatePtr> made =
+      registry_->DeleteExperiment(request.name(), ExpectedVersion(request));
+  if (!made.ok()) return made.status();
+  response->set_version((*made)->version);
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* PoliciesService::ListPolicies(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return Serve(context, *request, response,
+               "/skipserve.v1.Policies/ListPolicies",
+               &PoliciesService::DoListPolicies);
+}
+
+grpc::ServerUnaryReactor* PoliciesService::GetPolicy(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return Serve(context, *request, response, "/skipserve.v1.Policies/GetPolicy",
+               &PoliciesService::DoGetPolicy);
+}
+
+grpc::ServerUnaryReactor* PoliciesService::PutPolicy(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return Serve(context, *request, response, "/skipserve.v1.Policies/PutPolicy",
+               &PoliciesService::DoPutPolicy);
+}
+
+grpc::ServerUnaryReactor* PoliciesService::DeletePolicy(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return Serve(context, *request, response,
+               "/skipserve.v1.Policies/DeletePolicy",
+               &PoliciesService::DoDeletePolicy);
+}
+
+grpc::ServerUnaryReactor* PoliciesService::ListExperiments(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return Serve(context, *request, response,
+               "/skipserve.v1.Policies/ListExperiments",
+               &PoliciesService::DoListExperiments);
 }
 
 grpc::ServerUnaryReactor* PoliciesService::GetExperiment(
-    grpc::CallbackServerContext* context,
-    const v1::GetExperimentRequest* request, v1::ExperimentResponse* response) {
-  if (absl::Status s = auth_->Check(*context); !s.ok()) {
-    return Finished(context, s);
-  }
-  return Finished(context, FillExperiment(*registry_->Snapshot(),
-                                          request->name(), response));
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return Serve(context, *request, response,
+               "/skipserve.v1.Policies/GetExperiment",
+               &PoliciesService::DoGetExperiment);
 }
 
 grpc::ServerUnaryReactor* PoliciesService::PutExperiment(
-    grpc::CallbackServerContext* context,
-    const v1::PutExperimentRequest* request, v1::ExperimentResponse* response) {
-  if (absl::Status s = auth_->Check(*context); !s.ok()) {
-    return Finished(context, s);
-  }
-  absl::StatusOr<RegistryStatePtr> made = registry_->PutExperiment(
-      FromProto(request->experiment()), ExpectedVersion(*request));
-  if (!made.ok()) return Finished(context, made.status());
-  return Finished(
-      context, FillExperiment(**made, request->experiment().name(), response));
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return Serve(context, *request, response,
+               "/skipserve.v1.Policies/PutExperiment",
+               &PoliciesService::DoPutExperiment);
 }
 
 grpc::ServerUnaryReactor* PoliciesService::DeleteExperiment(
-    grpc::CallbackServerContext* context,
-    const v1::DeleteExperimentRequest* request,
-    v1::DeleteExperimentResponse* response) {
-  if (absl::Status s = auth_->Check(*context); !s.ok()) {
-    return Finished(context, s);
-  }
-  absl::StatusOr<RegistryStatePtr> made =
-      registry_->DeleteExperiment(request->name(), ExpectedVersion(*request));
-  if (!made.ok()) return Finished(context, made.status());
-  response->set_version((*made)->version);
-  return Finished(context, absl::OkStatus());
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return Serve(context, *request, response,
+               "/skipserve.v1.Policies/DeleteExperiment",
+               &PoliciesService::DoDeleteExperiment);
 }
 
 }  // namespace skipserve::server

@@ -1,11 +1,13 @@
 #include "server/policy_registry.h"
 
+#include <limits>
 #include <random>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/base/check.h"
+#include "engine/base/quote.h"
 #include "nlohmann/json.hpp"
 
 namespace skipserve::server {
@@ -78,8 +80,8 @@ absl::StatusOr<ExperimentEntry> PolicyRegistry::CompileExperiment(
     if (arm.named) {
       if (!state.policies.contains(arm.policy)) {
         return absl::InvalidArgumentError(absl::StrFormat(
-            "%s: experiment '%s': arms[%d].policy: no policy named '%s'", where,
-            experiment.name, i, arm.policy));
+            "%s: experiment '%s': arms[%d].policy: no policy named %s", where,
+            experiment.name, i, QuoteInput(arm.policy)));
       }
       entry.text_plans.emplace_back();
       continue;
@@ -89,9 +91,10 @@ absl::StatusOr<ExperimentEntry> PolicyRegistry::CompileExperiment(
         policy.ok() ? policy->Compile(num_layers_) : policy.status();
     if (!plan.ok()) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: experiment '%s': arms[%d].policy: '%s' is neither a named "
+          "%s: experiment '%s': arms[%d].policy: %s is neither a named "
           "policy nor a valid policy text: %s",
-          where, experiment.name, i, arm.policy, plan.status().message()));
+          where, experiment.name, i, QuoteInput(arm.policy),
+          plan.status().message()));
     }
     arm.policy = policy->ToString();
     entry.text_plans.push_back(*std::move(plan));
@@ -189,6 +192,12 @@ absl::StatusOr<PolicyRegistry::MutableState> PolicyRegistry::FromStored(
 absl::Status PolicyRegistry::Restore(const std::string& policies_file,
                                      const std::string& state_file) {
   if (!state_file.empty()) {
+    if (absl::StatusOr<int> removed = RemoveStaleTemporaries(state_file);
+        !removed.ok()) {
+      return absl::Status(
+          removed.status().code(),
+          absl::StrCat("state file: ", removed.status().message()));
+    }
     absl::StatusOr<std::string> text = ReadWholeFile(state_file);
     if (text.ok()) {
       const std::string source = absl::StrCat("state file ", state_file);
@@ -249,7 +258,15 @@ absl::Status PolicyRegistry::Persist(const RegistryState& state) {
 }
 
 absl::StatusOr<RegistryStatePtr> PolicyRegistry::Commit(MutableState next) {
-  next->version = Snapshot()->version + 1;
+  const uint64_t current = Snapshot()->version;
+  if (current == std::numeric_limits<uint64_t>::max()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "the registry's version is %d, the largest there is, so no change "
+        "can be made (the next version would wrap to 0); the change was not "
+        "made. Lower registry_version in the state file and restart",
+        current));
+  }
+  next->version = current + 1;
   if (absl::Status s = Persist(*next); !s.ok()) {
     return absl::InternalError(
         absl::StrCat(s.message(), "; the change was not made"));
@@ -279,7 +296,8 @@ absl::StatusOr<RegistryStatePtr> PolicyRegistry::DeletePolicy(
   absl::StatusOr<MutableState> next = BeginChange(expected_version);
   if (!next.ok()) return next.status();
   if ((*next)->policies.erase(name) == 0) {
-    return absl::NotFoundError(absl::StrFormat("no policy named '%s'", name));
+    return absl::NotFoundError(
+        absl::StrFormat("no policy named %s", QuoteInput(name)));
   }
   for (const auto& [experiment, entry] : (*next)->experiments) {
     for (const ExperimentArm& arm : entry.experiment.arms) {
@@ -317,7 +335,7 @@ absl::StatusOr<RegistryStatePtr> PolicyRegistry::DeleteExperiment(
   if (!next.ok()) return next.status();
   if ((*next)->experiments.erase(name) == 0) {
     return absl::NotFoundError(
-        absl::StrFormat("no experiment named '%s'", name));
+        absl::StrFormat("no experiment named %s", QuoteInput(name)));
   }
   return Commit(*std::move(next));
 }
@@ -350,7 +368,7 @@ absl::StatusOr<Assignment> PolicyRegistry::Assign(
   auto it = state->experiments.find(name);
   if (it == state->experiments.end()) {
     return absl::NotFoundError(
-        absl::StrFormat("no experiment named '%s'", name));
+        absl::StrFormat("no experiment named %s", QuoteInput(name)));
   }
   const ExperimentEntry& entry = it->second;
   const size_t arm = routing_key.empty()

@@ -26,7 +26,12 @@
 // Versions: the registry (policies and experiments together) has one
 // version, +1 with every change, kept in the state file so it only grows.
 // Every change takes an optional expected version (compare-and-set):
-// ABORTED when the registry's version differs.
+// ABORTED when the registry's version differs. A registry at the largest
+// version (2^64-1, which only an edited state file reaches) refuses every
+// change with FAILED_PRECONDITION rather than wrap to 0.
+//
+// Restore also removes the temporary files an earlier process left next to
+// the state file when it died in the middle of a write (state_file.h).
 //
 // Consistency: the contents are an immutable snapshot replaced whole by
 // each change. A request resolves its policy against one snapshot, so it

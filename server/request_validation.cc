@@ -4,6 +4,8 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "engine/base/quote.h"
+#include "server/text_limits.h"
 
 namespace skipserve::server {
 namespace {
@@ -18,17 +20,36 @@ std::string IndexClause(const char* kind,
   return absl::StrFormat("%s:%s", kind, absl::StrJoin(ids, ","));
 }
 
-absl::StatusOr<SkipPolicy> InlinePolicy(const v1::SkipPolicy& inline_policy) {
-  for (const auto* list :
-       {&inline_policy.attention_layers(), &inline_policy.ffn_layers(),
-        &inline_policy.layers()}) {
+// The inline policy as a SkipPolicy. Indices are checked against the model
+// first, and a list can then hold at most `num_layers` distinct ones, so the
+// text built from them stays small.
+absl::StatusOr<SkipPolicy> InlinePolicy(const v1::SkipPolicy& inline_policy,
+                                        int num_layers) {
+  const std::pair<const char*, const google::protobuf::RepeatedField<uint32_t>*>
+      named_lists[] = {{"attention_layers", &inline_policy.attention_layers()},
+                       {"ffn_layers", &inline_policy.ffn_layers()},
+                       {"layers", &inline_policy.layers()}};
+  for (const auto& [name, list] : named_lists) {
+    if (list->size() > num_layers) {
+      return Invalid(absl::StrFormat(
+          "policy.inline: %s holds %d indices; a %d-layer model has at most "
+          "%d distinct ones",
+          name, list->size(), num_layers, num_layers));
+    }
     for (uint32_t index : *list) {
-      if (index > static_cast<uint32_t>(SkipPolicy::kMaxLayerIndex)) {
-        return Invalid(absl::StrFormat(
-            "policy.inline: layer index %d out of range [0, %d]", index,
-            SkipPolicy::kMaxLayerIndex));
+      if (index >= static_cast<uint32_t>(num_layers)) {
+        return Invalid(
+            absl::StrFormat("policy.inline: %s holds layer index %d, out of "
+                            "range [0, %d] for a "
+                            "%d-layer model",
+                            name, index, num_layers - 1, num_layers));
       }
     }
+  }
+  if (inline_policy.rules_size() > 3) {
+    return Invalid(absl::StrFormat(
+        "policy.inline.rules holds %d rules; at most 3 (one per kind)",
+        inline_policy.rules_size()));
   }
   std::vector<std::string> clauses;
   bool has_kind[4] = {false, false, false, false};
@@ -139,8 +160,8 @@ absl::StatusOr<ResolvedPolicy> ResolvePolicy(const v1::PolicySelector& selector,
           context.policies->Find(selector.name());
       if (!entry.has_value()) {
         return absl::NotFoundError(absl::StrFormat(
-            "policy.name: no policy named '%s' (GetModelInfo lists them)",
-            selector.name()));
+            "policy.name: no policy named %s (GetModelInfo lists them)",
+            QuoteInput(selector.name())));
       }
       resolved.plan = entry->plan;
       resolved.canonical = entry->plan.Canonical();
@@ -157,7 +178,8 @@ absl::StatusOr<ResolvedPolicy> ResolvePolicy(const v1::PolicySelector& selector,
       break;
     }
     case v1::PolicySelector::kInline: {
-      absl::StatusOr<SkipPolicy> parsed = InlinePolicy(selector.inline_());
+      absl::StatusOr<SkipPolicy> parsed =
+          InlinePolicy(selector.inline_(), num_layers);
       if (!parsed.ok()) return parsed.status();
       policy = *parsed;
       break;
@@ -182,6 +204,8 @@ absl::StatusOr<ResolvedPolicy> ResolvePolicy(const v1::PolicySelector& selector,
     case v1::PolicySelector::SELECTOR_NOT_SET:
       break;
   }
+  resolved.ad_hoc =
+      selector.selector_case() != v1::PolicySelector::SELECTOR_NOT_SET;
   absl::StatusOr<LayerPlan> plan = policy.Compile(num_layers);
   if (!plan.ok()) {
     const char* field = selector.selector_case() == v1::PolicySelector::kInline
@@ -218,6 +242,13 @@ absl::StatusOr<GenerateJob> ValidateGenerate(const v1::GenerateRequest& request,
       job.spec.prompt.push_back(static_cast<int32_t>(id));
     }
   } else if (!request.prompt().empty()) {
+    // BOS takes one of the context's tokens, and one is left to generate.
+    if (absl::Status s =
+            CheckTextFits("prompt", request.prompt().size(),
+                          config.max_position_embeddings - 2, context);
+        !s.ok()) {
+      return s;
+    }
     absl::StatusOr<std::vector<int>> ids =
         context.tokenizer->Encode(request.prompt());
     if (!ids.ok()) {
@@ -283,6 +314,16 @@ absl::StatusOr<ScoreJob> ValidateScore(const v1::ScoreRequest& request,
     return Invalid(
         absl::StrFormat("continuations must hold 1..%d strings, got %d",
                         context.limits.max_continuations, n));
+  }
+  for (int i = 0; i < n; ++i) {
+    // BOS takes one of the context's tokens.
+    if (absl::Status s = CheckTextFits(
+            absl::StrFormat("context + continuations[%d]", i),
+            request.context().size() + request.continuations(i).size(),
+            config.max_position_embeddings - 1, context);
+        !s.ok()) {
+      return s;
+    }
   }
   absl::StatusOr<ResolvedPolicy> policy =
       ResolvePolicy(request.policy(), context);

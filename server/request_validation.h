@@ -7,6 +7,11 @@
 // (the registry's current snapshot; an experiment without a routing key
 // draws its arm at random): no I/O, no engine state, so every rule is
 // unit-tested without a server.
+//
+// Cheap checks come first: a text that cannot fit the model's context is
+// refused by its length in bytes before it is tokenized (text_limits.h),
+// and a policy text by its length (SkipPolicy::kMaxTextBytes). Messages quote
+// at most ~100 bytes of any input (engine/base/quote.h).
 
 #include <string>
 #include <vector>
@@ -28,6 +33,8 @@ struct ServingLimits {
   int max_request_id_bytes = 128;
   int max_routing_key_bytes = 256;
   int max_continuations = 64;
+  // Tokenize's text (--max_tokenize_bytes).
+  int64_t max_tokenize_bytes = 256 * 1024;
   SkipPolicy default_policy;  // used when a request names no policy
 };
 
@@ -46,6 +53,10 @@ struct ResolvedPolicy {
   // arm's named policy, if it uses one).
   std::string experiment;
   std::string arm;
+  // Chosen by the client itself (policy.spec or policy.inline) rather than
+  // by the operator (a named policy, an experiment arm, the default
+  // policy): such plans share a bounded pool of metric labels.
+  bool ad_hoc = false;
 };
 
 absl::StatusOr<ResolvedPolicy> ResolvePolicy(const v1::PolicySelector& selector,

@@ -9,6 +9,7 @@
 #include "engine/model/config.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/text_limits.h"
 
 namespace skipserve::server {
 namespace {
@@ -243,6 +244,48 @@ TEST_F(RequestValidationTest, ScoreSplitsContinuationTokensAfterTheContext) {
   bad = ValidateScore(r, context_);
   EXPECT_THAT(std::string(bad.status().message()),
               HasSubstr("continuations[0] must be non-empty"));
+}
+
+// Texts that cannot fit the context are refused by their length before
+// they are tokenized; the bound is exact for this tokenizer (bytes bound
+// tokens), so a prompt just under it is tokenized and judged by its tokens.
+TEST_F(RequestValidationTest, OversizeTextsAreRefusedByTheirLength) {
+  const int64_t max_prompt_bytes =
+      tokenizer_->MaxTextBytes(config_.max_position_embeddings - 2);
+  ASSERT_GT(max_prompt_bytes, 0);
+  ExpectError(Request(std::string(max_prompt_bytes + 1, 'a')),
+              absl::StatusCode::kInvalidArgument,
+              absl::StrCat("prompt is ", max_prompt_bytes + 1, " bytes"));
+  // Within the bound: tokenized, then too many tokens.
+  ExpectError(Request(std::string(max_prompt_bytes, '\x01')),
+              absl::StatusCode::kInvalidArgument, "leave no room");
+
+  v1::ScoreRequest score;
+  score.set_context(std::string(max_prompt_bytes + 100, 'b'));
+  score.add_continuations(" c");
+  absl::StatusOr<ScoreJob> job = ValidateScore(score, context_);
+  EXPECT_EQ(job.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(job.status().message()),
+              HasSubstr("context + continuations[0] is"));
+
+  context_.limits.max_tokenize_bytes = 10;
+  v1::TokenizeRequest tokenize;
+  tokenize.set_text("eleven byte");
+  EXPECT_THAT(std::string(ValidateTokenize(tokenize, context_).message()),
+              HasSubstr("text is 11 bytes; at most 10"));
+  tokenize.set_text("ten bytes!");
+  EXPECT_TRUE(ValidateTokenize(tokenize, context_).ok());
+}
+
+// An inline list can hold at most one index per layer; longer ones are
+// refused before anything is built from them.
+TEST_F(RequestValidationTest, InlineListsLongerThanTheModelAreRefused) {
+  v1::GenerateRequest r = Request("x");
+  for (int i = 0; i < 100000; ++i) {
+    r.mutable_policy()->mutable_inline_()->add_attention_layers(i % 8);
+  }
+  ExpectError(r, absl::StatusCode::kInvalidArgument,
+              "policy.inline: attention_layers holds 100000 indices");
 }
 
 }  // namespace

@@ -9,12 +9,14 @@
 // health turns NOT_SERVING, new calls get UNAVAILABLE, calls in flight
 // finish (up to --drain_timeout), then the process exits 0.
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -33,6 +35,8 @@
 #include "server/metrics.h"
 #include "server/policies_service.h"
 #include "server/policy_registry.h"
+#include "server/raw_message.h"
+#include "server/work_pool.h"
 
 ABSL_FLAG(std::string, model, SKIPSERVE_DEFAULT_MODEL_DIR,
           "Hugging Face model directory (config.json, safetensors, "
@@ -88,6 +92,17 @@ ABSL_FLAG(std::string, batching, "mixed",
 ABSL_FLAG(int, threads, 0, "CPU threads for the CPU backend; 0 = all.");
 ABSL_FLAG(int, max_inline_policy_labels, 32,
           "Distinct inline policies labelled in metrics before 'other'.");
+ABSL_FLAG(int, max_request_bytes, 4 << 20,
+          "Largest request message accepted, in bytes (larger ones get "
+          "RESOURCE_EXHAUSTED from gRPC).");
+ABSL_FLAG(int, max_tokenize_bytes, 256 << 10,
+          "Largest text Tokenize accepts, in bytes.");
+ABSL_FLAG(int, tokenize_threads, 0,
+          "Threads that tokenize large inputs off gRPC's threads; 0 = half "
+          "the cores (at least 1).");
+ABSL_FLAG(int, max_tokenize_queue, 64,
+          "Large requests that may wait for a tokenize thread; beyond that "
+          "RESOURCE_EXHAUSTED.");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "How long SIGTERM waits for calls in flight.");
 
@@ -232,12 +247,31 @@ absl::Status Serve() {
   scheduler_options.max_running = absl::GetFlag(FLAGS_max_running);
   scheduler_options.max_waiting = absl::GetFlag(FLAGS_max_waiting);
   scheduler_options.batching = *batching;
+  // A vocabulary padded beyond the tokenizer's pieces: padding ids have no
+  // text and are never sampled.
+  scheduler_options.sampled_vocab_size = (*tokenizer)->vocab_size();
   if (scheduler_options.max_batch_tokens < 1 ||
       scheduler_options.max_running < 1 || scheduler_options.max_waiting < 0) {
     return absl::InvalidArgumentError(
         "--max_batch_tokens and --max_running must be >= 1, --max_waiting "
         ">= 0");
   }
+  int tokenize_threads = absl::GetFlag(FLAGS_tokenize_threads);
+  if (tokenize_threads == 0) {
+    tokenize_threads =
+        std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / 2);
+  }
+  if (tokenize_threads < 1 || absl::GetFlag(FLAGS_max_tokenize_queue) < 1 ||
+      absl::GetFlag(FLAGS_max_tokenize_bytes) < 1 ||
+      absl::GetFlag(FLAGS_max_request_bytes) < 1024 ||
+      absl::GetFlag(FLAGS_max_inline_policy_labels) < 0) {
+    return absl::InvalidArgumentError(
+        "--tokenize_threads must be >= 0, --max_tokenize_queue and "
+        "--max_tokenize_bytes >= 1, --max_request_bytes >= 1024, "
+        "--max_inline_policy_labels >= 0");
+  }
+  WorkPool tokenize_pool(tokenize_threads,
+                         absl::GetFlag(FLAGS_max_tokenize_queue));
   Scheduler scheduler(
       backend->get(), scheduler_options,
       [&metrics](const StepReport& report) { metrics->RecordStep(report); });
@@ -249,16 +283,19 @@ absl::Status Serve() {
   context.policies = &policies;
   context.limits.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
   context.limits.default_policy = *default_policy;
+  context.limits.max_tokenize_bytes = absl::GetFlag(FLAGS_max_tokenize_bytes);
   ServiceInfo info{ModelName(model_spec), dtype,
                    std::string((*backend)->device_name()),
                    absl::GetFlag(FLAGS_batching), kKvBlockSize};
   InferenceService service(&scheduler, context, info, metrics.get(),
-                           &access->inference);
+                           &tokenize_pool, &access->inference);
   PoliciesService policies_service(&policies, &access->admin);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  InstallProtobufLogHandler();
   grpc::ServerBuilder builder;
+  builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_request_bytes));
   int port = 0;
   builder.AddListeningPort(absl::StrFormat("%s:%d", absl::GetFlag(FLAGS_host),
                                            absl::GetFlag(FLAGS_port)),
@@ -320,6 +357,7 @@ absl::Status Serve() {
   }
   scheduler.Shutdown();  // finishes anything left with UNAVAILABLE
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  tokenize_pool.Shutdown();  // runs what is queued (refused by the scheduler)
   std::fprintf(stderr, "drained; exiting\n");
   return absl::OkStatus();
 }

@@ -6,10 +6,12 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <tuple>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
@@ -189,6 +191,39 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
     return absl::UnavailableError(absl::StrCat("cannot read ", path));
   }
   return text.str();
+}
+
+absl::StatusOr<int> RemoveStaleTemporaries(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "."
+                          : slash == 0               ? "/"
+                                                     : path.substr(0, slash);
+  const std::string prefix = absl::StrCat(
+      slash == std::string::npos ? path : path.substr(slash + 1), ".tmp.");
+  auto is_temporary = [&prefix](const std::string& name) {
+    if (name.size() != prefix.size() + 6 || name.rfind(prefix, 0) != 0) {
+      return false;
+    }
+    for (size_t i = prefix.size(); i < name.size(); ++i) {
+      if (!absl::ascii_isalnum(static_cast<unsigned char>(name[i]))) {
+        return false;
+      }
+    }
+    return true;
+  };
+  std::error_code error;
+  std::filesystem::directory_iterator it(dir, error);
+  if (error) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot read directory ", dir, ": ", error.message()));
+  }
+  int removed = 0;
+  for (const std::filesystem::directory_entry& entry : it) {
+    const std::string name = entry.path().filename().string();
+    if (!is_temporary(name) || !entry.is_regular_file(error)) continue;
+    if (std::filesystem::remove(entry.path(), error)) ++removed;
+  }
+  return removed;
 }
 
 absl::Status WriteFileAtomically(const std::string& path,

@@ -25,8 +25,10 @@
 // "state file <path>: <where>: <what>".
 //
 // Writes are atomic: the new contents go to a temporary file in the same
-// directory, which is fsync'ed and renamed over the old one, and the
-// directory is fsync'ed; a crash leaves either the old file or the new one.
+// directory ("<name>.tmp.XXXXXX", mkstemp's six characters), which is
+// fsync'ed and renamed over the old one, and the directory is fsync'ed; a
+// crash leaves either the old file or the new one, and possibly the
+// temporary file, which RemoveStaleTemporaries (run at startup) removes.
 
 #include <cstdint>
 #include <string>
@@ -65,6 +67,14 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path);
 // the path and the failing step; the old file is then left as it was.
 absl::Status WriteFileAtomically(const std::string& path,
                                  const std::string& contents);
+
+// Removes the temporary files WriteFileAtomically(path, ...) left behind
+// when its process died between creating and renaming one: the files of
+// path's directory named "<name>.tmp." followed by six letters or digits.
+// Nothing else is touched. Returns how many it removed; a directory that
+// cannot be read is UNAVAILABLE naming it. Only one process may write
+// `path` (a second one's write in progress would lose its temporary).
+absl::StatusOr<int> RemoveStaleTemporaries(const std::string& path);
 
 }  // namespace skipserve::server
 
