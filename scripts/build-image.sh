@@ -185,6 +185,9 @@ MMDEBSTRAP_ARGS=(
   --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr
   --aptopt='Acquire::Retries "5"'
   --customize-hook='copy-in docker/base/docker-clean docker/base/docker-no-languages /etc/apt/apt.conf.d'
+  # mmdebstrap's own cleanup misses apt's binary caches once docker-clean
+  # tells apt to keep none (71 MB).
+  --customize-hook='rm -f "$1"/var/cache/apt/*.bin'
   --dpkgopt='path-exclude=/usr/share/doc/*'
   --dpkgopt='path-include=/usr/share/doc/*/copyright'
   --dpkgopt='path-exclude=/usr/share/man/*'
