@@ -4,7 +4,8 @@ one, and talks to it: the image check's second half (.ci/image-check).
 
     /usr/bin/python3 .ci/image_conversation.py IMAGE
 
-`podman run` fails on cgroup v1 hosts (crun refuses them), so everything
+`podman run` fails on this project's machine (crun: setrlimit RLIMIT_NOFILE:
+Operation not permitted, on a cgroup v1 hybrid hierarchy), so everything
 runs through `buildah run --isolation=chroot` in one working container of
 IMAGE: no cgroups, no network namespace (the server listens on the host's
 loopback, on ports it picks), no PID namespace (its process is visible

@@ -43,9 +43,9 @@
 #
 # Root uses the system's container storage (/var/lib/containers); other users
 # need user namespaces and a /etc/subuid range (buildah and mmdebstrap run
-# rootless then). `podman run` is not used: on cgroup v1 hosts crun refuses
-# it, so scripts run things from the image with `buildah run
-# --isolation=chroot` (.ci/image-check).
+# rootless then; only root has been tried). `podman run` is not used: crun
+# fails on the project's machine (cgroup v1, hybrid), so scripts run things
+# from the image with `buildah run --isolation=chroot` (.ci/image-check).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -301,7 +301,8 @@ load_before=$(cut -d' ' -f1 /proc/loadavg)
 t0=$(date +%s)
 # --format=docker keeps HEALTHCHECK and STOPSIGNAL (the OCI format has no
 # place for HEALTHCHECK). chroot isolation: no runtime, no cgroups.
-buildah bud --isolation=chroot --format=docker "${CACHE_ARGS[@]}" \
+# --force-rm: a failed build leaves no working containers behind.
+buildah bud --isolation=chroot --format=docker --force-rm "${CACHE_ARGS[@]}" \
   "${BUILD_ARGS[@]}" \
   --label "org.opencontainers.image.revision=$revision" \
   --label "org.opencontainers.image.source=skipserve" \
