@@ -59,9 +59,21 @@ std::string Reason(const std::string& log) {
 
 }  // namespace
 
-absl::Status ParseRequest(const grpc::ByteBuffer& bytes,
+absl::Status ParseRequest(const grpc::ServerContextBase& context,
+                          const grpc::ByteBuffer& bytes,
                           google::protobuf::Message* message) {
   message->Clear();
+  if (!bytes.Valid()) {
+    const std::string& type = message->GetDescriptor()->full_name();
+    if (context.IsCancelled()) {
+      return absl::CancelledError(
+          absl::StrCat("the call was cancelled before its ", type, " arrived"));
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("the client sent no ", type,
+                     " (it closed its side of the call "
+                     "without a request message)"));
+  }
   grpc::ByteBuffer copy(bytes);  // shares the slices
   grpc::ProtoBufferReader reader(&copy);
   std::string log;

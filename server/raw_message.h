@@ -23,6 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "google/protobuf/message.h"
+#include "grpcpp/server_context.h"
 #include "grpcpp/support/byte_buffer.h"
 
 namespace skipserve::server {
@@ -30,7 +31,15 @@ namespace skipserve::server {
 // Parses `bytes` into `message` (cleared first). INVALID_ARGUMENT "request
 // is not a valid <type> (<n> bytes): <why>", where <why> names the field
 // with invalid UTF-8 when that is the problem.
-absl::Status ParseRequest(const grpc::ByteBuffer& bytes,
+//
+// gRPC 1.51 calls a raw unary handler also when the request message never
+// arrived (its grpc_byte_buffer is null, so `bytes` is not Valid()): the
+// client cancelled the call first, or closed its side without a message.
+// The first is CANCELLED (`context` says so: counted as a cancel, not
+// logged as undecodable), the second INVALID_ARGUMENT "the client sent no
+// <type>".
+absl::Status ParseRequest(const grpc::ServerContextBase& context,
+                          const grpc::ByteBuffer& bytes,
                           google::protobuf::Message* message);
 
 // Serializes `message` into `bytes`; INTERNAL if protobuf cannot (a message

@@ -4,6 +4,8 @@
 // take the `policy` label away from named policies, experiment arms or the
 // default policy.
 
+#include <chrono>
+#include <cstdint>
 #include <latch>
 #include <memory>
 #include <string>
@@ -17,6 +19,8 @@
 #include "client/admin_client.h"
 #include "client/client.h"
 #include "gmock/gmock.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "skipserve/v1/inference.pb.h"
 #include "tests/integration/admin_test_util.h"
@@ -161,6 +165,75 @@ TEST(AccountingTest, AnalyzeLayersIsCountedWhenItSucceeds) {
       << scrape;
   ServerExit exit = (*server)->Stop();
   EXPECT_TRUE(exit.exited && exit.exit_code == 0) << exit.stderr_text;
+}
+
+// Starts a Generate call on `channel` with the generic API and ends it
+// without sending a request message: cancelled after the server saw its
+// headers (`cancel`), or by closing the client's side. Returns its status.
+grpc::Status CallWithoutAMessage(const std::shared_ptr<grpc::Channel>& channel,
+                                 bool cancel) {
+  grpc::GenericStub stub(channel);
+  grpc::CompletionQueue cq;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(30));
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call =
+      stub.PrepareCall(&context, "/skipserve.v1.Inference/Generate", &cq);
+  void* tag = nullptr;
+  bool ok = false;
+  auto wait = [&](intptr_t want) {
+    return cq.Next(&tag, &ok) && reinterpret_cast<intptr_t>(tag) == want;
+  };
+  call->StartCall(reinterpret_cast<void*>(1));
+  EXPECT_TRUE(wait(1));
+  absl::SleepFor(absl::Milliseconds(300));  // the server sees the headers
+  if (cancel) {
+    context.TryCancel();
+  } else {
+    call->WritesDone(reinterpret_cast<void*>(2));
+    EXPECT_TRUE(wait(2));
+  }
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(3));
+  EXPECT_TRUE(wait(3));
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+  return status;
+}
+
+// gRPC runs a raw unary handler also when the request never arrived. A
+// client that cancels first is counted as CANCELLED, not as an undecodable
+// request (INVALID_ARGUMENT, logged); one that closes its side without a
+// message is told so. (The soak counted a cancelled Generate as
+// INVALID_ARGUMENT.)
+TEST(AccountingTest, CallsEndedBeforeTheirRequestArrivedAreCountedAsSuch) {
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server = StartWithMetrics({});
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = MetricsPort(**server);
+  ASSERT_GT(port, 0);
+  std::shared_ptr<grpc::Channel> channel = InsecureChannel((*server)->target());
+  const grpc::Status cancelled = CallWithoutAMessage(channel, /*cancel=*/true);
+  EXPECT_EQ(cancelled.error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_EQ(WaitForMetric(port, "skipserve_requests_total",
+                          {{"rpc", "Generate"}, {"code", "CANCELLED"}}, 1),
+            1);
+  const grpc::Status closed = CallWithoutAMessage(channel, /*cancel=*/false);
+  EXPECT_EQ(closed.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(
+      closed.error_message(),
+      ::testing::HasSubstr("the client sent no skipserve.v1.GenerateRequest"));
+  EXPECT_EQ(
+      WaitForMetric(port, "skipserve_requests_total",
+                    {{"rpc", "Generate"}, {"code", "INVALID_ARGUMENT"}}, 1),
+      1);
+  const std::string scrape = ScrapeMetrics(port);
+  EXPECT_EQ(MetricSum(scrape, "skipserve_requests_total", {}), 2) << scrape;
+  ServerExit exit = (*server)->Stop();
+  EXPECT_TRUE(exit.exited && exit.exit_code == 0) << exit.stderr_text;
+  // Only the message-less call is an undecodable request worth a log line.
+  EXPECT_FALSE(absl::StrContains(exit.stderr_text, "cancelled before"))
+      << exit.stderr_text;
 }
 
 // ------------------------------------------ item 5: the label budget --
