@@ -6,6 +6,7 @@
 #   bash scripts/install-deps.sh            # the default group: dev
 #   bash scripts/install-deps.sh image      # only the container tools
 #   bash scripts/install-deps.sh dev image  # both
+#   bash scripts/install-deps.sh check      # the fuzzing toolchain
 #
 # Groups:
 #   dev    compilers, libraries and test tools (what `make run` and
@@ -14,6 +15,9 @@
 #          the images without a Docker engine or an image registry
 #          (mmdebstrap for a Debian base image, buildah, podman; uidmap for
 #          rootless use)
+#   check  clang 14 and its runtimes (libFuzzer, clang's ASan), for
+#          .ci/fuzz; the sanitizer builds (.ci/sanitizers) use GCC's
+#          runtimes, which build-essential brings
 set -euo pipefail
 
 DEV_PACKAGES=(
@@ -34,6 +38,10 @@ IMAGE_PACKAGES=(
   mmdebstrap buildah podman uidmap
 )
 
+CHECK_PACKAGES=(
+  clang-14 libclang-rt-14-dev
+)
+
 groups=("$@")
 if [ ${#groups[@]} -eq 0 ]; then groups=(dev); fi
 
@@ -42,8 +50,9 @@ for g in "${groups[@]}"; do
   case "$g" in
     dev) PACKAGES+=("${DEV_PACKAGES[@]}") ;;
     image) PACKAGES+=("${IMAGE_PACKAGES[@]}") ;;
+    check) PACKAGES+=("${CHECK_PACKAGES[@]}") ;;
     *)
-      echo "install-deps: unknown group '$g' (groups: dev, image)" >&2
+      echo "install-deps: unknown group '$g' (groups: dev, image, check)" >&2
       exit 2
       ;;
   esac

@@ -37,6 +37,35 @@ std::vector<std::string> CandidatePaths() {
                               kSentencePieceModuleFileName);
 }
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SKIPSERVE_SANITIZER_DLOPEN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SKIPSERVE_SANITIZER_DLOPEN 1
+#endif
+#endif
+
+// dlopen(path, flags) where flags hold RTLD_DEEPBIND. In sanitizer builds
+// the sanitizers' dlopen interceptor refuses RTLD_DEEPBIND and ends the
+// process (github.com/google/sanitizers/issues/611: a deep-bound library
+// could find libc's malloc before the sanitizer's). The module is built with
+// the same sanitizer and its shared runtime (GCC's default; clang's with
+// -shared-libasan, as the fuzz build links), which makes the runtime one of
+// its first dependencies, so the deep-bound scope finds the sanitizer's
+// allocator before libc's; glibc's own dlopen is called.
+void* DlopenDeepBind(const char* path, int flags) {
+#ifdef SKIPSERVE_SANITIZER_DLOPEN
+  using DlopenFn = void* (*)(const char*, int);
+  static const DlopenFn libc_dlopen = []() -> DlopenFn {
+    void* libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
+    if (libc == nullptr) return nullptr;
+    return reinterpret_cast<DlopenFn>(dlsym(libc, "dlopen"));
+  }();
+  if (libc_dlopen != nullptr) return libc_dlopen(path, flags);
+#endif
+  return dlopen(path, flags);
+}
+
 // Tries one candidate; on failure appends why to `tried`.
 bool TryOpen(const std::string& path, Module* module,
              std::vector<std::string>* tried) {
@@ -52,7 +81,8 @@ bool TryOpen(const std::string& path, Module* module,
   // RTLD_LOCAL keeps SentencePiece's symbols (its bundled protobuf among them)
   // out of the global scope; RTLD_DEEPBIND makes the module and SentencePiece
   // resolve their own references before the process's (libprotobuf's).
-  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+  void* handle =
+      DlopenDeepBind(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
   if (handle == nullptr) {
     tried->push_back(
         absl::StrCat(path, " (dlopen failed: ", DlErrorMessage(), ")"));

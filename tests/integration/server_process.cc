@@ -51,7 +51,13 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
 }
 
 absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
-    const std::string& binary, const Options& options) {
+    const std::string& server_binary, const Options& options) {
+  // .ci/sanitizers runs these tests against a sanitizer build's server.
+  const char* override_binary = std::getenv("SKIPSERVE_TEST_SERVER_BINARY");
+  const std::string binary =
+      override_binary != nullptr && *override_binary != '\0'
+          ? std::string(override_binary)
+          : server_binary;
   if (access(binary.c_str(), X_OK) != 0) {
     return absl::FailedPreconditionError(
         absl::StrCat("server binary not executable: ", binary));

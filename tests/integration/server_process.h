@@ -53,7 +53,9 @@ class ServerProcess {
 
   // Starts `binary` and waits until it serves. On failure (exec error,
   // early exit, timeout) the child is killed and the status's message holds
-  // its captured stderr.
+  // its captured stderr. $SKIPSERVE_TEST_SERVER_BINARY, when set, is started
+  // instead of `binary` (.ci/sanitizers: the same tests against a sanitizer
+  // build of the server).
   static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(
       const std::string& binary, const Options& options);
   static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(
