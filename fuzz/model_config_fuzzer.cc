@@ -9,22 +9,22 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "engine/base/check.h"
 #include "engine/model/config.h"
-#include "fuzz/fuzz_check.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);
   absl::StatusOr<skipserve::ModelConfig> config =
       skipserve::ModelConfig::FromJson(text, "fuzz/config.json");
   if (!config.ok()) return 0;
-  FUZZ_CHECK(config->Validate().ok()) << config->Validate();
-  FUZZ_CHECK(config->head_dim() > 0 && config->kv_dim() > 0);
-  FUZZ_CHECK(config->NumParameters() > 0) << config->NumParameters();
+  SKIPSERVE_CHECK(config->Validate().ok()) << config->Validate();
+  SKIPSERVE_CHECK(config->head_dim() > 0 && config->kv_dim() > 0);
+  SKIPSERVE_CHECK(config->NumParameters() > 0) << config->NumParameters();
 
   const std::string json = config->ToJson();
   absl::StatusOr<skipserve::ModelConfig> back =
       skipserve::ModelConfig::FromJson(json, "fuzz/config.json");
-  FUZZ_CHECK(back.ok()) << json << ": " << back.status();
-  FUZZ_CHECK(*back == *config) << json;
+  SKIPSERVE_CHECK(back.ok()) << json << ": " << back.status();
+  SKIPSERVE_CHECK(*back == *config) << json;
   return 0;
 }

@@ -21,14 +21,15 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/base/check.h"
 #include "engine/model/config.h"
 #include "engine/tokenizer/tokenizer.h"
-#include "fuzz/fuzz_check.h"
 #include "grpcpp/grpcpp.h"
 #include "server/policy_registry.h"
 #include "server/raw_message.h"
@@ -93,9 +94,17 @@ Fixture* MakeFixture() {
   absl::StatusOr<ModelConfig> config = ModelConfig::FromJson(kConfig, "fuzz");
   if (!config.ok()) Fail("config", config.status());
   f->config = *config;
+  const std::string tokenizer_path = TokenizerPath();
   absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer =
-      Tokenizer::Load(TokenizerPath());
+      Tokenizer::Load(tokenizer_path);
   if (!tokenizer.ok()) Fail("tokenizer", tokenizer.status());
+  if (const char* given = std::getenv("SKIPSERVE_FUZZ_TOKENIZER");
+      given == nullptr || *given == '\0') {
+    // Trained here, into a directory of our own; loaded, it is not needed.
+    std::error_code ignored;
+    std::filesystem::remove_all(
+        std::filesystem::path(tokenizer_path).parent_path(), ignored);
+  }
   f->tokenizer = *std::move(tokenizer);
   f->registry =
       std::make_unique<skipserve::server::PolicyRegistry>(f->config.num_layers);
@@ -122,22 +131,23 @@ const Fixture& GetFixture() {
 }
 
 void CheckError(const absl::Status& status) {
-  FUZZ_CHECK(!status.ok());
-  FUZZ_CHECK(status.message().size() <= kMaxMessageBytes)
+  SKIPSERVE_CHECK(!status.ok());
+  SKIPSERVE_CHECK(status.message().size() <= kMaxMessageBytes)
       << status.message().size()
       << " bytes: " << status.message().substr(0, 300);
 }
 
 void CheckPlan(const skipserve::server::ResolvedPolicy& policy,
                const Fixture& f) {
-  FUZZ_CHECK(policy.plan.num_layers() == f.config.num_layers);
-  FUZZ_CHECK(policy.canonical == policy.plan.Canonical()) << policy.canonical;
+  SKIPSERVE_CHECK(policy.plan.num_layers() == f.config.num_layers);
+  SKIPSERVE_CHECK(policy.canonical == policy.plan.Canonical())
+      << policy.canonical;
 }
 
 void CheckPrompt(const std::vector<int32_t>& prompt, const Fixture& f) {
-  FUZZ_CHECK(!prompt.empty());
+  SKIPSERVE_CHECK(!prompt.empty());
   for (int32_t id : prompt) {
-    FUZZ_CHECK(id >= 0 && id < f.config.vocab_size) << id;
+    SKIPSERVE_CHECK(id >= 0 && id < f.config.vocab_size) << id;
   }
 }
 
@@ -145,9 +155,7 @@ template <typename Message>
 bool Parse(const uint8_t* data, size_t size, Message* message) {
   grpc::Slice slice(data, size);
   grpc::ByteBuffer buffer(&slice, 1);
-  static const grpc::ServerContext* const no_call = new grpc::ServerContext;
-  const absl::Status parsed =
-      skipserve::server::ParseRequest(*no_call, buffer, message);
+  const absl::Status parsed = skipserve::server::ParseRequest(buffer, message);
   if (!parsed.ok()) CheckError(parsed);
   return parsed.ok();
 }
@@ -178,9 +186,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     CheckPrompt(job->spec.prompt, f);
     const int prompt = static_cast<int>(job->spec.prompt.size());
-    FUZZ_CHECK(job->spec.max_new_tokens >= 1) << job->spec.max_new_tokens;
-    FUZZ_CHECK(prompt + job->spec.max_new_tokens <=
-               f.config.max_position_embeddings)
+    SKIPSERVE_CHECK(job->spec.max_new_tokens >= 1) << job->spec.max_new_tokens;
+    SKIPSERVE_CHECK(prompt + job->spec.max_new_tokens <=
+                    f.config.max_position_embeddings)
         << prompt << " + " << job->spec.max_new_tokens;
     CheckPlan(job->policy, f);
   } else if (kind == 1) {
@@ -192,14 +200,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       CheckError(job.status());
       return 0;
     }
-    FUZZ_CHECK(job->specs.size() ==
-               static_cast<size_t>(request.continuations_size()));
-    FUZZ_CHECK(job->num_bytes.size() == job->specs.size());
+    SKIPSERVE_CHECK(job->specs.size() ==
+                    static_cast<size_t>(request.continuations_size()));
+    SKIPSERVE_CHECK(job->num_bytes.size() == job->specs.size());
     for (const skipserve::SequenceSpec& spec : job->specs) {
       CheckPrompt(spec.prompt, f);
       const int prompt = static_cast<int>(spec.prompt.size());
-      FUZZ_CHECK(prompt <= f.config.max_position_embeddings) << prompt;
-      FUZZ_CHECK(spec.score_from >= 1 && spec.score_from < prompt)
+      SKIPSERVE_CHECK(prompt <= f.config.max_position_embeddings) << prompt;
+      SKIPSERVE_CHECK(spec.score_from >= 1 && spec.score_from < prompt)
           << spec.score_from << " of " << prompt;
     }
     CheckPlan(job->policy, f);

@@ -17,9 +17,9 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "engine/base/check.h"
 #include "engine/model/dtype.h"
 #include "engine/model/safetensors.h"
-#include "fuzz/fuzz_check.h"
 
 namespace {
 
@@ -64,18 +64,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   uint64_t previous_end = 0;
   uint8_t sum = 0;
   for (const skipserve::TensorInfo& t : (*file)->tensors()) {
-    FUZZ_CHECK(t.begin <= t.end && t.end <= data_bytes)
+    SKIPSERVE_CHECK(t.begin <= t.end && t.end <= data_bytes)
         << t.name << " [" << t.begin << ", " << t.end << ") of " << data_bytes;
     if (t.begin != t.end) {
-      FUZZ_CHECK(t.begin >= previous_end) << t.name << " overlaps";
+      SKIPSERVE_CHECK(t.begin >= previous_end) << t.name << " overlaps";
       previous_end = t.end;
     }
-    FUZZ_CHECK(t.end - t.begin == static_cast<uint64_t>(t.NumElements()) *
-                                      skipserve::DTypeSize(t.dtype))
+    SKIPSERVE_CHECK(t.end - t.begin == static_cast<uint64_t>(t.NumElements()) *
+                                           skipserve::DTypeSize(t.dtype))
         << t.name;
-    FUZZ_CHECK((*file)->Find(t.name) != nullptr) << t.name;
+    SKIPSERVE_CHECK((*file)->Find(t.name) != nullptr) << t.name;
     const std::span<const std::byte> bytes = (*file)->Data(t);
-    FUZZ_CHECK(bytes.size() == t.end - t.begin) << t.name;
+    SKIPSERVE_CHECK(bytes.size() == t.end - t.begin) << t.name;
     for (std::byte b : bytes) sum ^= static_cast<uint8_t>(b);
   }
   g_sink = sum;  // keeps the reads

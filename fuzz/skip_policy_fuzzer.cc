@@ -10,8 +10,8 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "engine/base/check.h"
 #include "engine/policy/skip_policy.h"
-#include "fuzz/fuzz_check.h"
 
 namespace {
 
@@ -29,28 +29,29 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   absl::StatusOr<SkipPolicy> policy = SkipPolicy::Parse(text);
   if (!policy.ok()) {
     // Errors quote at most ~100 bytes of the text (engine/base/quote.h).
-    FUZZ_CHECK(policy.status().message().size() < 1024)
+    SKIPSERVE_CHECK(policy.status().message().size() < 1024)
         << policy.status().message().size() << " bytes of message";
     return 0;
   }
-  FUZZ_CHECK(text.size() <= SkipPolicy::kMaxTextBytes) << text.size();
+  SKIPSERVE_CHECK(text.size() <= SkipPolicy::kMaxTextBytes) << text.size();
 
   const std::string canonical = policy->ToString();
   absl::StatusOr<SkipPolicy> again = SkipPolicy::Parse(canonical);
-  FUZZ_CHECK(again.ok()) << canonical << ": " << again.status();
-  FUZZ_CHECK(*again == *policy) << canonical;
-  FUZZ_CHECK(again->ToString() == canonical) << canonical;
+  SKIPSERVE_CHECK(again.ok()) << canonical << ": " << again.status();
+  SKIPSERVE_CHECK(*again == *policy) << canonical;
+  SKIPSERVE_CHECK(again->ToString() == canonical) << canonical;
 
   for (int layers : kLayerCounts) {
     absl::StatusOr<LayerPlan> plan = policy->Compile(layers);
     if (!plan.ok()) continue;
-    FUZZ_CHECK(plan->num_layers() == layers);
+    SKIPSERVE_CHECK(plan->num_layers() == layers);
     const std::string plan_text = plan->Canonical();
     absl::StatusOr<SkipPolicy> reparsed = SkipPolicy::Parse(plan_text);
-    FUZZ_CHECK(reparsed.ok()) << plan_text << ": " << reparsed.status();
+    SKIPSERVE_CHECK(reparsed.ok()) << plan_text << ": " << reparsed.status();
     absl::StatusOr<LayerPlan> recompiled = reparsed->Compile(layers);
-    FUZZ_CHECK(recompiled.ok()) << plan_text << ": " << recompiled.status();
-    FUZZ_CHECK(*recompiled == *plan) << plan_text;
+    SKIPSERVE_CHECK(recompiled.ok())
+        << plan_text << ": " << recompiled.status();
+    SKIPSERVE_CHECK(*recompiled == *plan) << plan_text;
   }
   return 0;
 }

@@ -15,12 +15,13 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "fuzz/fuzz_check.h"
+#include "engine/base/check.h"
 #include "server/policy_registry.h"
 #include "server/state_file.h"
 
@@ -34,6 +35,9 @@ using ::skipserve::server::StoredState;
 
 constexpr int kLayers = 8;
 
+// The directory StatePath() made; removed when the process exits.
+std::string* g_state_dir = nullptr;
+
 // A private directory for the state file, made once per process.
 const std::string& StatePath() {
   static const std::string path = [] {
@@ -45,6 +49,11 @@ const std::string& StatePath() {
       std::perror("mkdtemp");
       std::abort();
     }
+    g_state_dir = new std::string(pattern);
+    std::atexit([] {
+      std::error_code ignored;
+      std::filesystem::remove_all(*g_state_dir, ignored);
+    });
     return pattern + "/state.json";
   }();
   return path;
@@ -53,17 +62,17 @@ const std::string& StatePath() {
 void CheckConsistent(const RegistryStatePtr& state) {
   for (const auto& [name, entry] : state->experiments) {
     const auto& arms = entry.experiment.arms;
-    FUZZ_CHECK(entry.text_plans.size() == arms.size()) << name;
+    SKIPSERVE_CHECK(entry.text_plans.size() == arms.size()) << name;
     for (size_t i = 0; i < arms.size(); ++i) {
       if (arms[i].named) {
-        FUZZ_CHECK(state->policies.count(arms[i].policy) == 1)
+        SKIPSERVE_CHECK(state->policies.count(arms[i].policy) == 1)
             << name << " arm " << arms[i].name << " names " << arms[i].policy;
       }
-      FUZZ_CHECK(state->ArmPlan(entry, i).num_layers() == kLayers) << name;
+      SKIPSERVE_CHECK(state->ArmPlan(entry, i).num_layers() == kLayers) << name;
     }
   }
   for (const auto& [name, entry] : state->policies) {
-    FUZZ_CHECK(entry.plan.num_layers() == kLayers) << name;
+    SKIPSERVE_CHECK(entry.plan.num_layers() == kLayers) << name;
   }
 }
 
@@ -74,7 +83,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   absl::StatusOr<StoredState> stored = ParseState(text, "fuzz");
   if (!stored.ok()) {
-    FUZZ_CHECK(stored.status().message().size() < 4096)
+    SKIPSERVE_CHECK(stored.status().message().size() < 4096)
         << stored.status().message().size() << " bytes of message";
   }
 
@@ -86,15 +95,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   PolicyRegistry registry(kLayers);
   const absl::Status restored = registry.Restore("", StatePath());
   if (restored.ok()) {
-    FUZZ_CHECK(stored.ok()) << "Restore accepted what ParseState refused";
-    FUZZ_CHECK(registry.version() == stored->version);
+    SKIPSERVE_CHECK(stored.ok()) << "Restore accepted what ParseState refused";
+    SKIPSERVE_CHECK(registry.version() == stored->version);
     CheckConsistent(registry.Snapshot());
     // What the server writes back (it only writes states the registry
     // accepted) reads back the same.
     const std::string serialized = SerializeState(*stored);
     absl::StatusOr<StoredState> again = ParseState(serialized, "fuzz");
-    FUZZ_CHECK(again.ok()) << serialized << ": " << again.status();
-    FUZZ_CHECK(SerializeState(*again) == serialized) << serialized;
+    SKIPSERVE_CHECK(again.ok()) << serialized << ": " << again.status();
+    SKIPSERVE_CHECK(SerializeState(*again) == serialized) << serialized;
   }
 
   PolicyRegistry from_policies_file(kLayers);
