@@ -71,17 +71,21 @@ class AnalyzeCall final : public UnaryCall<v1::AnalyzeLayersResponse> {
   absl::Status cancelled() const { return cancel_.status(); }
 
   void OnCancel() override { cancel_.Cancel(CancelCode(deadline_)); }
+  void OnDone() override;
 
  private:
   class Part;
 
   void PartDone(const absl::Status& status);
+  // Counts a request rejected before its policy was resolved.
+  void CountRejected(const absl::Status& status);
 
   Scheduler* const scheduler_;
   Metrics* const metrics_;  // may be null
   const absl::Time arrival_;
   const absl::Time deadline_;
   CancelLink cancel_;
+  RejectionCount rejection_;
   AnalyzeJob job_;
   std::vector<std::shared_ptr<SimilarityObserver>> observers_;
   absl::Mutex mu_;

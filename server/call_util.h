@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -99,6 +100,31 @@ class UnaryCall : public OwnedReactor<grpc::ServerUnaryReactor> {
  private:
   Response response_;
   grpc::ByteBuffer* const raw_response_;  // gRPC's, valid until OnDone
+};
+
+// How a call counts its rejection. A request whose message never arrived
+// (IsNoRequestMessage) is counted once the call is done: gRPC may run the
+// handler before it has noticed that the client cancelled, but it calls
+// OnCancel before OnDone. Used by the counted calls' Reject and OnDone;
+// Reject happens before OnDone (it finishes the call).
+class RejectionCount {
+ public:
+  // Whether to count `status` now; if not, it is held for AtDone.
+  bool CountNow(const absl::Status& status) {
+    if (!IsNoRequestMessage(status)) return true;
+    held_ = status;
+    return false;
+  }
+  // At OnDone: what to count for a held status (`cancelled`, why the client
+  // went away, when it did: CancelLink::status()); nullopt when none is
+  // held.
+  std::optional<absl::Status> AtDone(const absl::Status& cancelled) const {
+    if (!held_.has_value()) return std::nullopt;
+    return cancelled.ok() ? *held_ : cancelled;
+  }
+
+ private:
+  std::optional<absl::Status> held_;
 };
 
 // The request deadline as absl::Time (InfiniteFuture when none).

@@ -136,8 +136,17 @@ void GenerateCall::Start(GenerateJob job) {
 }
 
 void GenerateCall::Reject(const absl::Status& status) {
-  RecordRejected(env_.metrics, "Generate", status, arrival_);
+  if (rejection_.CountNow(status)) {
+    RecordRejected(env_.metrics, "Generate", status, arrival_);
+  }
   Finished(status);
+}
+
+void GenerateCall::OnDone() {
+  if (std::optional<absl::Status> s = rejection_.AtDone(cancel_.status())) {
+    RecordRejected(env_.metrics, "Generate", *s, arrival_);
+  }
+  UnaryCall::OnDone();
 }
 
 void GenerateCall::Finished(const absl::Status& status) { Respond(status); }
@@ -172,8 +181,17 @@ void GenerateStreamCall::Start(GenerateJob job) {
 }
 
 void GenerateStreamCall::Reject(const absl::Status& status) {
-  RecordRejected(env_.metrics, "GenerateStream", status, arrival_);
+  if (rejection_.CountNow(status)) {
+    RecordRejected(env_.metrics, "GenerateStream", status, arrival_);
+  }
   Finished(status);
+}
+
+void GenerateStreamCall::OnDone() {
+  if (std::optional<absl::Status> s = rejection_.AtDone(cancel_.status())) {
+    RecordRejected(env_.metrics, "GenerateStream", *s, arrival_);
+  }
+  OwnedReactor::OnDone();
 }
 
 void GenerateStreamCall::Finished(const absl::Status& status) {

@@ -99,12 +99,14 @@ class GenerateCall final : public UnaryCall<v1::GenerateResponse>,
                 const SequenceTimings& timings) override;
   // Reactor (gRPC threads).
   void OnCancel() override { cancel_.Cancel(CancelCode(deadline_)); }
+  void OnDone() override;
 
  private:
   const GenerateEnv env_;
   const absl::Time arrival_;
   const absl::Time deadline_;
   CancelLink cancel_;
+  RejectionCount rejection_;
   std::optional<Completion> completion_;  // from Start on
 };
 
@@ -130,6 +132,7 @@ class GenerateStreamCall final
   // Reactor (gRPC threads).
   void OnWriteDone(bool ok) override;
   void OnCancel() override { cancel_.Cancel(CancelCode(deadline_)); }
+  void OnDone() override;
 
  private:
   // Starts the next write, or finishes the call, when nothing is in flight.
@@ -143,6 +146,7 @@ class GenerateStreamCall final
   const absl::Time arrival_;
   const absl::Time deadline_;
   CancelLink cancel_;
+  RejectionCount rejection_;
   std::optional<Completion> completion_;  // from Start on
   absl::Mutex mu_;
   v1::GenerateResponse pending_ ABSL_GUARDED_BY(mu_);  // not yet written

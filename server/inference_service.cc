@@ -70,8 +70,10 @@ absl::Status InferenceService::AdmitAndParse(
     const grpc::CallbackServerContext& context, const grpc::ByteBuffer& bytes,
     absl::string_view method, google::protobuf::Message* request) const {
   if (absl::Status s = Admit(context); !s.ok()) return s;
-  absl::Status parsed = ParseRequest(context, bytes, request);
-  if (absl::IsInvalidArgument(parsed)) LogUndecodable(method, parsed);
+  absl::Status parsed = ParseRequest(bytes, request);
+  if (!parsed.ok() && !IsNoRequestMessage(parsed)) {
+    LogUndecodable(method, parsed);
+  }
   return parsed;
 }
 

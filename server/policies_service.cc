@@ -94,8 +94,10 @@ grpc::ServerUnaryReactor* PoliciesService::Serve(
   absl::Status status = auth_->Check(*context);
   Request request;
   if (status.ok()) {
-    status = ParseRequest(*context, bytes, &request);
-    if (absl::IsInvalidArgument(status)) LogUndecodable(method, status);
+    status = ParseRequest(bytes, &request);
+    if (!status.ok() && !IsNoRequestMessage(status)) {
+      LogUndecodable(method, status);
+    }
   }
   Response response;
   if (status.ok()) status = (this->*impl)(request, &response);

@@ -12,6 +12,10 @@
 namespace skipserve::server {
 namespace {
 
+// The payload that marks ParseRequest's "no request message" status.
+constexpr absl::string_view kNoRequestMessage =
+    "skipserve.server.NoRequestMessage";
+
 // What protobuf logs on this thread while ParseRequest runs; null outside.
 thread_local std::string* parse_log = nullptr;
 
@@ -59,20 +63,19 @@ std::string Reason(const std::string& log) {
 
 }  // namespace
 
-absl::Status ParseRequest(const grpc::ServerContextBase& context,
-                          const grpc::ByteBuffer& bytes,
+bool IsNoRequestMessage(const absl::Status& status) {
+  return status.GetPayload(kNoRequestMessage).has_value();
+}
+
+absl::Status ParseRequest(const grpc::ByteBuffer& bytes,
                           google::protobuf::Message* message) {
   message->Clear();
   if (!bytes.Valid()) {
-    const std::string& type = message->GetDescriptor()->full_name();
-    if (context.IsCancelled()) {
-      return absl::CancelledError(
-          absl::StrCat("the call was cancelled before its ", type, " arrived"));
-    }
-    return absl::InvalidArgumentError(
-        absl::StrCat("the client sent no ", type,
-                     " (it closed its side of the call "
-                     "without a request message)"));
+    absl::Status status = absl::InvalidArgumentError(absl::StrCat(
+        "the client sent no ", message->GetDescriptor()->full_name(),
+        " (the call ended before a request message arrived)"));
+    status.SetPayload(kNoRequestMessage, absl::Cord());
+    return status;
   }
   grpc::ByteBuffer copy(bytes);  // shares the slices
   grpc::ProtoBufferReader reader(&copy);

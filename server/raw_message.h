@@ -23,7 +23,6 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "google/protobuf/message.h"
-#include "grpcpp/server_context.h"
 #include "grpcpp/support/byte_buffer.h"
 
 namespace skipserve::server {
@@ -32,15 +31,18 @@ namespace skipserve::server {
 // is not a valid <type> (<n> bytes): <why>", where <why> names the field
 // with invalid UTF-8 when that is the problem.
 //
-// gRPC 1.51 calls a raw unary handler also when the request message never
+// gRPC 1.51 calls a raw handler also when the request message never
 // arrived (its grpc_byte_buffer is null, so `bytes` is not Valid()): the
 // client cancelled the call first, or closed its side without a message.
-// The first is CANCELLED (`context` says so: counted as a cancel, not
-// logged as undecodable), the second INVALID_ARGUMENT "the client sent no
-// <type>".
-absl::Status ParseRequest(const grpc::ServerContextBase& context,
-                          const grpc::ByteBuffer& bytes,
+// Then INVALID_ARGUMENT "the client sent no <type>", marked so that
+// IsNoRequestMessage() tells it apart: the handler may run before gRPC has
+// noticed a cancellation, so the calls count it once they are done
+// (RejectionCount in call_util.h).
+absl::Status ParseRequest(const grpc::ByteBuffer& bytes,
                           google::protobuf::Message* message);
+
+// Whether `status` is ParseRequest's "the request message never arrived".
+bool IsNoRequestMessage(const absl::Status& status);
 
 // Serializes `message` into `bytes`; INTERNAL if protobuf cannot (a message
 // over 2 GiB).

@@ -3,18 +3,11 @@
 #include <string>
 
 #include "absl/strings/match.h"
-#include "grpcpp/server_context.h"
 #include "gtest/gtest.h"
 #include "skipserve/v1/inference.pb.h"
 
 namespace skipserve::server {
 namespace {
-
-// A context bound to no call: never cancelled.
-const grpc::ServerContext& NoCall() {
-  static const grpc::ServerContext* const context = new grpc::ServerContext;
-  return *context;
-}
 
 grpc::ByteBuffer Bytes(const std::string& bytes) {
   grpc::Slice slice(bytes);
@@ -29,7 +22,7 @@ TEST(RawMessageTest, RoundTripsAMessage) {
   ASSERT_TRUE(SerializeResponse(request, &bytes).ok());
   v1::GenerateRequest parsed;
   parsed.set_request_id("left over");
-  ASSERT_TRUE(ParseRequest(NoCall(), bytes, &parsed).ok());
+  ASSERT_TRUE(ParseRequest(bytes, &parsed).ok());
   EXPECT_EQ(parsed.prompt(), request.prompt());
   EXPECT_EQ(parsed.sampling().max_tokens(), 7u);
   EXPECT_TRUE(parsed.request_id().empty());  // cleared first
@@ -37,16 +30,15 @@ TEST(RawMessageTest, RoundTripsAMessage) {
 
 TEST(RawMessageTest, GarbageAndTruncatedBytesNameTheTypeAndSize) {
   v1::GenerateRequest parsed;
-  absl::Status status = ParseRequest(
-      NoCall(), Bytes(std::string("\x0f\xff\xff\x01", 4)), &parsed);
+  absl::Status status =
+      ParseRequest(Bytes(std::string("\x0f\xff\xff\x01", 4)), &parsed);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(absl::StrContains(status.message(),
                                 "not a valid skipserve.v1.GenerateRequest "
                                 "(4 bytes)"))
       << status;
   // Field 1 claims 16 bytes, 3 follow.
-  status = ParseRequest(NoCall(),
-                        Bytes(std::string("\x0a\x10"
+  status = ParseRequest(Bytes(std::string("\x0a\x10"
                                           "abc",
                                           5)),
                         &parsed);
@@ -57,8 +49,8 @@ TEST(RawMessageTest, GarbageAndTruncatedBytesNameTheTypeAndSize) {
 TEST(RawMessageTest, InvalidUtf8NamesTheFieldAndIsNotLogged) {
   InstallProtobufLogHandler();
   v1::TokenizeRequest parsed;
-  const absl::Status status = ParseRequest(
-      NoCall(), Bytes(std::string("\x0a\x02\xff\xfe", 4)), &parsed);
+  const absl::Status status =
+      ParseRequest(Bytes(std::string("\x0a\x02\xff\xfe", 4)), &parsed);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(absl::StrContains(
       status.message(),
@@ -73,11 +65,14 @@ TEST(RawMessageTest, NoMessageAtAllSaysTheClientSentNone) {
   v1::ScoreRequest parsed;
   const grpc::ByteBuffer none;
   ASSERT_FALSE(none.Valid());
-  const absl::Status status = ParseRequest(NoCall(), none, &parsed);
+  const absl::Status status = ParseRequest(none, &parsed);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(absl::StrContains(status.message(),
                                 "the client sent no skipserve.v1.ScoreRequest"))
       << status;
+  EXPECT_TRUE(IsNoRequestMessage(status));
+  // Undecodable bytes are not "no message".
+  EXPECT_FALSE(IsNoRequestMessage(ParseRequest(Bytes("\x0f"), &parsed)));
 }
 
 }  // namespace

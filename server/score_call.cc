@@ -74,8 +74,17 @@ void ScoreCall::Start(ScoreJob job) {
 }
 
 void ScoreCall::Reject(const absl::Status& status) {
-  RecordRejected(metrics_, "Score", status, arrival_);
+  if (rejection_.CountNow(status)) {
+    RecordRejected(metrics_, "Score", status, arrival_);
+  }
   Respond(status);
+}
+
+void ScoreCall::OnDone() {
+  if (std::optional<absl::Status> s = rejection_.AtDone(cancel_.status())) {
+    RecordRejected(metrics_, "Score", *s, arrival_);
+  }
+  UnaryCall::OnDone();
 }
 
 void ScoreCall::Store(int index, std::span<const ScoredToken> scores) {

@@ -35,6 +35,7 @@ class ScoreCall final : public UnaryCall<v1::ScoreResponse> {
   absl::Status cancelled() const { return cancel_.status(); }
 
   void OnCancel() override { cancel_.Cancel(CancelCode(deadline_)); }
+  void OnDone() override;
 
  private:
   class Part;
@@ -47,6 +48,7 @@ class ScoreCall final : public UnaryCall<v1::ScoreResponse> {
   const absl::Time arrival_;
   const absl::Time deadline_;
   CancelLink cancel_;
+  RejectionCount rejection_;
   ScoreJob job_;
   std::string label_;
   int prompt_tokens_ = 0;
