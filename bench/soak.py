@@ -45,6 +45,8 @@ import urllib.request
 
 import grpc
 
+import serving_summary  # bench/, beside this file
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORDS = ("the quick brown fox jumps over a lazy dog while seven bright "
          "stars watch from far above quiet hills and rivers that run to the "
@@ -74,15 +76,10 @@ def free_port():
 
 
 def machine():
-    info = {"logical_cores": os.cpu_count(), "kernel": platform.release(),
-            "python_grpc": grpc.__version__}
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as f:
-        info["memory"] = f.readline().split(":", 1)[1].strip()
+    """serving_summary's description of the machine, plus the OS and
+    python3-grpcio's version."""
+    info = serving_summary.machine()
+    info["python_grpc"] = grpc.__version__
     try:
         with open("/etc/os-release") as f:
             for line in f:
