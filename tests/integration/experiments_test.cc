@@ -3,11 +3,6 @@
 // state file stops the server without touching the file), and policies and
 // weights change under load without failing or mis-serving any request.
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <atomic>
 #include <map>
 #include <memory>
@@ -25,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/admin_test_util.h"
+#include "tests/integration/hardening_util.h"
 #include "tests/integration/server_process.h"
 
 #ifndef SKIPSERVE_SERVER_BINARY
@@ -44,35 +40,6 @@ v1::GenerateRequest ExperimentRequest(const std::string& experiment,
   request.mutable_policy()->set_experiment(experiment);
   request.mutable_policy()->set_routing_key(routing_key);
   return request;
-}
-
-// GET /metrics from 127.0.0.1:`port` (plain HTTP/1.0).
-std::string ScrapeMetrics(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<uint16_t>(port));
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string out;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) ==
-      0) {
-    const std::string request = "GET /metrics HTTP/1.0\r\n\r\n";
-    if (write(fd, request.data(), request.size()) ==
-        static_cast<ssize_t>(request.size())) {
-      char buffer[4096];
-      ssize_t n;
-      while ((n = read(fd, buffer, sizeof(buffer))) > 0) out.append(buffer, n);
-    }
-  }
-  close(fd);
-  return out;
-}
-
-// The metrics port from the server's startup line ("metrics on port N").
-int MetricsPort(const ServerProcess& server) {
-  const std::string log = server.Stderr();
-  const size_t at = log.find("metrics on port ");
-  return at == std::string::npos ? 0 : std::atoi(log.c_str() + at + 16);
 }
 
 TEST(ExperimentsTest, ResponsesNameTheExperimentAndArm) {
