@@ -218,25 +218,17 @@ void AnalyzeCall::Start(AnalyzeJob job) {
 }
 
 void AnalyzeCall::Reject(const absl::Status& status) {
-  if (rejection_.CountNow(status)) CountRejected(status);
+  if (rejection_.CountNow(status)) {
+    RecordRejected(metrics_, "AnalyzeLayers", status, arrival_);
+  }
   Respond(status);
 }
 
 void AnalyzeCall::OnDone() {
   if (std::optional<absl::Status> s = rejection_.AtDone(cancel_.status())) {
-    CountRejected(*s);
+    RecordRejected(metrics_, "AnalyzeLayers", *s, arrival_);
   }
   UnaryCall::OnDone();
-}
-
-void AnalyzeCall::CountRejected(const absl::Status& status) {
-  if (metrics_ == nullptr) return;
-  RequestRecord r;
-  r.rpc = "AnalyzeLayers";
-  r.policy = "unresolved";
-  r.code = static_cast<grpc::StatusCode>(status.code());
-  r.total_seconds = absl::ToDoubleSeconds(absl::Now() - arrival_);
-  metrics_->RecordRequest(r);
 }
 
 void AnalyzeCall::PartDone(const absl::Status& status) {

@@ -77,8 +77,6 @@ class AnalyzeCall final : public UnaryCall<v1::AnalyzeLayersResponse> {
   class Part;
 
   void PartDone(const absl::Status& status);
-  // Counts a request rejected before its policy was resolved.
-  void CountRejected(const absl::Status& status);
 
   Scheduler* const scheduler_;
   Metrics* const metrics_;  // may be null

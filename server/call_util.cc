@@ -41,4 +41,15 @@ v1::FinishReason ToProto(FinishReason reason) {
   return v1::FINISH_REASON_UNSPECIFIED;
 }
 
+void RecordRejected(Metrics* metrics, const std::string& rpc,
+                    const absl::Status& status, absl::Time arrival) {
+  if (metrics == nullptr) return;
+  RequestRecord r;
+  r.rpc = rpc;
+  r.policy = "unresolved";
+  r.code = static_cast<grpc::StatusCode>(status.code());
+  r.total_seconds = absl::ToDoubleSeconds(absl::Now() - arrival);
+  metrics->RecordRequest(r);
+}
+
 }  // namespace skipserve::server

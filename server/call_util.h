@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -14,6 +15,7 @@
 #include "engine/runtime/scheduler.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/support/byte_buffer.h"
+#include "server/metrics.h"
 #include "server/raw_message.h"
 #include "server/status_util.h"
 #include "skipserve/v1/inference.pb.h"
@@ -101,6 +103,11 @@ class UnaryCall : public OwnedReactor<grpc::ServerUnaryReactor> {
   Response response_;
   grpc::ByteBuffer* const raw_response_;  // gRPC's, valid until OnDone
 };
+
+// Counts a request rejected before its policy was resolved (label
+// "unresolved") in `metrics` (may be null).
+void RecordRejected(Metrics* metrics, const std::string& rpc,
+                    const absl::Status& status, absl::Time arrival);
 
 // How a call counts its rejection. A request whose message never arrived
 // (IsNoRequestMessage) is counted once the call is done: gRPC may run the

@@ -31,17 +31,6 @@ void Submit(const GenerateEnv& env, Call* call, Completion& completion,
 
 }  // namespace
 
-void RecordRejected(Metrics* metrics, const std::string& rpc,
-                    const absl::Status& status, absl::Time arrival) {
-  if (metrics == nullptr) return;
-  RequestRecord r;
-  r.rpc = rpc;
-  r.policy = "unresolved";
-  r.code = static_cast<grpc::StatusCode>(status.code());
-  r.total_seconds = absl::ToDoubleSeconds(absl::Now() - arrival);
-  metrics->RecordRequest(r);
-}
-
 // ------------------------------------------------------------ Completion --
 
 Completion::Completion(const GenerateEnv& env, GenerateJob job,

@@ -42,11 +42,6 @@ struct GenerateEnv {
   Metrics* metrics = nullptr;  // may be null
 };
 
-// Counts a request rejected before its policy was resolved (label
-// "unresolved") in `metrics` (may be null).
-void RecordRejected(Metrics* metrics, const std::string& rpc,
-                    const absl::Status& status, absl::Time arrival);
-
 // Per-request bookkeeping common to both call kinds: text assembly, token
 // messages, metrics.
 class Completion {
