@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "engine/base/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace skipserve {
@@ -147,16 +148,10 @@ class FieldReader {
   std::string source_;
 };
 
-#define RETURN_IF_ERROR(expr)                          \
-  do {                                                 \
-    absl::Status status_internal = (expr);             \
-    if (!status_internal.ok()) return status_internal; \
-  } while (false)
-
 // Rejects anything that is not plain Llama.
 absl::Status CheckArchitecture(const FieldReader& r) {
-  RETURN_IF_ERROR(r.StringMustBe("model_type", "llama"));
-  RETURN_IF_ERROR(r.StringMustBe("hidden_act", "silu"));
+  SKIPSERVE_RETURN_IF_ERROR(r.StringMustBe("model_type", "llama"));
+  SKIPSERVE_RETURN_IF_ERROR(r.StringMustBe("hidden_act", "silu"));
   if (const Json* archs = r.Find("architectures")) {
     if (!archs->is_array()) {
       return r.Error("architectures", "must be a list of strings");
@@ -182,7 +177,7 @@ absl::Status CheckArchitecture(const FieldReader& r) {
   }
   for (std::string_view field : {"attention_bias", "mlp_bias"}) {
     bool bias = false;
-    RETURN_IF_ERROR(r.Bool(field, &bias));
+    SKIPSERVE_RETURN_IF_ERROR(r.Bool(field, &bias));
     if (bias) return r.Error(field, "is true; biases are not supported");
   }
   return absl::OkStatus();
@@ -256,21 +251,23 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view json,
         absl::StrCat(src, ": expected a JSON object at the top level"));
   }
   const FieldReader r(root, src);
-  RETURN_IF_ERROR(CheckArchitecture(r));
+  SKIPSERVE_RETURN_IF_ERROR(CheckArchitecture(r));
 
   ModelConfig c;
-  RETURN_IF_ERROR(r.RequiredInt("hidden_size", &c.hidden_size));
-  RETURN_IF_ERROR(r.RequiredInt("intermediate_size", &c.intermediate_size));
-  RETURN_IF_ERROR(r.RequiredInt("num_hidden_layers", &c.num_layers));
-  RETURN_IF_ERROR(r.RequiredInt("num_attention_heads", &c.num_heads));
+  SKIPSERVE_RETURN_IF_ERROR(r.RequiredInt("hidden_size", &c.hidden_size));
+  SKIPSERVE_RETURN_IF_ERROR(
+      r.RequiredInt("intermediate_size", &c.intermediate_size));
+  SKIPSERVE_RETURN_IF_ERROR(r.RequiredInt("num_hidden_layers", &c.num_layers));
+  SKIPSERVE_RETURN_IF_ERROR(r.RequiredInt("num_attention_heads", &c.num_heads));
   c.num_kv_heads = c.num_heads;
-  RETURN_IF_ERROR(r.OptionalInt("num_key_value_heads", &c.num_kv_heads));
-  RETURN_IF_ERROR(r.RequiredInt("vocab_size", &c.vocab_size));
-  RETURN_IF_ERROR(
+  SKIPSERVE_RETURN_IF_ERROR(
+      r.OptionalInt("num_key_value_heads", &c.num_kv_heads));
+  SKIPSERVE_RETURN_IF_ERROR(r.RequiredInt("vocab_size", &c.vocab_size));
+  SKIPSERVE_RETURN_IF_ERROR(
       r.RequiredInt("max_position_embeddings", &c.max_position_embeddings));
-  RETURN_IF_ERROR(r.Float("rms_norm_eps", true, &c.rms_norm_eps));
-  RETURN_IF_ERROR(r.Float("rope_theta", false, &c.rope_theta));
-  RETURN_IF_ERROR(r.OptionalInt("bos_token_id", &c.bos_token_id));
+  SKIPSERVE_RETURN_IF_ERROR(r.Float("rms_norm_eps", true, &c.rms_norm_eps));
+  SKIPSERVE_RETURN_IF_ERROR(r.Float("rope_theta", false, &c.rope_theta));
+  SKIPSERVE_RETURN_IF_ERROR(r.OptionalInt("bos_token_id", &c.bos_token_id));
   if (const Json* eos = r.Find("eos_token_id")) {
     if (eos->is_array()) {  // Llama 3 style: several end tokens.
       if (eos->empty()) return r.Error("eos_token_id", "is an empty list");
@@ -283,7 +280,8 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view json,
       c.eos_token_id = *v;
     }
   }
-  RETURN_IF_ERROR(r.Bool("tie_word_embeddings", &c.tie_word_embeddings));
+  SKIPSERVE_RETURN_IF_ERROR(
+      r.Bool("tie_word_embeddings", &c.tie_word_embeddings));
   // Newer transformers versions write "dtype" instead of "torch_dtype".
   const char* dtype_field = r.Find("torch_dtype") ? "torch_dtype" : "dtype";
   if (const Json* dtype = r.Find(dtype_field)) {
@@ -375,7 +373,5 @@ int64_t ModelConfig::NumParameters() const {
   const int64_t embed = int64_t{vocab_size} * h;
   return embed + num_layers * per_layer + h + (tie_word_embeddings ? 0 : embed);
 }
-
-#undef RETURN_IF_ERROR
 
 }  // namespace skipserve
