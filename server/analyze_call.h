@@ -22,9 +22,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/analysis/layer_similarity.h"
 #include "engine/policy/skip_policy.h"
-#include "engine/runtime/layer_similarity.h"
-#include "engine/runtime/scheduler.h"
+#include "engine/scheduler/scheduler.h"
 #include "grpcpp/grpcpp.h"
 #include "server/call_util.h"
 #include "server/metrics.h"

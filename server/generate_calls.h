@@ -24,7 +24,7 @@
 #include <string>
 
 #include "absl/time/time.h"
-#include "engine/runtime/scheduler.h"
+#include "engine/scheduler/scheduler.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "grpcpp/grpcpp.h"
 #include "server/call_util.h"

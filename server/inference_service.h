@@ -30,7 +30,7 @@
 
 #include "absl/strings/string_view.h"
 #include "engine/model/config.h"
-#include "engine/runtime/scheduler.h"
+#include "engine/scheduler/scheduler.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "server/auth.h"

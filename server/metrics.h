@@ -21,7 +21,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
-#include "engine/runtime/scheduler.h"
+#include "engine/scheduler/scheduler.h"
 #include "grpcpp/support/status_code_enum.h"
 
 namespace prometheus {

@@ -19,7 +19,7 @@
 #include "absl/status/statusor.h"
 #include "engine/model/config.h"
 #include "engine/policy/skip_policy.h"
-#include "engine/runtime/scheduler.h"
+#include "engine/scheduler/scheduler.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "server/policy_registry.h"
 #include "skipserve/v1/inference.pb.h"

@@ -13,7 +13,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "engine/runtime/scheduler.h"
+#include "engine/scheduler/scheduler.h"
 #include "grpcpp/grpcpp.h"
 #include "server/call_util.h"
 #include "server/metrics.h"

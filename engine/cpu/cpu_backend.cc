@@ -8,9 +8,9 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "engine/backend/validate_batch.h"
 #include "engine/cpu/cpu_kernels.h"
 #include "engine/model/dtype.h"
-#include "engine/runtime/validate_batch.h"
 
 namespace skipserve {
 namespace {

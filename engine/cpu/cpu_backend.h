@@ -8,8 +8,8 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "engine/backend/backend.h"
 #include "engine/model/checkpoint.h"
-#include "engine/runtime/backend.h"
 
 namespace skipserve {
 

@@ -6,13 +6,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/backend/validate_batch.h"
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/cuda_weights.h"
 #include "engine/cuda/device_buffer.h"
 #include "engine/cuda/gemm.h"
 #include "engine/cuda/kernels.h"
 #include "engine/cuda/launch_plan.h"
-#include "engine/runtime/validate_batch.h"
 
 namespace skipserve {
 namespace cuda {

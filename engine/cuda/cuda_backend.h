@@ -16,8 +16,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/backend/backend.h"
 #include "engine/model/checkpoint.h"
-#include "engine/runtime/backend.h"
 
 namespace skipserve {
 

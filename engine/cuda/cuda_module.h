@@ -29,9 +29,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/backend/backend.h"
 #include "engine/cuda/device_info.h"
 #include "engine/model/checkpoint.h"
-#include "engine/runtime/backend.h"
 
 namespace skipserve {
 

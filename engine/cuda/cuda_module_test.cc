@@ -14,8 +14,8 @@
 #include <memory>
 #include <string>
 
+#include "engine/create_backend.h"
 #include "engine/model/synthetic.h"
-#include "engine/runtime/create_backend.h"
 #include "gtest/gtest.h"
 
 namespace skipserve {

@@ -13,7 +13,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/runtime/batch.h"
+#include "engine/backend/batch.h"
 
 namespace skipserve::cuda {
 

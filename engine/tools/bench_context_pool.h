@@ -18,9 +18,9 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/backend/backend.h"
 #include "engine/kv/kv_cache.h"
 #include "engine/policy/skip_policy.h"
-#include "engine/runtime/backend.h"
 
 namespace skipserve::bench {
 

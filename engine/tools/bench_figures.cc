@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 
-#include "engine/runtime/cost_model.h"
+#include "engine/analysis/cost_model.h"
 #include "nlohmann/json.hpp"
 
 namespace skipserve::bench {

@@ -8,8 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/create_backend.h"
 #include "engine/model/synthetic.h"
-#include "engine/runtime/create_backend.h"
 #include "nlohmann/json.hpp"
 
 namespace skipserve::bench {

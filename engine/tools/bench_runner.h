@@ -28,9 +28,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/backend/backend.h"
 #include "engine/kv/kv_cache.h"
 #include "engine/policy/skip_policy.h"
-#include "engine/runtime/backend.h"
 #include "engine/tools/bench_context_pool.h"
 #include "engine/tools/bench_figures.h"
 #include "engine/tools/bench_suite.h"

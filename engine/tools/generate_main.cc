@@ -17,9 +17,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "engine/create_backend.h"
+#include "engine/generation/generator.h"
 #include "engine/model/synthetic.h"
-#include "engine/runtime/create_backend.h"
-#include "engine/runtime/generator.h"
 #include "engine/tokenizer/tokenizer.h"
 
 ABSL_FLAG(std::string, model, SKIPSERVE_DEFAULT_MODEL_DIR,

@@ -21,8 +21,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "engine/create_backend.h"
 #include "engine/model/synthetic.h"
-#include "engine/runtime/create_backend.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory or synthetic:<preset>.");
 ABSL_FLAG(std::string, device, "auto", "cpu, cuda or auto.");

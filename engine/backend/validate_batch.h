@@ -1,5 +1,5 @@
-#ifndef SKIPSERVE_ENGINE_RUNTIME_VALIDATE_BATCH_H_
-#define SKIPSERVE_ENGINE_RUNTIME_VALIDATE_BATCH_H_
+#ifndef SKIPSERVE_ENGINE_BACKEND_VALIDATE_BATCH_H_
+#define SKIPSERVE_ENGINE_BACKEND_VALIDATE_BATCH_H_
 
 // The checks every backend's Forward makes before touching any cache, so
 // that all backends reject the same batches with the same messages.
@@ -7,8 +7,8 @@
 #include <cstddef>
 
 #include "absl/status/status.h"
+#include "engine/backend/batch.h"
 #include "engine/model/config.h"
-#include "engine/runtime/batch.h"
 
 namespace skipserve {
 
@@ -24,4 +24,4 @@ absl::Status ValidateBatch(const Batch& batch, const ModelConfig& config,
 
 }  // namespace skipserve
 
-#endif  // SKIPSERVE_ENGINE_RUNTIME_VALIDATE_BATCH_H_
+#endif  // SKIPSERVE_ENGINE_BACKEND_VALIDATE_BATCH_H_

@@ -1,4 +1,4 @@
-#include "engine/runtime/generator.h"
+#include "engine/generation/generator.h"
 
 #include <algorithm>
 #include <memory>

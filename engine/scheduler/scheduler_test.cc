@@ -1,4 +1,4 @@
-#include "engine/runtime/scheduler.h"
+#include "engine/scheduler/scheduler.h"
 
 #include <cmath>
 #include <limits>

@@ -1,4 +1,4 @@
-#include "engine/runtime/validate_batch.h"
+#include "engine/backend/validate_batch.h"
 
 #include "absl/strings/str_format.h"
 

@@ -1,5 +1,5 @@
-#ifndef SKIPSERVE_ENGINE_RUNTIME_SAMPLER_H_
-#define SKIPSERVE_ENGINE_RUNTIME_SAMPLER_H_
+#ifndef SKIPSERVE_ENGINE_GENERATION_SAMPLER_H_
+#define SKIPSERVE_ENGINE_GENERATION_SAMPLER_H_
 
 // Per-sequence token sampling: greedy, or temperature + top-k + top-p
 // (nucleus) sampling with the sequence's own deterministic RNG.
@@ -117,4 +117,4 @@ class Sampler {
 
 }  // namespace skipserve
 
-#endif  // SKIPSERVE_ENGINE_RUNTIME_SAMPLER_H_
+#endif  // SKIPSERVE_ENGINE_GENERATION_SAMPLER_H_

@@ -1,5 +1,5 @@
-#ifndef SKIPSERVE_ENGINE_RUNTIME_COST_MODEL_H_
-#define SKIPSERVE_ENGINE_RUNTIME_COST_MODEL_H_
+#ifndef SKIPSERVE_ENGINE_ANALYSIS_COST_MODEL_H_
+#define SKIPSERVE_ENGINE_ANALYSIS_COST_MODEL_H_
 
 // What a forward step must move and compute under a layer plan: the yardstick
 // for "skip speedups within 10% of what the skipped bytes (decode) and FLOPs
@@ -26,4 +26,4 @@ double PrefillFlops(const ModelConfig& config, const LayerPlan& plan,
 
 }  // namespace skipserve
 
-#endif  // SKIPSERVE_ENGINE_RUNTIME_COST_MODEL_H_
+#endif  // SKIPSERVE_ENGINE_ANALYSIS_COST_MODEL_H_

@@ -1,4 +1,4 @@
-#include "engine/runtime/cost_model.h"
+#include "engine/analysis/cost_model.h"
 
 #include "gtest/gtest.h"
 

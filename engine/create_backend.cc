@@ -1,4 +1,4 @@
-#include "engine/runtime/create_backend.h"
+#include "engine/create_backend.h"
 
 #include <cstdio>
 #include <cstdlib>

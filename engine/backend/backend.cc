@@ -1,4 +1,4 @@
-#include "engine/runtime/backend.h"
+#include "engine/backend/backend.h"
 
 #include <algorithm>
 #include <limits>

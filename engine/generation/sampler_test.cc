@@ -1,4 +1,4 @@
-#include "engine/runtime/sampler.h"
+#include "engine/generation/sampler.h"
 
 #include <algorithm>
 #include <cmath>

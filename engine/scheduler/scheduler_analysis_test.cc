@@ -11,10 +11,10 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "engine/analysis/layer_similarity.h"
 #include "engine/cpu/cpu_backend.h"
 #include "engine/model/synthetic.h"
-#include "engine/runtime/layer_similarity.h"
-#include "engine/runtime/scheduler.h"
+#include "engine/scheduler/scheduler.h"
 #include "gtest/gtest.h"
 
 namespace skipserve {

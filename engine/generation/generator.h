@@ -1,5 +1,5 @@
-#ifndef SKIPSERVE_ENGINE_RUNTIME_GENERATOR_H_
-#define SKIPSERVE_ENGINE_RUNTIME_GENERATOR_H_
+#ifndef SKIPSERVE_ENGINE_GENERATION_GENERATOR_H_
+#define SKIPSERVE_ENGINE_GENERATION_GENERATOR_H_
 
 // Runs one sequence to completion on a backend: chunked prefill, then one
 // decode step per token until a stop token, the token limit or the model's
@@ -17,10 +17,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/backend/backend.h"
+#include "engine/generation/sampler.h"
 #include "engine/kv/kv_cache.h"
 #include "engine/policy/skip_policy.h"
-#include "engine/runtime/backend.h"
-#include "engine/runtime/sampler.h"
 
 namespace skipserve {
 
@@ -69,4 +69,4 @@ class Generator {
 
 }  // namespace skipserve
 
-#endif  // SKIPSERVE_ENGINE_RUNTIME_GENERATOR_H_
+#endif  // SKIPSERVE_ENGINE_GENERATION_GENERATOR_H_

@@ -1,5 +1,5 @@
-#ifndef SKIPSERVE_ENGINE_RUNTIME_BACKEND_H_
-#define SKIPSERVE_ENGINE_RUNTIME_BACKEND_H_
+#ifndef SKIPSERVE_ENGINE_BACKEND_BACKEND_H_
+#define SKIPSERVE_ENGINE_BACKEND_BACKEND_H_
 
 // The interface every compute backend (cpu, cuda) implements.
 //
@@ -20,8 +20,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/backend/batch.h"
 #include "engine/model/config.h"
-#include "engine/runtime/batch.h"
 
 namespace skipserve {
 
@@ -90,4 +90,4 @@ class Backend {
 
 }  // namespace skipserve
 
-#endif  // SKIPSERVE_ENGINE_RUNTIME_BACKEND_H_
+#endif  // SKIPSERVE_ENGINE_BACKEND_BACKEND_H_

@@ -1,5 +1,5 @@
-#ifndef SKIPSERVE_ENGINE_RUNTIME_LAYER_SIMILARITY_H_
-#define SKIPSERVE_ENGINE_RUNTIME_LAYER_SIMILARITY_H_
+#ifndef SKIPSERVE_ENGINE_ANALYSIS_LAYER_SIMILARITY_H_
+#define SKIPSERVE_ENGINE_ANALYSIS_LAYER_SIMILARITY_H_
 
 // The redundancy measure of arXiv 2404.05741: the cosine similarity between
 // the residual stream entering and leaving each sublayer, averaged over
@@ -20,8 +20,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/backend/backend.h"
 #include "engine/policy/skip_policy.h"
-#include "engine/runtime/backend.h"
 
 namespace skipserve {
 
@@ -95,4 +95,4 @@ std::string IndexPolicyText(SkipKind kind, const std::vector<int>& layers);
 
 }  // namespace skipserve
 
-#endif  // SKIPSERVE_ENGINE_RUNTIME_LAYER_SIMILARITY_H_
+#endif  // SKIPSERVE_ENGINE_ANALYSIS_LAYER_SIMILARITY_H_

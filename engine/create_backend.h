@@ -1,5 +1,5 @@
-#ifndef SKIPSERVE_ENGINE_RUNTIME_CREATE_BACKEND_H_
-#define SKIPSERVE_ENGINE_RUNTIME_CREATE_BACKEND_H_
+#ifndef SKIPSERVE_ENGINE_CREATE_BACKEND_H_
+#define SKIPSERVE_ENGINE_CREATE_BACKEND_H_
 
 // Backend selection by device name, for the tools and the server:
 //   "cpu"  - the CPU backend;
@@ -17,8 +17,8 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "engine/backend/backend.h"
 #include "engine/model/checkpoint.h"
-#include "engine/runtime/backend.h"
 
 namespace skipserve {
 
@@ -32,4 +32,4 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(
 
 }  // namespace skipserve
 
-#endif  // SKIPSERVE_ENGINE_RUNTIME_CREATE_BACKEND_H_
+#endif  // SKIPSERVE_ENGINE_CREATE_BACKEND_H_

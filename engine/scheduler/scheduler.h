@@ -1,5 +1,5 @@
-#ifndef SKIPSERVE_ENGINE_RUNTIME_SCHEDULER_H_
-#define SKIPSERVE_ENGINE_RUNTIME_SCHEDULER_H_
+#ifndef SKIPSERVE_ENGINE_SCHEDULER_SCHEDULER_H_
+#define SKIPSERVE_ENGINE_SCHEDULER_SCHEDULER_H_
 
 // Continuous (iteration-level) batching over one backend.
 //
@@ -51,11 +51,11 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "engine/backend/backend.h"
+#include "engine/generation/generator.h"
+#include "engine/generation/sampler.h"
 #include "engine/kv/kv_cache.h"
 #include "engine/policy/skip_policy.h"
-#include "engine/runtime/backend.h"
-#include "engine/runtime/generator.h"
-#include "engine/runtime/sampler.h"
 
 namespace skipserve {
 
@@ -256,4 +256,4 @@ class Scheduler {
 
 }  // namespace skipserve
 
-#endif  // SKIPSERVE_ENGINE_RUNTIME_SCHEDULER_H_
+#endif  // SKIPSERVE_ENGINE_SCHEDULER_SCHEDULER_H_

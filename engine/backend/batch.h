@@ -1,5 +1,5 @@
-#ifndef SKIPSERVE_ENGINE_RUNTIME_BATCH_H_
-#define SKIPSERVE_ENGINE_RUNTIME_BATCH_H_
+#ifndef SKIPSERVE_ENGINE_BACKEND_BATCH_H_
+#define SKIPSERVE_ENGINE_BACKEND_BATCH_H_
 
 // One forward step's input: several sequences, each contributing a run of
 // consecutive tokens (a prefill chunk, or one decode token), each with its
@@ -61,4 +61,4 @@ struct Batch {
 
 }  // namespace skipserve
 
-#endif  // SKIPSERVE_ENGINE_RUNTIME_BATCH_H_
+#endif  // SKIPSERVE_ENGINE_BACKEND_BATCH_H_

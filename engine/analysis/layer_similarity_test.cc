@@ -1,4 +1,4 @@
-#include "engine/runtime/layer_similarity.h"
+#include "engine/analysis/layer_similarity.h"
 
 #include <cmath>
 #include <vector>
