@@ -186,10 +186,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     CheckPrompt(job->spec.prompt, f);
     const int prompt = static_cast<int>(job->spec.prompt.size());
-    SKIPSERVE_CHECK(job->spec.max_new_tokens >= 1) << job->spec.max_new_tokens;
-    SKIPSERVE_CHECK(prompt + job->spec.max_new_tokens <=
-                    f.config.max_position_embeddings)
-        << prompt << " + " << job->spec.max_new_tokens;
+    const int max_new_tokens =
+        std::get<Generation>(job->spec.kind).max_new_tokens;
+    SKIPSERVE_CHECK(max_new_tokens >= 1) << max_new_tokens;
+    SKIPSERVE_CHECK(prompt + max_new_tokens <= f.config.max_position_embeddings)
+        << prompt << " + " << max_new_tokens;
     CheckPlan(job->policy, f);
   } else if (kind == 1) {
     skipserve::v1::ScoreRequest request;
@@ -207,8 +208,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       CheckPrompt(spec.prompt, f);
       const int prompt = static_cast<int>(spec.prompt.size());
       SKIPSERVE_CHECK(prompt <= f.config.max_position_embeddings) << prompt;
-      SKIPSERVE_CHECK(spec.score_from >= 1 && spec.score_from < prompt)
-          << spec.score_from << " of " << prompt;
+      const int score_from = std::get<Scoring>(spec.kind).from;
+      SKIPSERVE_CHECK(score_from >= 1 && score_from < prompt)
+          << score_from << " of " << prompt;
     }
     CheckPlan(job->policy, f);
   } else {

@@ -199,7 +199,7 @@ void AnalyzeCall::Start(AnalyzeJob job) {
     spec.plan = job_.policy.plan;
     spec.policy =
         job_.policy.name.empty() ? job_.policy.canonical : job_.policy.name;
-    spec.layer_observer = observers_[i];
+    spec.kind = Analysis{.observer = observers_[i]};
     spec.deadline = deadline_;
     // Each part holds the call alive until its OnFinish has returned.
     AddRef();

@@ -4,13 +4,13 @@
 // AnalyzeLayers (inference.proto): validation, the response it computes and
 // its reactor.
 //
-// Each prompt becomes one analysis sequence (SequenceSpec::layer_observer)
-// with its own SimilarityObserver; the scheduler runs each alone in its
-// steps, so other traffic never enters the measurement. When every part has
-// finished, their sums are merged in prompt order (so the result does not
-// depend on scheduling) and the call answers; the handler never blocks.
-// A failed part fails the call with its status (the others are cancelled).
-// Every call is counted in the metrics once (rpc "AnalyzeLayers").
+// Each prompt becomes one analysis sequence (the Analysis kind,
+// engine/scheduler/sequence.h) with its own SimilarityObserver; the scheduler
+// runs each alone in its steps, so other traffic never enters the measurement.
+// When every part has finished, their sums are merged in prompt order (so the
+// result does not depend on scheduling) and the call answers; the handler never
+// blocks. A failed part fails the call with its status (the others are
+// cancelled). Every call is counted in the metrics once (rpc "AnalyzeLayers").
 //
 // The call is made when the RPC arrives, then started with its validated
 // job (Start) or rejected (Reject), possibly on the WorkPool

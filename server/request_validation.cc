@@ -5,6 +5,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "engine/base/quote.h"
+#include "engine/base/status_macros.h"
 #include "server/text_limits.h"
 
 namespace skipserve::server {
@@ -268,22 +269,22 @@ absl::StatusOr<GenerateJob> ValidateGenerate(const v1::GenerateRequest& request,
         prompt_len, context_len, context_len - 1));
   }
   const int room = context_len - prompt_len;
+  Generation generation;
   if (request.sampling().max_tokens() == 0) {
-    job.spec.max_new_tokens = std::min(context.limits.default_max_tokens, room);
+    generation.max_new_tokens =
+        std::min(context.limits.default_max_tokens, room);
   } else if (request.sampling().max_tokens() > static_cast<uint32_t>(room)) {
     return Invalid(absl::StrFormat(
         "sampling.max_tokens must be in [1, %d]: the prompt has %d tokens and "
         "the model's context is %d, got %d",
         room, prompt_len, context_len, request.sampling().max_tokens()));
   } else {
-    job.spec.max_new_tokens = static_cast<int>(request.sampling().max_tokens());
+    generation.max_new_tokens =
+        static_cast<int>(request.sampling().max_tokens());
   }
 
-  if (absl::Status s =
-          ValidateSampling(request.sampling(), context, &job.spec.sampling);
-      !s.ok()) {
-    return s;
-  }
+  SKIPSERVE_RETURN_IF_ERROR(
+      ValidateSampling(request.sampling(), context, &generation.sampling));
   job.stop.assign(request.sampling().stop().begin(),
                   request.sampling().stop().end());
 
@@ -294,7 +295,8 @@ absl::StatusOr<GenerateJob> ValidateGenerate(const v1::GenerateRequest& request,
   job.spec.plan = job.policy.plan;
   job.spec.policy =
       job.policy.name.empty() ? job.policy.canonical : job.policy.name;
-  job.spec.stop_ids = {config.eos_token_id};
+  generation.stop_ids = {config.eos_token_id};
+  job.spec.kind = std::move(generation);
   job.logprobs = request.logprobs();
   return job;
 }
@@ -366,8 +368,8 @@ absl::StatusOr<ScoreJob> ValidateScore(const v1::ScoreRequest& request,
     }
     SequenceSpec spec;
     spec.prompt.assign(whole->begin(), whole->end());
-    spec.score_from = static_cast<int>(common);
-    spec.exclusive = request.isolated();
+    spec.kind = Scoring{.from = static_cast<int>(common),
+                        .exclusive = request.isolated()};
     spec.plan = job.policy.plan;
     spec.policy =
         job.policy.name.empty() ? job.policy.canonical : job.policy.name;

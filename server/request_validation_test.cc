@@ -60,10 +60,13 @@ TEST_F(RequestValidationTest, PlainPromptGetsBosDefaultsAndNonePolicy) {
       ValidateGenerate(Request("Hello"), context_);
   ASSERT_TRUE(job.ok()) << job.status();
   EXPECT_EQ(job->spec.prompt.front(), config_.bos_token_id);
-  EXPECT_EQ(job->spec.max_new_tokens, context_.limits.default_max_tokens);
+  EXPECT_EQ(std::get<Generation>(job->spec.kind).max_new_tokens,
+            context_.limits.default_max_tokens);
   EXPECT_EQ(job->policy.canonical, "none");
-  EXPECT_EQ(job->spec.sampling.top_p, 1.0f);  // 0 means off
-  EXPECT_EQ(job->spec.stop_ids, std::vector<int32_t>{config_.eos_token_id});
+  EXPECT_EQ(std::get<Generation>(job->spec.kind).sampling.top_p,
+            1.0f);  // 0 means off
+  EXPECT_EQ(std::get<Generation>(job->spec.kind).stop_ids,
+            std::vector<int32_t>{config_.eos_token_id});
 }
 
 TEST_F(RequestValidationTest, PolicySelectorsResolveToCanonicalPlans) {
@@ -131,7 +134,7 @@ TEST_F(RequestValidationTest, DefaultMaxTokensShrinksToTheRoomLeft) {
   for (int i = 0; i < prompt; ++i) r.add_prompt_token_ids(5);
   absl::StatusOr<GenerateJob> job = ValidateGenerate(r, context_);
   ASSERT_TRUE(job.ok()) << job.status();
-  EXPECT_EQ(job->spec.max_new_tokens, 5);
+  EXPECT_EQ(std::get<Generation>(job->spec.kind).max_new_tokens, 5);
 }
 
 TEST_F(RequestValidationTest, SamplingOutOfRangeNamesFieldAndRange) {
@@ -227,10 +230,11 @@ TEST_F(RequestValidationTest, ScoreSplitsContinuationTokensAfterTheContext) {
   absl::StatusOr<std::vector<int>> context_ids =
       tokenizer_->Encode("The weather today is");
   for (const SequenceSpec& spec : job->specs) {
-    EXPECT_GE(spec.score_from, 1);
-    EXPECT_LT(spec.score_from, static_cast<int>(spec.prompt.size()));
+    const int score_from = std::get<Scoring>(spec.kind).from;
+    EXPECT_GE(score_from, 1);
+    EXPECT_LT(score_from, static_cast<int>(spec.prompt.size()));
     EXPECT_TRUE(std::equal(spec.prompt.begin(),
-                           spec.prompt.begin() + spec.score_from,
+                           spec.prompt.begin() + score_from,
                            context_ids->begin()));
   }
   EXPECT_EQ(job->num_bytes[1], 13);

@@ -32,9 +32,12 @@
   SKIPSERVE_ASSIGN_OR_RETURN_IMPL_(           \
       SKIPSERVE_STATUS_CONCAT_(skipserve_statusor_, __LINE__), lhs, expr)
 
+// `lhs` may be a declaration (`Type name`), which parentheses would break.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define SKIPSERVE_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, expr) \
   auto statusor = (expr);                                     \
   if (!statusor.ok()) return std::move(statusor).status();    \
   lhs = std::move(statusor).value()
+// NOLINTEND(bugprone-macro-parentheses)
 
 #endif  // SKIPSERVE_ENGINE_BASE_STATUS_MACROS_H_

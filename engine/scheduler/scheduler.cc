@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 #include <limits>
+#include <optional>
+#include <variant>
 
 #include "absl/strings/str_format.h"
 #include "engine/base/check.h"
@@ -15,12 +17,20 @@ struct Scheduler::Sequence {
         spec(std::move(s)),
         observer(std::move(o)),
         kv(spec.plan),
-        sampler(spec.sampling),
-        tokens(spec.prompt) {}
+        sampler(generation() != nullptr ? generation()->sampling
+                                        : SamplingParams{}),
+        tokens(spec.prompt),
+        score_from(ScoreFrom(spec.kind)),
+        exclusive(IsExclusive(spec.kind)) {}
 
-  bool scoring() const { return spec.score_from > 0; }
-  bool analyzing() const { return spec.layer_observer != nullptr; }
-  bool exclusive() const { return spec.exclusive || analyzing(); }
+  const Generation* generation() const {
+    return std::get_if<Generation>(&spec.kind);
+  }
+  LayerObserver* layer_observer() const {
+    const auto* analysis = std::get_if<Analysis>(&spec.kind);
+    return analysis != nullptr ? analysis->observer.get() : nullptr;
+  }
+  bool scoring() const { return score_from > 0; }
   int pending() const { return static_cast<int>(tokens.size()) - num_computed; }
 
   const uint64_t id;
@@ -29,6 +39,8 @@ struct Scheduler::Sequence {
   SequenceKv kv;
   Sampler sampler;
   std::vector<int32_t> tokens;  // the prompt, then generated tokens
+  const int score_from;         // ScoreFrom(spec.kind)
+  const bool exclusive;         // IsExclusive(spec.kind)
   int num_computed = 0;         // positions whose K/V is in the cache
   int64_t last_step = 0;        // the step it last ran in (grouped mode)
   bool queued = true;           // in incoming_ or waiting_ (not running)
@@ -42,6 +54,23 @@ namespace {
 int32_t ArgMax(std::span<const float> row) {
   return static_cast<int32_t>(std::max_element(row.begin(), row.end()) -
                               row.begin());
+}
+
+bool WellFormed(const SequenceSpec& spec, const ModelConfig& config) {
+  const int prompt_len = static_cast<int>(spec.prompt.size());
+  if (prompt_len == 0 || spec.plan.num_layers() != config.num_layers) {
+    return false;
+  }
+  if (const auto* generation = std::get_if<Generation>(&spec.kind)) {
+    return generation->max_new_tokens >= 1 &&
+           ValidateSamplingParams(generation->sampling).ok();
+  }
+  if (const auto* scoring = std::get_if<Scoring>(&spec.kind)) {
+    return scoring->from >= 1 && scoring->from < prompt_len;
+  }
+  const Analysis& analysis = std::get<Analysis>(spec.kind);
+  return analysis.observer != nullptr && analysis.score_from >= 0 &&
+         analysis.score_from < prompt_len;
 }
 
 }  // namespace
@@ -64,11 +93,7 @@ Scheduler::~Scheduler() { Shutdown(); }
 absl::StatusOr<uint64_t> Scheduler::Submit(
     SequenceSpec spec, std::shared_ptr<SequenceObserver> observer) {
   const ModelConfig& config = backend_->config();
-  if (spec.prompt.empty() || spec.plan.num_layers() != config.num_layers ||
-      (spec.score_from == 0 && spec.layer_observer == nullptr &&
-       spec.max_new_tokens < 1) ||
-      spec.score_from >= static_cast<int>(spec.prompt.size()) ||
-      !ValidateSamplingParams(spec.sampling).ok() || observer == nullptr) {
+  if (!WellFormed(spec, config) || observer == nullptr) {
     return absl::InvalidArgumentError("malformed sequence spec");
   }
   SequenceKv probe(spec.plan);
@@ -231,7 +256,7 @@ void Scheduler::Preempt(Sequence* seq) {
 
 bool Scheduler::FitsNow(const Sequence& seq) const {
   // An exclusive sequence needs its whole prompt's blocks (it never grows).
-  const int n = seq.exclusive()
+  const int n = seq.exclusive
                     ? seq.pending()
                     : std::min(seq.pending(), options_.max_batch_tokens);
   return kv_blocks_.BlocksNeeded(seq.kv, seq.num_computed + n) <=
@@ -240,7 +265,7 @@ bool Scheduler::FitsNow(const Sequence& seq) const {
 
 Scheduler::StepGroup Scheduler::SelectGroup() const {
   const bool grouped = options_.batching == BatchingMode::kGrouped;
-  auto exclusive = [](const auto& s) { return s->exclusive(); };
+  auto exclusive = [](const auto& s) { return s->exclusive; };
   if (!grouped && std::none_of(running_.begin(), running_.end(), exclusive) &&
       std::none_of(waiting_.begin(), waiting_.end(), exclusive)) {
     return {};  // mixed mode: everything may share the step
@@ -263,13 +288,13 @@ Scheduler::StepGroup Scheduler::SelectGroup() const {
     }
   }
   if (oldest == nullptr) oldest = waiting_.front().get();
-  if (oldest->exclusive()) return {nullptr, oldest};
+  if (oldest->exclusive) return {nullptr, oldest};
   return {grouped ? &oldest->spec.plan : nullptr, nullptr};
 }
 
 bool Scheduler::InGroup(const StepGroup& group, const Sequence& seq) {
   if (group.solo != nullptr) return &seq == group.solo;
-  return !seq.exclusive() &&
+  return !seq.exclusive &&
          (group.plan == nullptr || seq.spec.plan == *group.plan);
 }
 
@@ -301,7 +326,7 @@ Scheduler::Sequence* Scheduler::FindVictim(const Sequence* seq) const {
   // sequences are never evicted (an observer has seen their rows).
   for (auto it = running_.rbegin(); it != running_.rend(); ++it) {
     if (it->get() == seq) return nullptr;
-    if (!(*it)->exclusive()) return it->get();
+    if (!(*it)->exclusive) return it->get();
   }
   return nullptr;
 }
@@ -351,7 +376,7 @@ void Scheduler::Admit(const StepGroup& group, int* budget,
       continue;
     }
     const int n = std::min(s->pending(), *budget);
-    const int reserve = s->exclusive() ? s->pending() : n;
+    const int reserve = s->exclusive ? s->pending() : n;
     if (!kv_blocks_.Reserve(s->kv, s->num_computed + reserve).ok()) break;
     s->queued = false;
     {
@@ -387,92 +412,9 @@ bool Scheduler::Step() {
   std::erase_if(chosen, [](const Chosen& c) { return c.seq == nullptr; });
   std::erase_if(running_, [](const auto& s) { return s->done; });
 
-  Batch batch;
   std::vector<const LayerPlan*> plans;
-  for (const Chosen& c : chosen) {
-    Sequence& s = *c.seq;
-    if (s.timings.first_scheduled == absl::InfinitePast()) {
-      s.timings.first_scheduled = absl::Now();
-    }
-    s.last_step = step_number;
-    batch.Add(
-        &s.spec.plan, &s.kv, s.num_computed,
-        std::vector<int32_t>(s.tokens.begin() + s.num_computed,
-                             s.tokens.begin() + s.num_computed + c.num_tokens),
-        s.scoring());
-    if (std::none_of(plans.begin(), plans.end(),
-                     [&](const LayerPlan* p) { return *p == s.spec.plan; })) {
-      plans.push_back(&s.spec.plan);
-    }
-  }
-
-  const int vocab = backend_->config().vocab_size;
-  if (!batch.sequences.empty()) {
-    logits_.resize(static_cast<size_t>(batch.NumLogitRows()) * vocab);
-    // An exclusive step holds that one sequence; an analysis one's observer
-    // watches it.
-    LayerObserver* const observer =
-        group.solo != nullptr ? chosen.front().seq->spec.layer_observer.get()
-                              : nullptr;
-    absl::Status status = backend_->Forward(batch, logits_, observer);
-    int row = 0;
-    for (const Chosen& c : chosen) {
-      Sequence& s = *c.seq;
-      const int rows = s.scoring() ? c.num_tokens : 1;
-      if (!status.ok()) {
-        Finish(s, status, FinishReason::kStop);
-        continue;
-      }
-      const int first_pos = s.num_computed;
-      s.num_computed += c.num_tokens;
-      if (s.scoring()) {
-        for (int r = 0; r < rows; ++r) {
-          const int next = first_pos + r + 1;  // the token this row predicts
-          if (next < s.spec.score_from ||
-              next >= static_cast<int>(s.tokens.size())) {
-            continue;
-          }
-          const std::span<const float> logits = SampledRow(row + r);
-          const int32_t id = s.tokens[next];
-          if (id < static_cast<int32_t>(logits.size())) {
-            s.scores.push_back(
-                {id, Sampler::LogSoftmaxAt(logits, id), ArgMax(logits) == id});
-          } else {
-            // An id that is never sampled is impossible.
-            s.scores.push_back(
-                {id, -std::numeric_limits<float>::infinity(), false});
-          }
-        }
-        if (s.pending() == 0) {
-          s.observer->OnScore(s.scores);
-          Finish(s, absl::OkStatus(), FinishReason::kStop);
-        }
-      } else if (s.analyzing()) {
-        if (s.pending() == 0) Finish(s, absl::OkStatus(), FinishReason::kStop);
-      } else if (s.pending() == 0) {
-        const SampledToken token = s.sampler.Sample(SampledRow(row));
-        s.tokens.push_back(token.id);
-        const int generated =
-            static_cast<int>(s.tokens.size()) - s.timings.prompt_tokens;
-        if (generated == 1 && s.timings.first_token == absl::InfinitePast()) {
-          s.timings.first_token = absl::Now();
-        }
-        const bool go_on = s.observer->OnToken(token);
-        const bool stop_id =
-            std::find(s.spec.stop_ids.begin(), s.spec.stop_ids.end(),
-                      token.id) != s.spec.stop_ids.end();
-        if (stop_id || !go_on) {
-          Finish(s, absl::OkStatus(), FinishReason::kStop);
-        } else if (generated >= s.spec.max_new_tokens) {
-          Finish(s, absl::OkStatus(), FinishReason::kLength);
-        } else if (static_cast<int>(s.tokens.size()) >
-                   backend_->config().max_position_embeddings) {
-          Finish(s, absl::OkStatus(), FinishReason::kContext);
-        }
-      }
-      row += rows;
-    }
-  }
+  const Batch batch = BuildBatch(chosen, step_number, &plans);
+  if (!batch.sequences.empty()) RunBatch(batch, chosen, group.solo);
   std::erase_if(running_, [](const auto& s) { return s->done; });
 
   StepReport report;
@@ -485,6 +427,101 @@ bool Scheduler::Step() {
   PublishStats(report);
   if (on_step_ && report.rows > 0) on_step_(report);
   return true;
+}
+
+Batch Scheduler::BuildBatch(const std::vector<Chosen>& chosen,
+                            int64_t step_number,
+                            std::vector<const LayerPlan*>* plans) {
+  Batch batch;
+  for (const Chosen& c : chosen) {
+    Sequence& s = *c.seq;
+    if (s.timings.first_scheduled == absl::InfinitePast()) {
+      s.timings.first_scheduled = absl::Now();
+    }
+    s.last_step = step_number;
+    // [num_computed, num_computed + num_tokens)
+    batch.Add(
+        &s.spec.plan, &s.kv, s.num_computed,
+        std::vector<int32_t>(s.tokens.begin() + s.num_computed,
+                             s.tokens.begin() + s.num_computed + c.num_tokens),
+        s.scoring());
+    if (std::none_of(plans->begin(), plans->end(),
+                     [&](const LayerPlan* p) { return *p == s.spec.plan; })) {
+      plans->push_back(&s.spec.plan);
+    }
+  }
+  return batch;
+}
+
+void Scheduler::RunBatch(const Batch& batch, const std::vector<Chosen>& chosen,
+                         const Sequence* solo) {
+  const int vocab = backend_->config().vocab_size;
+  // (NumLogitRows, vocab): every row of a scoring sequence, else its last.
+  logits_.resize(static_cast<size_t>(batch.NumLogitRows()) * vocab);
+  // An exclusive step holds that one sequence; an analysis one's observer
+  // watches it.
+  LayerObserver* const observer =
+      solo != nullptr ? solo->layer_observer() : nullptr;
+  const absl::Status status = backend_->Forward(batch, logits_, observer);
+  int row = 0;
+  for (const Chosen& c : chosen) {
+    Sequence& s = *c.seq;
+    const int rows = s.scoring() ? c.num_tokens : 1;
+    if (!status.ok()) {
+      Finish(s, status, FinishReason::kStop);
+      continue;
+    }
+    const int first_pos = s.num_computed;
+    s.num_computed += c.num_tokens;
+    if (s.scoring()) RecordScores(s, first_pos, row, rows);
+    if (s.pending() == 0) {
+      if (s.generation() != nullptr) {
+        SampleNext(s, row);
+      } else {
+        if (s.scoring()) s.observer->OnScore(s.scores);
+        Finish(s, absl::OkStatus(), FinishReason::kStop);
+      }
+    }
+    row += rows;
+  }
+}
+
+void Scheduler::RecordScores(Sequence& seq, int first_pos, int row, int rows) {
+  for (int r = 0; r < rows; ++r) {
+    const int next = first_pos + r + 1;  // the token this row predicts
+    if (next < seq.score_from || next >= static_cast<int>(seq.tokens.size())) {
+      continue;
+    }
+    const std::span<const float> logits = SampledRow(row + r);
+    const int32_t id = seq.tokens[next];
+    if (id < static_cast<int32_t>(logits.size())) {
+      seq.scores.push_back(
+          {id, Sampler::LogSoftmaxAt(logits, id), ArgMax(logits) == id});
+    } else {
+      // An id that is never sampled is impossible.
+      seq.scores.push_back(
+          {id, -std::numeric_limits<float>::infinity(), false});
+    }
+  }
+}
+
+void Scheduler::SampleNext(Sequence& seq, int row) {
+  const Generation& generation = *seq.generation();
+  const SampledToken token = seq.sampler.Sample(SampledRow(row));
+  seq.tokens.push_back(token.id);
+  const int generated =
+      static_cast<int>(seq.tokens.size()) - seq.timings.prompt_tokens;
+  if (generated == 1 && seq.timings.first_token == absl::InfinitePast()) {
+    seq.timings.first_token = absl::Now();
+  }
+  const bool go_on = seq.observer->OnToken(token);
+  const StopCriteria criteria{generation.max_new_tokens, generation.stop_ids,
+                              backend_->config().max_position_embeddings};
+  if (const std::optional<FinishReason> reason =
+          CheckStop(criteria, token.id, generated,
+                    static_cast<int>(seq.tokens.size()), !go_on)) {
+    Finish(seq, absl::OkStatus(), *reason);
+  }
 }
 
 std::span<const float> Scheduler::SampledRow(size_t row) const {

@@ -19,7 +19,7 @@
 //      that does not fit holds back every later one (no starvation);
 //   4. runs Backend::Forward once over the batch, samples, and reports
 //      tokens through each sequence's observer.
-// Exclusive sequences (SequenceSpec::exclusive, analysis sequences) never
+// Exclusive sequences (Scoring::exclusive, Analysis; sequence.h) never
 // share a step: when one has waited longest since it last ran, the step runs
 // its next prompt chunk alone (with Forward(..., observer) for analysis);
 // other steps leave them out.
@@ -52,10 +52,10 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "engine/backend/backend.h"
-#include "engine/generation/generator.h"
 #include "engine/generation/sampler.h"
 #include "engine/kv/kv_cache.h"
 #include "engine/policy/skip_policy.h"
+#include "engine/scheduler/sequence.h"
 
 namespace skipserve {
 
@@ -73,68 +73,6 @@ struct SchedulerOptions {
   // (a vocabulary padded to a multiple of 64), and an id without a piece
   // has no text. 0 = the model's whole vocabulary; else in [1, vocab_size].
   int sampled_vocab_size = 0;
-};
-
-struct SequenceSpec {
-  std::vector<int32_t> prompt;  // non-empty; ids < vocab
-  LayerPlan plan;               // compiled for the backend's model
-  std::string policy;           // label for stats and metrics
-  SamplingParams sampling;      // valid (ValidateSamplingParams)
-  int max_new_tokens = 16;      // >= 1 when generating
-  std::vector<int32_t> stop_ids;
-  // Scoring instead of generating: when >= 1, nothing is generated and the
-  // observer's OnScore receives, for every prompt position p >= score_from,
-  // the log-prob of prompt[p] given prompt[0, p) and whether it was the
-  // greedy choice.
-  int score_from = 0;
-  // Layer analysis (AnalyzeLayers) instead of generating: when set, nothing
-  // is generated (max_new_tokens is ignored) and the prompt is prefilled in
-  // steps that run this sequence alone, each calling Forward with this
-  // observer, so it sees this sequence's rows only: chunk by chunk in
-  // position order (rows index the chunk's tokens), every sublayer its plan
-  // runs. KV for the whole prompt is reserved at admission and the sequence
-  // is never preempted, so no position is reported twice. With
-  // score_from >= 1 it is also scored. Called on the loop thread; must not
-  // block. Implies `exclusive`.
-  std::shared_ptr<LayerObserver> layer_observer;
-  // Runs alone in its steps, as analysis sequences do (whole-prompt KV at
-  // admission, never preempted): its results then do not depend, even in
-  // the last bit, on what else the engine runs (batched float32 kernels may
-  // round a row differently with other rows around it). For reproducible
-  // scoring; costs batching.
-  bool exclusive = false;
-  absl::Time deadline = absl::InfiniteFuture();
-};
-
-struct ScoredToken {
-  int32_t id = 0;
-  float logprob = 0;
-  bool is_greedy = false;
-};
-
-struct SequenceTimings {
-  absl::Time arrival;
-  absl::Time first_scheduled = absl::InfinitePast();
-  absl::Time first_token = absl::InfinitePast();
-  absl::Time finished;
-  int prompt_tokens = 0;
-  int generated_tokens = 0;
-  int preemptions = 0;
-};
-
-class SequenceObserver {
- public:
-  virtual ~SequenceObserver() = default;
-  // A newly generated token. Return false to stop after it (e.g. a stop
-  // string matched): the sequence then finishes with kStop.
-  virtual bool OnToken(const SampledToken& token) = 0;
-  // Scoring sequences only: all scored positions, once, before OnFinish.
-  virtual void OnScore(std::span<const ScoredToken> scores) { (void)scores; }
-  // Exactly once, last. `status` is OK, CANCELLED, DEADLINE_EXCEEDED,
-  // UNAVAILABLE (shutdown), RESOURCE_EXHAUSTED (can never fit the KV cache)
-  // or the backend's error.
-  virtual void OnFinish(const absl::Status& status, FinishReason reason,
-                        const SequenceTimings& timings) = 0;
 };
 
 struct SchedulerStats {
@@ -206,6 +144,19 @@ class Scheduler {
   void Loop();
   // One step; false when there was nothing to do.
   bool Step();
+  // The batch of `chosen`'s next tokens; `plans` gets its distinct plans.
+  Batch BuildBatch(const std::vector<Chosen>& chosen, int64_t step_number,
+                   std::vector<const LayerPlan*>* plans);
+  // Runs `batch` and hands each sequence its logits rows (scores, samples,
+  // finishes); `solo` is the step's exclusive sequence or null.
+  void RunBatch(const Batch& batch, const std::vector<Chosen>& chosen,
+                const Sequence* solo);
+  // A scoring sequence's rows [row, row + rows), whose positions start at
+  // `first_pos`.
+  void RecordScores(Sequence& seq, int first_pos, int row, int rows);
+  // A generating sequence whose prompt is computed: samples from `row`,
+  // reports the token and applies the stop criteria.
+  void SampleNext(Sequence& seq, int row);
   void AdmitIncoming();
   void DropCancelled();
   void Finish(Sequence& seq, const absl::Status& status, FinishReason reason);

@@ -1,4 +1,4 @@
-// The scheduler's analysis sequences (SequenceSpec::layer_observer): each
+// The scheduler's analysis sequences (the Analysis kind, sequence.h): each
 // runs alone in its steps, is never preempted, generates nothing, and its
 // observer sees exactly its own prompt once, as a direct forward pass would.
 // Exclusive scoring sequences: the same isolation, so their scores are the
@@ -106,7 +106,7 @@ class SchedulerAnalysisTest : public ::testing::TestWithParam<BatchingMode> {
     spec.prompt = Prompt(3 + (i * 5) % 13, i);
     spec.plan = Plan(policy);
     spec.policy = policy;
-    spec.max_new_tokens = 5 + i % 4;
+    spec.kind = Generation{.max_new_tokens = 5 + i % 4};
     return spec;
   }
 
@@ -174,8 +174,7 @@ class SchedulerAnalysisTest : public ::testing::TestWithParam<BatchingMode> {
     spec.prompt = prompt;
     spec.plan = Plan(policy);
     spec.policy = policy;
-    spec.max_new_tokens = 0;  // ignored when analyzing
-    spec.layer_observer = recorder;
+    spec.kind = Analysis{.observer = recorder};
     Run(spec, /*alone=*/false, num_blocks, max_batch_tokens, preemptions);
     return recorder->records();
   }
@@ -256,8 +255,7 @@ TEST_P(SchedulerAnalysisTest, ExclusiveScoringIsBitIdenticalAmongOthers) {
   SequenceSpec spec;
   spec.prompt = Prompt(17, 11);
   spec.plan = Plan("attn:last=25%");
-  spec.score_from = 4;
-  spec.exclusive = true;
+  spec.kind = Scoring{.from = 4, .exclusive = true};
   int64_t preemptions = 0;
   const std::vector<ScoredToken> alone =
       Run(spec, /*alone=*/true, 40, 8, &preemptions)->scores;
@@ -294,9 +292,8 @@ TEST(SchedulerAnalysisScoringTest, AnalysisWithScoreFromAlsoScores) {
   SequenceSpec spec;
   spec.prompt = {1, 7, 9, 11, 13, 15};
   spec.plan = LayerPlan::Full(config.num_layers);
-  spec.score_from = 2;
   auto similarity = std::make_shared<SimilarityObserver>(spec.plan);
-  spec.layer_observer = similarity;
+  spec.kind = Analysis{.observer = similarity, .score_from = 2};
   auto collector = std::make_shared<Collector>();
   ASSERT_TRUE(scheduler.Submit(spec, collector).ok());
   scheduler.WaitIdle();

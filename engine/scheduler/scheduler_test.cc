@@ -84,27 +84,27 @@ class SchedulerTest : public ::testing::Test {
     spec.prompt = std::move(prompt);
     spec.plan = *(*SkipPolicy::Parse(policy)).Compile(config_.num_layers);
     spec.policy = policy;
-    spec.max_new_tokens = max_tokens;
+    spec.kind = Generation{.max_new_tokens = max_tokens};
     return spec;
   }
 
-  // What one sequence generates alone, through the single-sequence path.
+  // What one sequence generates alone: on a fresh backend and scheduler
+  // with nothing else to run, its whole prompt in one step.
   std::vector<int32_t> Alone(const SequenceSpec& spec) {
     std::unique_ptr<Backend> backend = MakeBackend(256);
-    KvBlockManager kv(256, 4);
-    Generator generator(backend.get(), &kv);
-    GenerationRequest request;
-    request.prompt = spec.prompt;
-    request.plan = spec.plan;
-    request.sampling = spec.sampling;
-    request.max_new_tokens = spec.max_new_tokens;
-    absl::StatusOr<GenerationResult> result = generator.Generate(request);
-    EXPECT_TRUE(result.ok()) << result.status();
-    std::vector<int32_t> ids;
-    for (const SampledToken& t : result->tokens) {
-      ids.push_back(t.id);
-    }
-    return ids;
+    SchedulerOptions options;
+    options.max_batch_tokens = static_cast<int>(spec.prompt.size());
+    Scheduler scheduler(backend.get(), options);
+    auto recorder = std::make_shared<Recorder>();
+    absl::StatusOr<uint64_t> id = scheduler.Submit(spec, recorder);
+    EXPECT_TRUE(id.ok()) << id.status();
+    recorder->Wait();
+    EXPECT_TRUE(recorder->status_.ok()) << recorder->status_;
+    return recorder->tokens();
+  }
+
+  static SamplingParams& SamplingOf(SequenceSpec& spec) {
+    return std::get<Generation>(spec.kind).sampling;
   }
 
   static std::vector<SequenceSpec> MixedWorkload() {
@@ -118,9 +118,9 @@ class SchedulerTest : public ::testing::Test {
       }
       SequenceSpec spec = Spec(policies[i % 5], prompt, 6 + i % 5);
       if (i % 3 == 1) {
-        spec.sampling.temperature = 0.9f;
-        spec.sampling.top_p = 0.9f;
-        spec.sampling.seed = 100 + i;
+        SamplingOf(spec).temperature = 0.9f;
+        SamplingOf(spec).top_p = 0.9f;
+        SamplingOf(spec).seed = 100 + i;
       }
       specs.push_back(spec);
     }
@@ -390,15 +390,15 @@ TEST_F(SchedulerTest, SampledVocabSizeMasksGenerationAndScoring) {
   std::vector<std::shared_ptr<Recorder>> recorders;
   for (int i = 0; i < 6; ++i) {
     SequenceSpec spec = Spec("none", {1, 2, static_cast<int32_t>(7 * i)}, 30);
-    spec.sampling.temperature = i % 2 == 0 ? 0.0f : 2.0f;
-    spec.sampling.seed = i;
+    SamplingOf(spec).temperature = i % 2 == 0 ? 0.0f : 2.0f;
+    SamplingOf(spec).seed = i;
     recorders.push_back(std::make_shared<Recorder>());
     ASSERT_TRUE(scheduler.Submit(spec, recorders.back()).ok());
   }
   auto scorer = std::make_shared<Recorder>();
   SequenceSpec scored =
       Spec("none", {1, 5, config_.vocab_size - 1, 6}, /*max_tokens=*/1);
-  scored.score_from = 1;
+  scored.kind = Scoring{.from = 1};
   ASSERT_TRUE(scheduler.Submit(scored, scorer).ok());
   scheduler.WaitIdle();
   for (const auto& recorder : recorders) {
@@ -445,7 +445,7 @@ TEST_F(SchedulerTest, ScoringReportsLogProbsOfTheContinuation) {
   Scheduler scheduler(backend.get(), options);
   auto recorder = std::make_shared<Recorder>();
   SequenceSpec spec = Spec("none", prompt, 1);
-  spec.score_from = 3;
+  spec.kind = Scoring{.from = 3};
   ASSERT_TRUE(scheduler.Submit(spec, recorder).ok());
   recorder->Wait();
   ASSERT_TRUE(recorder->status_.ok()) << recorder->status_;

@@ -17,8 +17,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "engine/create_backend.h"
-#include "engine/generation/generator.h"
+#include "engine/base/status_macros.h"
+#include "engine/engine.h"
 #include "engine/model/synthetic.h"
 #include "engine/tokenizer/tokenizer.h"
 
@@ -98,11 +98,19 @@ absl::Status Run() {
   const int context = static_cast<int>(prompt.size()) + max_tokens;
   options.num_kv_blocks = (context + options.kv_block_size - 1) /
                           options.kv_block_size * config.num_layers;
-  absl::StatusOr<std::unique_ptr<Backend>> backend =
-      CreateBackend(absl::GetFlag(FLAGS_device), **checkpoint, options);
-  if (!backend.ok()) return backend.status();
+  EngineOptions engine_options;
+  engine_options.device = absl::GetFlag(FLAGS_device);
+  engine_options.backend = options;
+  SKIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine,
+                             Engine::Open(**checkpoint, engine_options));
   checkpoint->reset();  // the backend holds its own copy of the weights
-  KvBlockManager kv_blocks(options.num_kv_blocks, options.kv_block_size);
+  SchedulerOptions scheduler_options;
+  // A vocabulary padded beyond the tokenizer's pieces: never sample padding.
+  if (tokenizer != nullptr) {
+    scheduler_options.sampled_vocab_size =
+        std::min(tokenizer->vocab_size(), config.vocab_size);
+  }
+  SKIPSERVE_RETURN_IF_ERROR(engine->Start(scheduler_options));
 
   GenerationRequest request;
   request.prompt = prompt;
@@ -113,11 +121,6 @@ absl::Status Run() {
   request.sampling.top_k = absl::GetFlag(FLAGS_top_k);
   request.sampling.seed = absl::GetFlag(FLAGS_seed);
   request.stop_ids = {config.eos_token_id};
-  // A vocabulary padded beyond the tokenizer's pieces: never sample padding.
-  if (tokenizer != nullptr) {
-    request.sampled_vocab_size =
-        std::min(tokenizer->vocab_size(), config.vocab_size);
-  }
 
   std::fprintf(stderr, "policy %s -> plan %s\n", policy->ToString().c_str(),
                plan->Canonical().c_str());
@@ -128,9 +131,8 @@ absl::Status Run() {
     detokenizer = std::make_unique<Detokenizer>(tokenizer.get(),
                                                 /*at_start_of_text=*/false);
   }
-  Generator generator(backend->get(), &kv_blocks);
   absl::StatusOr<GenerationResult> result =
-      generator.Generate(request, [&](const SampledToken& token) {
+      engine->Generate(request, [&](const SampledToken& token) {
         if (detokenizer != nullptr) {
           std::cout << detokenizer->Add(token.id) << std::flush;
         } else {
