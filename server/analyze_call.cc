@@ -6,8 +6,8 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "server/base/status_util.h"
 #include "server/call_util.h"
-#include "server/status_util.h"
 #include "server/text_limits.h"
 
 namespace skipserve::server {

@@ -15,9 +15,9 @@
 #include "engine/runtime/scheduler.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/support/byte_buffer.h"
+#include "server/base/raw_message.h"
+#include "server/base/status_util.h"
 #include "server/metrics.h"
-#include "server/raw_message.h"
-#include "server/status_util.h"
 #include "skipserve/v1/inference.pb.h"
 
 namespace skipserve::server {

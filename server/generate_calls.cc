@@ -3,7 +3,7 @@
 #include <string>
 #include <utility>
 
-#include "server/status_util.h"
+#include "server/base/status_util.h"
 
 namespace skipserve::server {
 namespace {

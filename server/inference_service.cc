@@ -8,10 +8,10 @@
 
 #include "absl/strings/str_format.h"
 #include "server/analyze_call.h"
+#include "server/base/raw_message.h"
+#include "server/base/status_util.h"
 #include "server/call_util.h"
-#include "server/raw_message.h"
 #include "server/score_call.h"
-#include "server/status_util.h"
 
 namespace skipserve::server {
 namespace {

@@ -30,12 +30,12 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
-#include "server/auth.h"
+#include "server/admin/auth.h"
+#include "server/admin/policies_service.h"
+#include "server/admin/policy_registry.h"
+#include "server/base/raw_message.h"
 #include "server/inference_service.h"
 #include "server/metrics.h"
-#include "server/policies_service.h"
-#include "server/policy_registry.h"
-#include "server/raw_message.h"
 #include "server/work_pool.h"
 
 ABSL_FLAG(std::string, model, SKIPSERVE_DEFAULT_MODEL_DIR,
@@ -55,7 +55,7 @@ ABSL_FLAG(std::string, port_file, "",
 ABSL_FLAG(int, metrics_port, 9090,
           "Prometheus /metrics port; 0 picks a free one, -1 disables.");
 ABSL_FLAG(std::string, policies_file, "",
-          "JSON file of named policies (docs: server/policy_registry.h); "
+          "JSON file of named policies (docs: server/admin/policy_registry.h); "
           "seeds the registry when --state_file does not exist yet.");
 ABSL_FLAG(std::string, state_file, "",
           "Where policy and experiment changes made through the admin API "

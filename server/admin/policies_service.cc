@@ -1,4 +1,4 @@
-#include "server/policies_service.h"
+#include "server/admin/policies_service.h"
 
 #include <optional>
 #include <string>
@@ -6,8 +6,8 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/base/quote.h"
-#include "server/raw_message.h"
-#include "server/status_util.h"
+#include "server/base/raw_message.h"
+#include "server/base/status_util.h"
 
 namespace skipserve::server {
 namespace {

@@ -1,4 +1,4 @@
-#include "server/experiment.h"
+#include "server/admin/experiment.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-#include "server/state_file.h"
+#include "server/admin/state_file.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

@@ -1,4 +1,4 @@
-#include "server/auth.h"
+#include "server/admin/auth.h"
 
 #include <utility>
 
@@ -6,7 +6,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "server/state_file.h"
+#include "server/admin/state_file.h"
 
 namespace skipserve::server {
 namespace {
