@@ -1,7 +1,7 @@
 // Fuzzes request validation (server/request_validation.h) as the server
 // runs it: the input's first byte picks the message (GenerateRequest,
 // ScoreRequest or a PolicySelector), the rest is its wire bytes, parsed by
-// the server's own ParseRequest (server/raw_message.h; invalid UTF-8 is
+// the server's own ParseRequest (server/base/raw_message.h; invalid UTF-8 is
 // its error, not protobuf's log line) and validated against the embedded
 // default model's shape (8 layers, vocabulary 1024, context 1024), a
 // tokenizer trained like the embedded model's, and a registry with a
@@ -31,8 +31,8 @@
 #include "engine/model/config.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "grpcpp/grpcpp.h"
-#include "server/policy_registry.h"
-#include "server/raw_message.h"
+#include "server/admin/policy_registry.h"
+#include "server/base/raw_message.h"
 #include "server/request_validation.h"
 #include "skipserve/v1/inference.pb.h"
 

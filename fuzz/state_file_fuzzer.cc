@@ -1,5 +1,5 @@
-// Fuzzes the admin state file (server/state_file.h) and what the registry
-// makes of it (server/policy_registry.h), with arbitrary bytes as the
+// Fuzzes the admin state file (server/admin/state_file.h) and what the registry
+// makes of it (server/admin/policy_registry.h), with arbitrary bytes as the
 // file's contents:
 //   - ParseState: errors stay short;
 //   - PolicyRegistry::Restore from a file holding the bytes (as the server
@@ -22,8 +22,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/base/check.h"
-#include "server/policy_registry.h"
-#include "server/state_file.h"
+#include "server/admin/policy_registry.h"
+#include "server/admin/state_file.h"
 
 namespace {
 

@@ -6,8 +6,9 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "engine/base/status_macros.h"
+#include "server/base/status_util.h"
 #include "server/call_util.h"
-#include "server/status_util.h"
 #include "server/text_limits.h"
 
 namespace skipserve::server {
@@ -29,7 +30,33 @@ v1::SkipRule::Kind ToProto(SkipKind kind) {
   return v1::SkipRule::KIND_UNSPECIFIED;
 }
 
+// The sequence that analyses `prompt` under `policy`, reporting to
+// `observer`.
+SequenceSpec AnalyzeSpec(const std::vector<int32_t>& prompt,
+                         const ResolvedPolicy& policy,
+                         std::shared_ptr<SimilarityObserver> observer,
+                         absl::Time deadline) {
+  SequenceSpec spec;
+  spec.prompt = prompt;
+  spec.plan = policy.plan;
+  spec.policy = policy.name.empty() ? policy.canonical : policy.name;
+  spec.kind = Analysis{.observer = std::move(observer)};
+  spec.deadline = deadline;
+  return spec;
+}
+
 }  // namespace
+
+grpc::ServerUnaryReactor* HandleAnalyzeLayers(
+    const HandlerEnv& env, grpc::CallbackServerContext* context,
+    const grpc::ByteBuffer& request, grpc::ByteBuffer* response) {
+  const auto call = CallRef<AnalyzeCall>::New(env.scheduler, env.metrics,
+                                              context, absl::Now(), response);
+  HandleEngineCall<v1::AnalyzeLayersRequest>(
+      env, context, call, request, "/skipserve.v1.Inference/AnalyzeLayers",
+      &ValidateAnalyze, false);
+  return call.get();
+}
 
 absl::StatusOr<AnalyzeJob> ValidateAnalyze(
     const v1::AnalyzeLayersRequest& request, const ServingContext& context) {
@@ -81,10 +108,8 @@ absl::StatusOr<AnalyzeJob> ValidateAnalyze(
     job.policy.plan = LayerPlan::Full(config.num_layers);
     job.policy.canonical = job.policy.plan.Canonical();
   } else {
-    absl::StatusOr<ResolvedPolicy> policy =
-        ResolvePolicy(request.policy(), context);
-    if (!policy.ok()) return policy.status();
-    job.policy = *std::move(policy);
+    SKIPSERVE_ASSIGN_OR_RETURN(job.policy,
+                               ResolvePolicy(request.policy(), context));
   }
 
   for (int i = 0; i < n; ++i) {
@@ -93,12 +118,9 @@ absl::StatusOr<AnalyzeJob> ValidateAnalyze(
       return Invalid(absl::StrFormat("prompts[%d] must be non-empty", i));
     }
     // BOS takes one of the context's tokens.
-    if (absl::Status s =
-            CheckTextFits(absl::StrFormat("prompts[%d]", i), prompt.size(),
-                          config.max_position_embeddings - 1, context);
-        !s.ok()) {
-      return s;
-    }
+    SKIPSERVE_RETURN_IF_ERROR(
+        CheckTextFits(absl::StrFormat("prompts[%d]", i), prompt.size(),
+                      config.max_position_embeddings - 1, context));
     absl::StatusOr<std::vector<int>> ids = context.tokenizer->Encode(prompt);
     if (!ids.ok()) {
       return Invalid(
@@ -160,9 +182,11 @@ void FillAnalyzeResponse(const AnalyzeJob& job, const SimilaritySums& sums,
   }
 }
 
+// One prompt's sequence; holds the call alive until the scheduler drops it
+// (after OnFinish has returned).
 class AnalyzeCall::Part final : public SequenceObserver {
  public:
-  explicit Part(AnalyzeCall* call) : call_(call) {}
+  explicit Part(CallRef<AnalyzeCall> call) : call_(std::move(call)) {}
   bool OnToken(const SampledToken&) override { return true; }
   void OnFinish(const absl::Status& status, FinishReason,
                 const SequenceTimings&) override {
@@ -170,7 +194,7 @@ class AnalyzeCall::Part final : public SequenceObserver {
   }
 
  private:
-  AnalyzeCall* const call_;
+  const CallRef<AnalyzeCall> call_;
 };
 
 AnalyzeCall::AnalyzeCall(Scheduler* scheduler, Metrics* metrics,
@@ -194,20 +218,10 @@ void AnalyzeCall::Start(AnalyzeJob job) {
     remaining_ = static_cast<int>(job_.prompts.size());
   }
   for (size_t i = 0; i < job_.prompts.size(); ++i) {
-    SequenceSpec spec;
-    spec.prompt = job_.prompts[i];
-    spec.plan = job_.policy.plan;
-    spec.policy =
-        job_.policy.name.empty() ? job_.policy.canonical : job_.policy.name;
-    spec.kind = Analysis{.observer = observers_[i]};
-    spec.deadline = deadline_;
-    // Each part holds the call alive until its OnFinish has returned.
-    AddRef();
-    std::shared_ptr<Part> part(new Part(this), [this](Part* p) {
-      delete p;
-      Release();
-    });
-    absl::StatusOr<uint64_t> id = scheduler_->Submit(std::move(spec), part);
+    auto part = std::make_shared<Part>(CallRef<AnalyzeCall>::Share(this));
+    absl::StatusOr<uint64_t> id = scheduler_->Submit(
+        AnalyzeSpec(job_.prompts[i], job_.policy, observers_[i], deadline_),
+        part);
     if (id.ok()) {
       cancel_.SetSequence(*id);
     } else {

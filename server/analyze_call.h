@@ -1,8 +1,8 @@
 #ifndef SKIPSERVE_SERVER_ANALYZE_CALL_H_
 #define SKIPSERVE_SERVER_ANALYZE_CALL_H_
 
-// AnalyzeLayers (inference.proto): validation, the response it computes and
-// its reactor.
+// AnalyzeLayers (inference.proto): its handler, validation, the response it
+// computes and its reactor.
 //
 // Each prompt becomes one analysis sequence (the Analysis kind,
 // engine/scheduler/sequence.h) with its own SimilarityObserver; the scheduler
@@ -14,7 +14,8 @@
 //
 // The call is made when the RPC arrives, then started with its validated
 // job (Start) or rejected (Reject), possibly on the WorkPool
-// (inference_service.h).
+// (rpc_handler.h). Each part holds a CallRef to it until the scheduler
+// drops the part, after its OnFinish.
 
 #include <cstdint>
 #include <memory>
@@ -29,6 +30,7 @@
 #include "server/call_util.h"
 #include "server/metrics.h"
 #include "server/request_validation.h"
+#include "server/rpc_handler.h"
 #include "skipserve/v1/inference.pb.h"
 
 namespace skipserve::server {
@@ -43,6 +45,14 @@ struct AnalyzeJob {
   std::vector<SkipKind> kinds;  // unique, in the order attn, ffn, layer
   std::string request_id;
 };
+
+// The AnalyzeLayers handler (rpc_handler.h): validates the request
+// (ValidateAnalyze) on this thread or the WorkPool and starts an
+// AnalyzeCall with it, or rejects it. Experiment assignments are not
+// counted. Returns the call's reactor.
+grpc::ServerUnaryReactor* HandleAnalyzeLayers(
+    const HandlerEnv& env, grpc::CallbackServerContext* context,
+    const grpc::ByteBuffer& request, grpc::ByteBuffer* response);
 
 // INVALID_ARGUMENT naming the field and its range for: prompts not 1..64,
 // an empty prompt or one longer than the model's context, a rate outside

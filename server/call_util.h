@@ -5,8 +5,10 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -15,9 +17,9 @@
 #include "engine/scheduler/scheduler.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/support/byte_buffer.h"
+#include "server/base/raw_message.h"
+#include "server/base/status_util.h"
 #include "server/metrics.h"
-#include "server/raw_message.h"
-#include "server/status_util.h"
 #include "skipserve/v1/inference.pb.h"
 
 namespace skipserve::server {
@@ -60,24 +62,81 @@ class CancelLink {
 };
 
 // A reactor that deletes itself once every holder is done with it. gRPC
-// (OnDone) and the handler that created it (Release() when it no longer
-// touches it) hold it from the start; anyone else that may touch it later
-// (a scheduler observer, a job on the WorkPool) AddRef()s first and
-// Release()s when done. So neither a sequence finishing before the handler
-// returns nor a Finish() inside OnFinish can free the reactor under a
-// caller's feet.
+// holds it from the start until OnDone; every other holder (the handler that
+// created it, a job on the WorkPool, a scheduler observer) holds a CallRef,
+// which releases its reference when it goes away. So neither a sequence
+// finishing before the handler returns nor a Finish() inside OnFinish can
+// free the reactor under a holder's feet. Only CallRef touches the count.
 template <typename Base>
 class OwnedReactor : public Base {
  public:
   void OnDone() override { Release(); }
+
+ private:
+  template <typename Call>
+  friend class CallRef;
+
   void AddRef() { refs_.fetch_add(1, std::memory_order_relaxed); }
   void Release() {
     if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
   }
 
- private:
+  // gRPC's reference and the creator's (adopted by CallRef::New).
   std::atomic<int> refs_{2};
 };
+
+// One counted reference to an OwnedReactor: copying takes another, the
+// destructor (or reset) gives it back. Not thread-safe itself (like
+// std::shared_ptr, each copy belongs to one thread at a time); the count is.
+template <typename Call>
+class CallRef {
+ public:
+  CallRef() = default;
+  // A new reactor, with the creator's reference; gRPC's is the other.
+  template <typename... Args>
+  static CallRef New(Args&&... args) {
+    CallRef ref;
+    ref.call_ = new Call(std::forward<Args>(args)...);
+    return ref;
+  }
+  // Another reference to `call` (which must hold one already).
+  static CallRef Share(Call* call) {
+    call->AddRef();
+    CallRef ref;
+    ref.call_ = call;
+    return ref;
+  }
+
+  CallRef(const CallRef& other) : call_(other.call_) {
+    if (call_ != nullptr) call_->AddRef();
+  }
+  CallRef(CallRef&& other) noexcept : call_(other.call_) {
+    other.call_ = nullptr;
+  }
+  CallRef& operator=(CallRef other) noexcept {
+    std::swap(call_, other.call_);
+    return *this;
+  }
+  ~CallRef() { reset(); }
+
+  void reset() {
+    if (call_ != nullptr) std::exchange(call_, nullptr)->Release();
+  }
+  Call* get() const { return call_; }
+  Call* operator->() const { return call_; }
+
+ private:
+  Call* call_ = nullptr;
+};
+
+// `ref` as the shared_ptr the scheduler wants for an observer of `Call`:
+// the reference is given back when the scheduler drops the observer.
+template <typename Observer, typename Call>
+std::shared_ptr<Observer> ObserverRef(CallRef<Call> ref) {
+  Call* call = ref.get();
+  return std::shared_ptr<Observer>(
+      call, [ref = std::move(ref)](Observer*) mutable { ref.reset(); });
+}
 
 // The reactor of a unary call of a raw method (raw_message.h): it owns the
 // typed response, and Respond() finishes the call with it serialized into

@@ -7,7 +7,7 @@
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
-#include "server/status_util.h"
+#include "server/base/status_util.h"
 
 namespace skipserve::server {
 namespace {

@@ -1,6 +1,11 @@
 #include "server/request_validation.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -142,6 +147,36 @@ absl::Status ValidateRequestId(const std::string& id,
   return absl::OkStatus();
 }
 
+// The engine work of each RPC, filled in one place each (the scheduler's
+// SequenceSpec): the label is the policy's name, else its plan.
+std::string SpecPolicyLabel(const ResolvedPolicy& policy) {
+  return policy.name.empty() ? policy.canonical : policy.name;
+}
+
+SequenceSpec GenerateSpec(std::vector<int32_t> prompt, int max_new_tokens,
+                          const SamplingParams& sampling,
+                          const ResolvedPolicy& policy, int32_t eos_token_id) {
+  SequenceSpec spec;
+  spec.prompt = std::move(prompt);
+  spec.kind = Generation{.sampling = sampling,
+                         .max_new_tokens = max_new_tokens,
+                         .stop_ids = {eos_token_id}};
+  spec.plan = policy.plan;
+  spec.policy = SpecPolicyLabel(policy);
+  return spec;
+}
+
+// Scores the tokens of `prompt` from `score_from` on.
+SequenceSpec ScoreSpec(std::vector<int32_t> prompt, int score_from,
+                       bool exclusive, const ResolvedPolicy& policy) {
+  SequenceSpec spec;
+  spec.prompt = std::move(prompt);
+  spec.kind = Scoring{.from = score_from, .exclusive = exclusive};
+  spec.plan = policy.plan;
+  spec.policy = SpecPolicyLabel(policy);
+  return spec;
+}
+
 }  // namespace
 
 absl::StatusOr<ResolvedPolicy> ResolvePolicy(const v1::PolicySelector& selector,
@@ -179,10 +214,8 @@ absl::StatusOr<ResolvedPolicy> ResolvePolicy(const v1::PolicySelector& selector,
       break;
     }
     case v1::PolicySelector::kInline: {
-      absl::StatusOr<SkipPolicy> parsed =
-          InlinePolicy(selector.inline_(), num_layers);
-      if (!parsed.ok()) return parsed.status();
-      policy = *parsed;
+      SKIPSERVE_ASSIGN_OR_RETURN(policy,
+                                 InlinePolicy(selector.inline_(), num_layers));
       break;
     }
     case v1::PolicySelector::kExperiment: {
@@ -223,12 +256,10 @@ absl::StatusOr<GenerateJob> ValidateGenerate(const v1::GenerateRequest& request,
                                              const ServingContext& context) {
   const ModelConfig& config = *context.config;
   GenerateJob job;
-  if (absl::Status s = ValidateRequestId(request.request_id(), context);
-      !s.ok()) {
-    return s;
-  }
+  SKIPSERVE_RETURN_IF_ERROR(ValidateRequestId(request.request_id(), context));
   job.request_id = request.request_id();
 
+  std::vector<int32_t> prompt;
   if (!request.prompt().empty() && request.prompt_token_ids_size() > 0) {
     return Invalid("set either prompt or prompt_token_ids, not both");
   }
@@ -240,28 +271,25 @@ absl::StatusOr<GenerateJob> ValidateGenerate(const v1::GenerateRequest& request,
             "prompt_token_ids[%d] = %d is outside the vocabulary [0, %d)", i,
             id, config.vocab_size));
       }
-      job.spec.prompt.push_back(static_cast<int32_t>(id));
+      prompt.push_back(static_cast<int32_t>(id));
     }
   } else if (!request.prompt().empty()) {
     // BOS takes one of the context's tokens, and one is left to generate.
-    if (absl::Status s =
-            CheckTextFits("prompt", request.prompt().size(),
-                          config.max_position_embeddings - 2, context);
-        !s.ok()) {
-      return s;
-    }
+    SKIPSERVE_RETURN_IF_ERROR(CheckTextFits("prompt", request.prompt().size(),
+                                            config.max_position_embeddings - 2,
+                                            context));
     absl::StatusOr<std::vector<int>> ids =
         context.tokenizer->Encode(request.prompt());
     if (!ids.ok()) {
       return Invalid(absl::StrFormat("prompt: %s", ids.status().message()));
     }
-    job.spec.prompt.assign(ids->begin(), ids->end());
+    prompt.assign(ids->begin(), ids->end());
   } else {
     return Invalid("prompt must be non-empty (or set prompt_token_ids)");
   }
 
   const int context_len = config.max_position_embeddings;
-  const int prompt_len = static_cast<int>(job.spec.prompt.size());
+  const int prompt_len = static_cast<int>(prompt.size());
   if (prompt_len >= context_len) {
     return Invalid(absl::StrFormat(
         "prompt: %d tokens leave no room to generate; the model's context "
@@ -269,34 +297,28 @@ absl::StatusOr<GenerateJob> ValidateGenerate(const v1::GenerateRequest& request,
         prompt_len, context_len, context_len - 1));
   }
   const int room = context_len - prompt_len;
-  Generation generation;
+  int max_new_tokens = 0;
   if (request.sampling().max_tokens() == 0) {
-    generation.max_new_tokens =
-        std::min(context.limits.default_max_tokens, room);
+    max_new_tokens = std::min(context.limits.default_max_tokens, room);
   } else if (request.sampling().max_tokens() > static_cast<uint32_t>(room)) {
     return Invalid(absl::StrFormat(
         "sampling.max_tokens must be in [1, %d]: the prompt has %d tokens and "
         "the model's context is %d, got %d",
         room, prompt_len, context_len, request.sampling().max_tokens()));
   } else {
-    generation.max_new_tokens =
-        static_cast<int>(request.sampling().max_tokens());
+    max_new_tokens = static_cast<int>(request.sampling().max_tokens());
   }
 
+  SamplingParams sampling;
   SKIPSERVE_RETURN_IF_ERROR(
-      ValidateSampling(request.sampling(), context, &generation.sampling));
+      ValidateSampling(request.sampling(), context, &sampling));
   job.stop.assign(request.sampling().stop().begin(),
                   request.sampling().stop().end());
 
-  absl::StatusOr<ResolvedPolicy> policy =
-      ResolvePolicy(request.policy(), context);
-  if (!policy.ok()) return policy.status();
-  job.policy = *std::move(policy);
-  job.spec.plan = job.policy.plan;
-  job.spec.policy =
-      job.policy.name.empty() ? job.policy.canonical : job.policy.name;
-  generation.stop_ids = {config.eos_token_id};
-  job.spec.kind = std::move(generation);
+  SKIPSERVE_ASSIGN_OR_RETURN(job.policy,
+                             ResolvePolicy(request.policy(), context));
+  job.spec = GenerateSpec(std::move(prompt), max_new_tokens, sampling,
+                          job.policy, config.eos_token_id);
   job.logprobs = request.logprobs();
   return job;
 }
@@ -305,10 +327,7 @@ absl::StatusOr<ScoreJob> ValidateScore(const v1::ScoreRequest& request,
                                        const ServingContext& context) {
   const ModelConfig& config = *context.config;
   ScoreJob job;
-  if (absl::Status s = ValidateRequestId(request.request_id(), context);
-      !s.ok()) {
-    return s;
-  }
+  SKIPSERVE_RETURN_IF_ERROR(ValidateRequestId(request.request_id(), context));
   job.request_id = request.request_id();
   if (request.context().empty()) return Invalid("context must be non-empty");
   const int n = request.continuations_size();
@@ -319,18 +338,13 @@ absl::StatusOr<ScoreJob> ValidateScore(const v1::ScoreRequest& request,
   }
   for (int i = 0; i < n; ++i) {
     // BOS takes one of the context's tokens.
-    if (absl::Status s = CheckTextFits(
-            absl::StrFormat("context + continuations[%d]", i),
-            request.context().size() + request.continuations(i).size(),
-            config.max_position_embeddings - 1, context);
-        !s.ok()) {
-      return s;
-    }
+    SKIPSERVE_RETURN_IF_ERROR(CheckTextFits(
+        absl::StrFormat("context + continuations[%d]", i),
+        request.context().size() + request.continuations(i).size(),
+        config.max_position_embeddings - 1, context));
   }
-  absl::StatusOr<ResolvedPolicy> policy =
-      ResolvePolicy(request.policy(), context);
-  if (!policy.ok()) return policy.status();
-  job.policy = *std::move(policy);
+  SKIPSERVE_ASSIGN_OR_RETURN(job.policy,
+                             ResolvePolicy(request.policy(), context));
 
   absl::StatusOr<std::vector<int>> context_ids =
       context.tokenizer->Encode(request.context());
@@ -366,14 +380,9 @@ absl::StatusOr<ScoreJob> ValidateScore(const v1::ScoreRequest& request,
           "%d",
           i, whole->size(), config.max_position_embeddings));
     }
-    SequenceSpec spec;
-    spec.prompt.assign(whole->begin(), whole->end());
-    spec.kind = Scoring{.from = static_cast<int>(common),
-                        .exclusive = request.isolated()};
-    spec.plan = job.policy.plan;
-    spec.policy =
-        job.policy.name.empty() ? job.policy.canonical : job.policy.name;
-    job.specs.push_back(std::move(spec));
+    job.specs.push_back(
+        ScoreSpec(std::vector<int32_t>(whole->begin(), whole->end()),
+                  static_cast<int>(common), request.isolated(), job.policy));
     job.num_bytes.push_back(static_cast<int>(continuation.size()));
   }
   return job;

@@ -21,7 +21,7 @@
 #include "engine/policy/skip_policy.h"
 #include "engine/scheduler/scheduler.h"
 #include "engine/tokenizer/tokenizer.h"
-#include "server/policy_registry.h"
+#include "server/admin/policy_registry.h"
 #include "skipserve/v1/inference.pb.h"
 
 namespace skipserve::server {

@@ -3,13 +3,26 @@
 #include <memory>
 #include <utility>
 
-#include "server/generate_calls.h"
-
 namespace skipserve::server {
 
+grpc::ServerUnaryReactor* HandleScore(const HandlerEnv& env,
+                                      grpc::CallbackServerContext* context,
+                                      const grpc::ByteBuffer& request,
+                                      grpc::ByteBuffer* response) {
+  const auto call = CallRef<ScoreCall>::New(env.scheduler, env.metrics, context,
+                                            absl::Now(), response);
+  HandleEngineCall<v1::ScoreRequest>(env, context, call, request,
+                                     "/skipserve.v1.Inference/Score",
+                                     &ValidateScore, true);
+  return call.get();
+}
+
+// One continuation's sequence; holds the call alive until the scheduler
+// drops it (after OnFinish has returned).
 class ScoreCall::Part final : public SequenceObserver {
  public:
-  Part(ScoreCall* call, int index) : call_(call), index_(index) {}
+  Part(CallRef<ScoreCall> call, int index)
+      : call_(std::move(call)), index_(index) {}
   bool OnToken(const SampledToken&) override { return true; }
   void OnScore(std::span<const ScoredToken> scores) override {
     call_->Store(index_, scores);
@@ -20,7 +33,7 @@ class ScoreCall::Part final : public SequenceObserver {
   }
 
  private:
-  ScoreCall* const call_;
+  const CallRef<ScoreCall> call_;
   const int index_;
 };
 
@@ -56,13 +69,8 @@ void ScoreCall::Start(ScoreJob job) {
   for (size_t i = 0; i < job_.specs.size(); ++i) {
     SequenceSpec spec = std::move(job_.specs[i]);
     spec.deadline = deadline_;
-    // Each part holds the call alive until its OnFinish has returned.
-    AddRef();
-    std::shared_ptr<Part> part(new Part(this, static_cast<int>(i)),
-                               [this](Part* p) {
-                                 delete p;
-                                 Release();
-                               });
+    auto part = std::make_shared<Part>(CallRef<ScoreCall>::Share(this),
+                                       static_cast<int>(i));
     absl::StatusOr<uint64_t> id = scheduler_->Submit(std::move(spec), part);
     if (id.ok()) {
       cancel_.SetSequence(*id);

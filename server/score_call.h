@@ -1,13 +1,14 @@
 #ifndef SKIPSERVE_SERVER_SCORE_CALL_H_
 #define SKIPSERVE_SERVER_SCORE_CALL_H_
 
-// The reactor of Score: one scoring sequence per continuation; the call
-// finishes when all have, with the first error if any, and is counted in
-// the metrics once.
+// Score: its handler and its reactor. One scoring sequence per
+// continuation; the call finishes when all have, with the first error if
+// any, and is counted in the metrics once.
 //
-// Made when the RPC arrives, then started with its validated job (Start)
-// or rejected (Reject), possibly on the WorkPool (inference_service.h). An
-// OwnedReactor: each part holds a reference until its OnFinish returns.
+// The reactor is made when the RPC arrives, then started with its validated
+// job (Start) or rejected (Reject), possibly on the WorkPool
+// (rpc_handler.h). An OwnedReactor: each part holds a CallRef until the
+// scheduler drops it, after its OnFinish.
 
 #include <string>
 
@@ -18,9 +19,18 @@
 #include "server/call_util.h"
 #include "server/metrics.h"
 #include "server/request_validation.h"
+#include "server/rpc_handler.h"
 #include "skipserve/v1/inference.pb.h"
 
 namespace skipserve::server {
+
+// The Score handler (rpc_handler.h): validates the request (ValidateScore)
+// on this thread or the WorkPool and starts a ScoreCall with it, or rejects
+// it. Returns the call's reactor.
+grpc::ServerUnaryReactor* HandleScore(const HandlerEnv& env,
+                                      grpc::CallbackServerContext* context,
+                                      const grpc::ByteBuffer& request,
+                                      grpc::ByteBuffer* response);
 
 class ScoreCall final : public UnaryCall<v1::ScoreResponse> {
  public:

@@ -1,4 +1,4 @@
-#include "server/policy_registry.h"
+#include "server/admin/policy_registry.h"
 
 #include <stdlib.h>
 

@@ -1,5 +1,5 @@
-#ifndef SKIPSERVE_SERVER_STATE_FILE_H_
-#define SKIPSERVE_SERVER_STATE_FILE_H_
+#ifndef SKIPSERVE_SERVER_ADMIN_STATE_FILE_H_
+#define SKIPSERVE_SERVER_ADMIN_STATE_FILE_H_
 
 // The registry's state file (--state_file): what the Policies admin service
 // changed, so that a restart restores it.
@@ -36,7 +36,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "server/experiment.h"
+#include "server/admin/experiment.h"
 
 namespace skipserve::server {
 
@@ -78,4 +78,4 @@ absl::StatusOr<int> RemoveStaleTemporaries(const std::string& path);
 
 }  // namespace skipserve::server
 
-#endif  // SKIPSERVE_SERVER_STATE_FILE_H_
+#endif  // SKIPSERVE_SERVER_ADMIN_STATE_FILE_H_

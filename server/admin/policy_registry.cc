@@ -1,4 +1,4 @@
-#include "server/policy_registry.h"
+#include "server/admin/policy_registry.h"
 
 #include <limits>
 #include <random>
@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "engine/base/check.h"
 #include "engine/base/quote.h"
+#include "engine/base/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace skipserve::server {
@@ -145,16 +146,16 @@ absl::Status PolicyRegistry::LoadJson(const std::string& json,
       }
       description = item["description"].get<std::string>();
     }
-    absl::StatusOr<NamedPolicyEntry> entry =
+    SKIPSERVE_ASSIGN_OR_RETURN(
+        NamedPolicyEntry entry,
         Compile(item["name"].get<std::string>(),
-                item["spec"].get<std::string>(), description, where);
-    if (!entry.ok()) return entry.status();
-    if (next->policies.contains(entry->name)) {
+                item["spec"].get<std::string>(), description, where));
+    if (next->policies.contains(entry.name)) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: policy name '%s' appears twice", where, entry->name));
+          "%s: policy name '%s' appears twice", where, entry.name));
     }
-    const std::string name = entry->name;
-    next->policies.emplace(name, *std::move(entry));
+    const std::string name = entry.name;
+    next->policies.emplace(name, std::move(entry));
   }
   absl::MutexLock lock(&write_mu_);
   return Commit(std::move(next)).status();
@@ -167,21 +168,20 @@ absl::StatusOr<PolicyRegistry::MutableState> PolicyRegistry::FromStored(
   for (size_t i = 0; i < stored.policies.size(); ++i) {
     const PolicyRecord& p = stored.policies[i];
     const std::string where = absl::StrFormat("%s: policies[%d]", source, i);
-    absl::StatusOr<NamedPolicyEntry> entry =
-        Compile(p.name, p.spec, p.description, where);
-    if (!entry.ok()) return entry.status();
-    if (!next->policies.emplace(p.name, *std::move(entry)).second) {
+    SKIPSERVE_ASSIGN_OR_RETURN(NamedPolicyEntry entry,
+                               Compile(p.name, p.spec, p.description, where));
+    if (!next->policies.emplace(p.name, std::move(entry)).second) {
       return absl::InvalidArgumentError(
           absl::StrFormat("%s: policy name '%s' appears twice", where, p.name));
     }
   }
   for (size_t i = 0; i < stored.experiments.size(); ++i) {
     const std::string where = absl::StrFormat("%s: experiments[%d]", source, i);
-    absl::StatusOr<ExperimentEntry> entry =
-        CompileExperiment(stored.experiments[i], *next, where);
-    if (!entry.ok()) return entry.status();
-    const std::string name = entry->experiment.name;
-    if (!next->experiments.emplace(name, *std::move(entry)).second) {
+    SKIPSERVE_ASSIGN_OR_RETURN(
+        ExperimentEntry entry,
+        CompileExperiment(stored.experiments[i], *next, where));
+    const std::string name = entry.experiment.name;
+    if (!next->experiments.emplace(name, std::move(entry)).second) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "%s: experiment name '%s' appears twice", where, name));
     }
@@ -201,14 +201,12 @@ absl::Status PolicyRegistry::Restore(const std::string& policies_file,
     absl::StatusOr<std::string> text = ReadWholeFile(state_file);
     if (text.ok()) {
       const std::string source = absl::StrCat("state file ", state_file);
-      absl::StatusOr<StoredState> stored = ParseState(*text, source);
-      if (!stored.ok()) return stored.status();
-      absl::StatusOr<MutableState> next = FromStored(*stored, source);
-      if (!next.ok()) return next.status();
+      SKIPSERVE_ASSIGN_OR_RETURN(StoredState stored, ParseState(*text, source));
+      SKIPSERVE_ASSIGN_OR_RETURN(MutableState next, FromStored(stored, source));
       absl::MutexLock write_lock(&write_mu_);
       state_file_ = state_file;
       absl::MutexLock lock(&mu_);
-      state_ = *std::move(next);
+      state_ = std::move(next);
       return absl::OkStatus();
     }
     if (text.status().code() != absl::StatusCode::kNotFound) {
@@ -218,7 +216,7 @@ absl::Status PolicyRegistry::Restore(const std::string& policies_file,
     }
   }
   if (!policies_file.empty()) {
-    if (absl::Status s = LoadFile(policies_file); !s.ok()) return s;
+    SKIPSERVE_RETURN_IF_ERROR(LoadFile(policies_file));
   }
   if (state_file.empty()) return absl::OkStatus();
   absl::MutexLock write_lock(&write_mu_);
@@ -280,26 +278,23 @@ absl::StatusOr<RegistryStatePtr> PolicyRegistry::Commit(MutableState next) {
 absl::StatusOr<RegistryStatePtr> PolicyRegistry::PutPolicy(
     const std::string& name, const std::string& spec,
     const std::string& description, std::optional<uint64_t> expected_version) {
-  absl::StatusOr<NamedPolicyEntry> entry =
-      Compile(name, spec, description, "policy");
-  if (!entry.ok()) return entry.status();
+  SKIPSERVE_ASSIGN_OR_RETURN(NamedPolicyEntry entry,
+                             Compile(name, spec, description, "policy"));
   absl::MutexLock lock(&write_mu_);
-  absl::StatusOr<MutableState> next = BeginChange(expected_version);
-  if (!next.ok()) return next.status();
-  (*next)->policies.insert_or_assign(name, *std::move(entry));
-  return Commit(*std::move(next));
+  SKIPSERVE_ASSIGN_OR_RETURN(MutableState next, BeginChange(expected_version));
+  next->policies.insert_or_assign(name, std::move(entry));
+  return Commit(std::move(next));
 }
 
 absl::StatusOr<RegistryStatePtr> PolicyRegistry::DeletePolicy(
     const std::string& name, std::optional<uint64_t> expected_version) {
   absl::MutexLock lock(&write_mu_);
-  absl::StatusOr<MutableState> next = BeginChange(expected_version);
-  if (!next.ok()) return next.status();
-  if ((*next)->policies.erase(name) == 0) {
+  SKIPSERVE_ASSIGN_OR_RETURN(MutableState next, BeginChange(expected_version));
+  if (next->policies.erase(name) == 0) {
     return absl::NotFoundError(
         absl::StrFormat("no policy named %s", QuoteInput(name)));
   }
-  for (const auto& [experiment, entry] : (*next)->experiments) {
+  for (const auto& [experiment, entry] : next->experiments) {
     for (const ExperimentArm& arm : entry.experiment.arms) {
       if (arm.named && arm.policy == name) {
         return absl::FailedPreconditionError(absl::StrFormat(
@@ -309,35 +304,33 @@ absl::StatusOr<RegistryStatePtr> PolicyRegistry::DeletePolicy(
       }
     }
   }
-  return Commit(*std::move(next));
+  return Commit(std::move(next));
 }
 
 absl::StatusOr<RegistryStatePtr> PolicyRegistry::PutExperiment(
     Experiment experiment, std::optional<uint64_t> expected_version) {
   absl::MutexLock lock(&write_mu_);
-  absl::StatusOr<MutableState> next = BeginChange(expected_version);
-  if (!next.ok()) return next.status();
+  SKIPSERVE_ASSIGN_OR_RETURN(MutableState next, BeginChange(expected_version));
   for (ExperimentArm& arm : experiment.arms) {
-    arm.named = (*next)->policies.contains(arm.policy);
+    arm.named = next->policies.contains(arm.policy);
   }
-  absl::StatusOr<ExperimentEntry> entry =
-      CompileExperiment(std::move(experiment), **next, "experiment");
-  if (!entry.ok()) return entry.status();
-  const std::string name = entry->experiment.name;
-  (*next)->experiments.insert_or_assign(name, *std::move(entry));
-  return Commit(*std::move(next));
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      ExperimentEntry entry,
+      CompileExperiment(std::move(experiment), *next, "experiment"));
+  const std::string name = entry.experiment.name;
+  next->experiments.insert_or_assign(name, std::move(entry));
+  return Commit(std::move(next));
 }
 
 absl::StatusOr<RegistryStatePtr> PolicyRegistry::DeleteExperiment(
     const std::string& name, std::optional<uint64_t> expected_version) {
   absl::MutexLock lock(&write_mu_);
-  absl::StatusOr<MutableState> next = BeginChange(expected_version);
-  if (!next.ok()) return next.status();
-  if ((*next)->experiments.erase(name) == 0) {
+  SKIPSERVE_ASSIGN_OR_RETURN(MutableState next, BeginChange(expected_version));
+  if (next->experiments.erase(name) == 0) {
     return absl::NotFoundError(
         absl::StrFormat("no experiment named %s", QuoteInput(name)));
   }
-  return Commit(*std::move(next));
+  return Commit(std::move(next));
 }
 
 absl::Status PolicyRegistry::Put(const std::string& name,

@@ -1,4 +1,4 @@
-#include "server/log_limiter.h"
+#include "server/base/log_limiter.h"
 
 #include <cstdio>
 #include <string>

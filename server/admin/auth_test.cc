@@ -1,7 +1,7 @@
-// Bearer-token checks and TLS flag handling (server/auth.h). The same checks
-// run end to end in tests/integration/policies_test.cc.
+// Bearer-token checks and TLS flag handling (server/admin/auth.h). The same
+// checks run end to end in tests/integration/policies_test.cc.
 
-#include "server/auth.h"
+#include "server/admin/auth.h"
 
 #include <unistd.h>
 

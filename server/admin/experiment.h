@@ -1,5 +1,5 @@
-#ifndef SKIPSERVE_SERVER_EXPERIMENT_H_
-#define SKIPSERVE_SERVER_EXPERIMENT_H_
+#ifndef SKIPSERVE_SERVER_ADMIN_EXPERIMENT_H_
+#define SKIPSERVE_SERVER_ADMIN_EXPERIMENT_H_
 
 // A/B experiments: weighted arms, and which arm serves a request.
 //
@@ -79,4 +79,4 @@ size_t DrawArm(const Experiment& experiment, double u);
 
 }  // namespace skipserve::server
 
-#endif  // SKIPSERVE_SERVER_EXPERIMENT_H_
+#endif  // SKIPSERVE_SERVER_ADMIN_EXPERIMENT_H_

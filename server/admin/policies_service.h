@@ -1,5 +1,5 @@
-#ifndef SKIPSERVE_SERVER_POLICIES_SERVICE_H_
-#define SKIPSERVE_SERVER_POLICIES_SERVICE_H_
+#ifndef SKIPSERVE_SERVER_ADMIN_POLICIES_SERVICE_H_
+#define SKIPSERVE_SERVER_ADMIN_POLICIES_SERVICE_H_
 
 // skipserve.v1.Policies (proto/skipserve/v1/policies.proto), the admin API
 // over the PolicyRegistry, on gRPC's callback API.
@@ -17,8 +17,8 @@
 
 #include "absl/status/status.h"
 #include "grpcpp/support/byte_buffer.h"
-#include "server/auth.h"
-#include "server/policy_registry.h"
+#include "server/admin/auth.h"
+#include "server/admin/policy_registry.h"
 #include "skipserve/v1/policies.grpc.pb.h"
 
 namespace skipserve::server {
@@ -102,4 +102,4 @@ v1::Experiment ToProto(const ExperimentEntry& entry,
 
 }  // namespace skipserve::server
 
-#endif  // SKIPSERVE_SERVER_POLICIES_SERVICE_H_
+#endif  // SKIPSERVE_SERVER_ADMIN_POLICIES_SERVICE_H_

@@ -1,4 +1,4 @@
-#include "server/status_util.h"
+#include "server/base/status_util.h"
 
 #include <string>
 

@@ -1,5 +1,5 @@
-#ifndef SKIPSERVE_SERVER_STATUS_UTIL_H_
-#define SKIPSERVE_SERVER_STATUS_UTIL_H_
+#ifndef SKIPSERVE_SERVER_BASE_STATUS_UTIL_H_
+#define SKIPSERVE_SERVER_BASE_STATUS_UTIL_H_
 
 // The one place where absl::Status becomes grpc::Status. Codes map one to
 // one (both follow google.rpc.Code); the message is kept, cut to
@@ -25,4 +25,4 @@ const char* GrpcCodeName(grpc::StatusCode code);
 
 }  // namespace skipserve::server
 
-#endif  // SKIPSERVE_SERVER_STATUS_UTIL_H_
+#endif  // SKIPSERVE_SERVER_BASE_STATUS_UTIL_H_

@@ -1,4 +1,4 @@
-#include "server/auth.h"
+#include "server/admin/auth.h"
 
 #include <utility>
 
@@ -6,7 +6,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "server/state_file.h"
+#include "engine/base/status_macros.h"
+#include "server/admin/state_file.h"
 
 namespace skipserve::server {
 namespace {
@@ -69,9 +70,9 @@ TokenAuth TokenAuth::Closed(std::string why) {
 }
 
 absl::StatusOr<TokenAuth> TokenAuth::WithToken(const std::string& token) {
-  absl::StatusOr<std::string> checked = ParseTokenFile(token, "(inline)");
-  if (!checked.ok()) return checked.status();
-  return TokenAuth(Mode::kToken, *std::move(checked));
+  SKIPSERVE_ASSIGN_OR_RETURN(std::string checked,
+                             ParseTokenFile(token, "(inline)"));
+  return TokenAuth(Mode::kToken, std::move(checked));
 }
 
 absl::StatusOr<TokenAuth> TokenAuth::FromFile(const std::string& path) {
@@ -80,9 +81,9 @@ absl::StatusOr<TokenAuth> TokenAuth::FromFile(const std::string& path) {
     return absl::InvalidArgumentError(
         absl::StrCat("token file ", contents.status().message()));
   }
-  absl::StatusOr<std::string> token = ParseTokenFile(*contents, path);
-  if (!token.ok()) return token.status();
-  return TokenAuth(Mode::kToken, *std::move(token));
+  SKIPSERVE_ASSIGN_OR_RETURN(std::string token,
+                             ParseTokenFile(*contents, path));
+  return TokenAuth(Mode::kToken, std::move(token));
 }
 
 absl::Status TokenAuth::CheckHeader(
@@ -143,17 +144,12 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
   }
   grpc::SslServerCredentialsOptions options;
   grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
-  absl::StatusOr<std::string> cert = ReadPem(cert_file, "--tls_cert");
-  if (!cert.ok()) return cert.status();
-  absl::StatusOr<std::string> key = ReadPem(key_file, "--tls_key");
-  if (!key.ok()) return key.status();
-  pair.cert_chain = *std::move(cert);
-  pair.private_key = *std::move(key);
+  SKIPSERVE_ASSIGN_OR_RETURN(pair.cert_chain, ReadPem(cert_file, "--tls_cert"));
+  SKIPSERVE_ASSIGN_OR_RETURN(pair.private_key, ReadPem(key_file, "--tls_key"));
   options.pem_key_cert_pairs.push_back(std::move(pair));
   if (!client_ca_file.empty()) {
-    absl::StatusOr<std::string> ca = ReadPem(client_ca_file, "--tls_client_ca");
-    if (!ca.ok()) return ca.status();
-    options.pem_root_certs = *std::move(ca);
+    SKIPSERVE_ASSIGN_OR_RETURN(options.pem_root_certs,
+                               ReadPem(client_ca_file, "--tls_client_ca"));
     options.client_certificate_request =
         GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
   }
@@ -192,10 +188,8 @@ absl::StatusOr<AccessControl> LoadAccessControl(
     }
     access.inference = *std::move(inference);
   }
-  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
-      ServerCredentials(tls_cert, tls_key, tls_client_ca);
-  if (!credentials.ok()) return credentials.status();
-  access.credentials = *std::move(credentials);
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      access.credentials, ServerCredentials(tls_cert, tls_key, tls_client_ca));
   access.tls = !tls_cert.empty();
   return access;
 }

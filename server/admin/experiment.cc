@@ -1,4 +1,4 @@
-#include "server/experiment.h"
+#include "server/admin/experiment.h"
 
 #include <algorithm>
 #include <cmath>
@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "engine/base/check.h"
 #include "engine/base/quote.h"
+#include "engine/base/status_macros.h"
 
 namespace skipserve::server {
 namespace {
@@ -65,10 +66,8 @@ absl::Status ValidateRegistryName(absl::string_view what,
 }
 
 absl::Status ValidateExperimentShape(const Experiment& experiment) {
-  if (absl::Status s = ValidateRegistryName("experiment", experiment.name);
-      !s.ok()) {
-    return s;
-  }
+  SKIPSERVE_RETURN_IF_ERROR(
+      ValidateRegistryName("experiment", experiment.name));
   const std::string& name = experiment.name;
   if (experiment.description.size() > kMaxDescriptionBytes) {
     return absl::InvalidArgumentError(absl::StrFormat(

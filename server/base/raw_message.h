@@ -1,5 +1,5 @@
-#ifndef SKIPSERVE_SERVER_RAW_MESSAGE_H_
-#define SKIPSERVE_SERVER_RAW_MESSAGE_H_
+#ifndef SKIPSERVE_SERVER_BASE_RAW_MESSAGE_H_
+#define SKIPSERVE_SERVER_BASE_RAW_MESSAGE_H_
 
 // Requests and responses as bytes. Every method of the Inference and
 // Policies services is registered "raw" (the generated
@@ -58,4 +58,4 @@ void LogUndecodable(absl::string_view method, const absl::Status& status);
 
 }  // namespace skipserve::server
 
-#endif  // SKIPSERVE_SERVER_RAW_MESSAGE_H_
+#endif  // SKIPSERVE_SERVER_BASE_RAW_MESSAGE_H_

@@ -1,4 +1,4 @@
-#include "server/state_file.h"
+#include "server/admin/state_file.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -14,6 +14,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/base/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace skipserve::server {
@@ -51,16 +52,10 @@ absl::StatusOr<Experiment> ParseExperiment(const Json& item,
                                            const std::string& where) {
   if (!item.is_object()) return Bad(source, where, "must be an object");
   Experiment experiment;
-  if (absl::Status s =
-          StringField(item, "name", false, source, where, &experiment.name);
-      !s.ok()) {
-    return s;
-  }
-  if (absl::Status s = StringField(item, "description", true, source, where,
-                                   &experiment.description);
-      !s.ok()) {
-    return s;
-  }
+  SKIPSERVE_RETURN_IF_ERROR(
+      StringField(item, "name", false, source, where, &experiment.name));
+  SKIPSERVE_RETURN_IF_ERROR(StringField(item, "description", true, source,
+                                        where, &experiment.description));
   if (!item.contains("arms") || !item["arms"].is_array()) {
     return Bad(source, where, "needs an \"arms\" array");
   }
@@ -72,16 +67,10 @@ absl::StatusOr<Experiment> ParseExperiment(const Json& item,
       return Bad(source, arm_where, "must be an object");
     }
     ExperimentArm arm;
-    if (absl::Status s =
-            StringField(arm_json, "name", false, source, arm_where, &arm.name);
-        !s.ok()) {
-      return s;
-    }
-    if (absl::Status s = StringField(arm_json, "policy", false, source,
-                                     arm_where, &arm.policy);
-        !s.ok()) {
-      return s;
-    }
+    SKIPSERVE_RETURN_IF_ERROR(
+        StringField(arm_json, "name", false, source, arm_where, &arm.name));
+    SKIPSERVE_RETURN_IF_ERROR(
+        StringField(arm_json, "policy", false, source, arm_where, &arm.policy));
     if (!arm_json.contains("named") || !arm_json["named"].is_boolean()) {
       return Bad(source, arm_where, "needs a boolean \"named\"");
     }
@@ -158,19 +147,18 @@ absl::StatusOr<StoredState> ParseState(const std::string& text,
          {std::tuple{"name", false, &record.name},
           std::tuple{"spec", false, &record.spec},
           std::tuple{"description", true, &record.description}}) {
-      if (absl::Status s = StringField(item, key, optional, source, where, out);
-          !s.ok()) {
-        return s;
-      }
+      SKIPSERVE_RETURN_IF_ERROR(
+          StringField(item, key, optional, source, where, out));
     }
     state.policies.push_back(std::move(record));
   }
   index = 0;
   for (const Json& item : doc["experiments"]) {
-    absl::StatusOr<Experiment> experiment = ParseExperiment(
-        item, source, absl::StrFormat("experiments[%d]", index++));
-    if (!experiment.ok()) return experiment.status();
-    state.experiments.push_back(*std::move(experiment));
+    SKIPSERVE_ASSIGN_OR_RETURN(
+        Experiment experiment,
+        ParseExperiment(item, source,
+                        absl::StrFormat("experiments[%d]", index++)));
+    state.experiments.push_back(std::move(experiment));
   }
   return state;
 }

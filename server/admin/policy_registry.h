@@ -1,7 +1,7 @@
-#ifndef SKIPSERVE_SERVER_POLICY_REGISTRY_H_
-#define SKIPSERVE_SERVER_POLICY_REGISTRY_H_
+#ifndef SKIPSERVE_SERVER_ADMIN_POLICY_REGISTRY_H_
+#define SKIPSERVE_SERVER_ADMIN_POLICY_REGISTRY_H_
 
-// Named skip policies and A/B experiments (server/experiment.h), compiled
+// Named skip policies and A/B experiments (server/admin/experiment.h), compiled
 // for the served model. Seeded from --policies_file, changed at runtime by
 // the Policies admin service, persisted to --state_file.
 //
@@ -52,8 +52,8 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "engine/policy/skip_policy.h"
-#include "server/experiment.h"
-#include "server/state_file.h"
+#include "server/admin/experiment.h"
+#include "server/admin/state_file.h"
 
 namespace skipserve::server {
 
@@ -183,4 +183,4 @@ class PolicyRegistry {
 
 }  // namespace skipserve::server
 
-#endif  // SKIPSERVE_SERVER_POLICY_REGISTRY_H_
+#endif  // SKIPSERVE_SERVER_ADMIN_POLICY_REGISTRY_H_

@@ -1,5 +1,5 @@
-#ifndef SKIPSERVE_SERVER_LOG_LIMITER_H_
-#define SKIPSERVE_SERVER_LOG_LIMITER_H_
+#ifndef SKIPSERVE_SERVER_BASE_LOG_LIMITER_H_
+#define SKIPSERVE_SERVER_BASE_LOG_LIMITER_H_
 
 // Rate-limited logging of lines that clients can cause (undecodable
 // requests, say): at most `burst` lines per `window`; the lines beyond are
@@ -44,4 +44,4 @@ class LogLimiter {
 
 }  // namespace skipserve::server
 
-#endif  // SKIPSERVE_SERVER_LOG_LIMITER_H_
+#endif  // SKIPSERVE_SERVER_BASE_LOG_LIMITER_H_

@@ -1,4 +1,4 @@
-#include "server/policies_service.h"
+#include "server/admin/policies_service.h"
 
 #include <optional>
 #include <string>
@@ -6,8 +6,9 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/base/quote.h"
-#include "server/raw_message.h"
-#include "server/status_util.h"
+#include "engine/base/status_macros.h"
+#include "server/base/raw_message.h"
+#include "server/base/status_util.h"
 
 namespace skipserve::server {
 namespace {
@@ -125,20 +126,20 @@ absl::Status PoliciesService::DoGetPolicy(const v1::GetPolicyRequest& request,
 absl::Status PoliciesService::DoPutPolicy(const v1::PutPolicyRequest& request,
                                           v1::PolicyResponse* response) {
   const v1::StoredPolicy& policy = request.policy();
-  absl::StatusOr<RegistryStatePtr> made =
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      RegistryStatePtr made,
       registry_->PutPolicy(policy.name(), policy.spec(), policy.description(),
-                           ExpectedVersion(request));
-  if (!made.ok()) return made.status();
-  return FillPolicy(**made, policy.name(), response);
+                           ExpectedVersion(request)));
+  return FillPolicy(*made, policy.name(), response);
 }
 
 absl::Status PoliciesService::DoDeletePolicy(
     const v1::DeletePolicyRequest& request,
     v1::DeletePolicyResponse* response) {
-  absl::StatusOr<RegistryStatePtr> made =
-      registry_->DeletePolicy(request.name(), ExpectedVersion(request));
-  if (!made.ok()) return made.status();
-  response->set_version((*made)->version);
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      RegistryStatePtr made,
+      registry_->DeletePolicy(request.name(), ExpectedVersion(request)));
+  response->set_version(made->version);
   return absl::OkStatus();
 }
 
@@ -159,19 +160,20 @@ absl::Status PoliciesService::DoGetExperiment(
 
 absl::Status PoliciesService::DoPutExperiment(
     const v1::PutExperimentRequest& request, v1::ExperimentResponse* response) {
-  absl::StatusOr<RegistryStatePtr> made = registry_->PutExperiment(
-      FromProto(request.experiment()), ExpectedVersion(request));
-  if (!made.ok()) return made.status();
-  return FillExperiment(**made, request.experiment().name(), response);
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      RegistryStatePtr made,
+      registry_->PutExperiment(FromProto(request.experiment()),
+                               ExpectedVersion(request)));
+  return FillExperiment(*made, request.experiment().name(), response);
 }
 
 absl::Status PoliciesService::DoDeleteExperiment(
     const v1::DeleteExperimentRequest& request,
     v1::DeleteExperimentResponse* response) {
-  absl::StatusOr<RegistryStatePtr> made =
-      registry_->DeleteExperiment(request.name(), ExpectedVersion(request));
-  if (!made.ok()) return made.status();
-  response->set_version((*made)->version);
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      RegistryStatePtr made,
+      registry_->DeleteExperiment(request.name(), ExpectedVersion(request)));
+  response->set_version(made->version);
   return absl::OkStatus();
 }
 

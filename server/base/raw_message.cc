@@ -1,4 +1,4 @@
-#include "server/raw_message.h"
+#include "server/base/raw_message.h"
 
 #include <string>
 
@@ -7,7 +7,7 @@
 #include "google/protobuf/stubs/logging.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
 #include "grpcpp/support/proto_buffer_reader.h"
-#include "server/log_limiter.h"
+#include "server/base/log_limiter.h"
 
 namespace skipserve::server {
 namespace {

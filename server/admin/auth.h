@@ -1,5 +1,5 @@
-#ifndef SKIPSERVE_SERVER_AUTH_H_
-#define SKIPSERVE_SERVER_AUTH_H_
+#ifndef SKIPSERVE_SERVER_ADMIN_AUTH_H_
+#define SKIPSERVE_SERVER_ADMIN_AUTH_H_
 
 // Access control of the gRPC port: bearer tokens checked by each handler,
 // and the TLS credentials of the listening port (docs/security.md).
@@ -97,4 +97,4 @@ absl::StatusOr<AccessControl> LoadAccessControl(
 
 }  // namespace skipserve::server
 
-#endif  // SKIPSERVE_SERVER_AUTH_H_
+#endif  // SKIPSERVE_SERVER_ADMIN_AUTH_H_

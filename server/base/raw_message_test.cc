@@ -1,4 +1,4 @@
-#include "server/raw_message.h"
+#include "server/base/raw_message.h"
 
 #include <string>
 

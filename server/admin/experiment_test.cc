@@ -1,10 +1,10 @@
 // Arm assignment of A/B experiments: shares follow the weights, keys are
-// sticky, and weight changes move the fewest keys (server/experiment.h).
+// sticky, and weight changes move the fewest keys (server/admin/experiment.h).
 //
 // Statistical checks use 10,000 keys and a 5-sigma band around the
 // binomial expectation; the keys are fixed, so the results are too.
 
-#include "server/experiment.h"
+#include "server/admin/experiment.h"
 
 #include <algorithm>
 #include <cmath>
