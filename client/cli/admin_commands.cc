@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "client/cli/commands.h"
+#include "engine/base/status_macros.h"
 
 ABSL_FLAG(std::string, name, "",
           "policies/experiments: the policy's or experiment's name (or give "
@@ -43,9 +44,9 @@ absl::Status Emit(std::FILE* out, bool json,
                   const google::protobuf::Message& response,
                   const std::string& text) {
   if (!json) return Print(out, text);
-  absl::StatusOr<std::string> rendered = MessageToJson(response, true);
-  if (!rendered.ok()) return rendered.status();
-  return Print(out, *rendered);
+  SKIPSERVE_ASSIGN_OR_RETURN(std::string rendered,
+                             MessageToJson(response, true));
+  return Print(out, rendered);
 }
 
 // True if `piece` starts with an arm name followed by '='.
@@ -155,7 +156,7 @@ absl::StatusOr<AdminRequest> AdminRequestFromArgs(const ParsedArgs& args,
     return Usage("experiments put needs --arms (e.g. a=fast:50,b=none:50)");
   }
   if (action == "put" && experiments) {
-    if (absl::Status s = ParseArms(request.arms).status(); !s.ok()) return s;
+    SKIPSERVE_RETURN_IF_ERROR(ParseArms(request.arms).status());
   }
   if (args.Given("expected_version")) {
     request.expected_version = absl::GetFlag(FLAGS_expected_version);
@@ -175,9 +176,8 @@ absl::StatusOr<std::vector<v1::ExperimentArm>> ParseArms(
   }
   std::vector<v1::ExperimentArm> arms;
   for (const std::string& item : items) {
-    absl::StatusOr<v1::ExperimentArm> arm = ParseArm(item);
-    if (!arm.ok()) return arm.status();
-    arms.push_back(*std::move(arm));
+    SKIPSERVE_ASSIGN_OR_RETURN(v1::ExperimentArm arm, ParseArm(item));
+    arms.push_back(std::move(arm));
   }
   return arms;
 }
@@ -243,17 +243,17 @@ std::string FormatExperiments(const v1::ListExperimentsResponse& response) {
 absl::Status RunPoliciesCommand(PoliciesClient& client,
                                 const AdminRequest& request, std::FILE* out) {
   if (request.action == "list") {
-    absl::StatusOr<v1::ListPoliciesResponse> r = client.ListPolicies();
-    if (!r.ok()) return r.status();
-    return Emit(out, request.json, *r, FormatPolicies(*r));
+    SKIPSERVE_ASSIGN_OR_RETURN(v1::ListPoliciesResponse r,
+                               client.ListPolicies());
+    return Emit(out, request.json, r, FormatPolicies(r));
   }
   if (request.action == "delete") {
-    absl::StatusOr<v1::DeletePolicyResponse> r =
-        client.DeletePolicy(request.name, request.expected_version);
-    if (!r.ok()) return r.status();
-    return Emit(out, request.json, *r,
+    SKIPSERVE_ASSIGN_OR_RETURN(
+        v1::DeletePolicyResponse r,
+        client.DeletePolicy(request.name, request.expected_version));
+    return Emit(out, request.json, r,
                 absl::StrCat("deleted policy ", request.name,
-                             "; registry version ", r->version(), "\n"));
+                             "; registry version ", r.version(), "\n"));
   }
   absl::StatusOr<v1::PolicyResponse> r;
   if (request.action == "get") {
@@ -276,29 +276,28 @@ absl::Status RunExperimentsCommand(PoliciesClient& client,
                                    const AdminRequest& request,
                                    std::FILE* out) {
   if (request.action == "list") {
-    absl::StatusOr<v1::ListExperimentsResponse> r = client.ListExperiments();
-    if (!r.ok()) return r.status();
-    return Emit(out, request.json, *r, FormatExperiments(*r));
+    SKIPSERVE_ASSIGN_OR_RETURN(v1::ListExperimentsResponse r,
+                               client.ListExperiments());
+    return Emit(out, request.json, r, FormatExperiments(r));
   }
   if (request.action == "delete") {
-    absl::StatusOr<v1::DeleteExperimentResponse> r =
-        client.DeleteExperiment(request.name, request.expected_version);
-    if (!r.ok()) return r.status();
-    return Emit(out, request.json, *r,
+    SKIPSERVE_ASSIGN_OR_RETURN(
+        v1::DeleteExperimentResponse r,
+        client.DeleteExperiment(request.name, request.expected_version));
+    return Emit(out, request.json, r,
                 absl::StrCat("deleted experiment ", request.name,
-                             "; registry version ", r->version(), "\n"));
+                             "; registry version ", r.version(), "\n"));
   }
   absl::StatusOr<v1::ExperimentResponse> r;
   if (request.action == "get") {
     r = client.GetExperiment(request.name);
   } else {
-    absl::StatusOr<std::vector<v1::ExperimentArm>> arms =
-        ParseArms(request.arms);
-    if (!arms.ok()) return arms.status();
+    SKIPSERVE_ASSIGN_OR_RETURN(std::vector<v1::ExperimentArm> arms,
+                               ParseArms(request.arms));
     v1::Experiment experiment;
     experiment.set_name(request.name);
     experiment.set_description(request.description);
-    for (v1::ExperimentArm& arm : *arms) *experiment.add_arms() = arm;
+    for (v1::ExperimentArm& arm : arms) *experiment.add_arms() = arm;
     r = client.PutExperiment(experiment, request.expected_version);
   }
   if (!r.ok()) return r.status();

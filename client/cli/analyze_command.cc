@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "client/cli/commands.h"
+#include "engine/base/status_macros.h"
 
 ABSL_FLAG(std::string, prompt, "",
           "analyze: a prompt to analyse; repeat the flag for each.");
@@ -183,27 +184,22 @@ LineChart AnalysisChart(const v1::AnalyzeLayersResponse& response) {
 absl::Status RunAnalyzeCommand(SkipserveClient& client,
                                const AnalyzeCommand& command, std::FILE* out,
                                std::FILE* err) {
-  absl::StatusOr<v1::AnalyzeLayersResponse> response =
-      client.AnalyzeLayers(command.request);
-  if (!response.ok()) return response.status();
+  SKIPSERVE_ASSIGN_OR_RETURN(v1::AnalyzeLayersResponse response,
+                             client.AnalyzeLayers(command.request));
   if (command.json) {
-    absl::StatusOr<std::string> text = MessageToJson(*response, true);
-    if (!text.ok()) return text.status();
-    if (absl::Status s = Write(out, *text); !s.ok()) return s;
-  } else if (absl::Status s = Write(out, FormatAnalysis(*response)); !s.ok()) {
-    return s;
+    SKIPSERVE_ASSIGN_OR_RETURN(std::string text, MessageToJson(response, true));
+    SKIPSERVE_RETURN_IF_ERROR(Write(out, text));
+  } else {
+    SKIPSERVE_RETURN_IF_ERROR(Write(out, FormatAnalysis(response)));
   }
   std::fflush(out);
   if (!command.svg_path.empty()) {
-    if (absl::Status s = WriteFile(command.svg_path,
-                                   SvgDocument({AnalysisChart(*response)}));
-        !s.ok()) {
-      return s;
-    }
+    SKIPSERVE_RETURN_IF_ERROR(
+        WriteFile(command.svg_path, SvgDocument({AnalysisChart(response)})));
   }
   std::string summary = absl::StrFormat(
-      "analysed %d tokens under policy=%s id=%s", response->tokens(),
-      response->policy(), response->request_id());
+      "analysed %d tokens under policy=%s id=%s", response.tokens(),
+      response.policy(), response.request_id());
   if (!command.svg_path.empty()) {
     absl::StrAppend(&summary, " chart=", command.svg_path);
   }

@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "engine/base/status_macros.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace skipserve::client {
@@ -225,23 +226,20 @@ absl::Status RunGenerate(SkipserveClient& client,
   }
   if (json) {
     if (!stream) {
-      absl::StatusOr<std::string> text = MessageToJson(*response, true);
-      if (!text.ok()) return text.status();
-      if (absl::Status s = Print(out, *text); !s.ok()) return s;
+      SKIPSERVE_ASSIGN_OR_RETURN(std::string text,
+                                 MessageToJson(*response, true));
+      SKIPSERVE_RETURN_IF_ERROR(Print(out, text));
     }
   } else {
     if (!stream) {
-      if (absl::Status s = Print(out, response->text()); !s.ok()) return s;
+      SKIPSERVE_RETURN_IF_ERROR(Print(out, response->text()));
     }
     const std::string& text = response->text();
     if (text.empty() || text.back() != '\n') {
-      if (absl::Status s = Print(out, "\n"); !s.ok()) return s;
+      SKIPSERVE_RETURN_IF_ERROR(Print(out, "\n"));
     }
     if (request.logprobs()) {
-      if (absl::Status s = Print(out, FormatTokenLogprobs(*response));
-          !s.ok()) {
-        return s;
-      }
+      SKIPSERVE_RETURN_IF_ERROR(Print(out, FormatTokenLogprobs(*response)));
     }
   }
   std::fflush(out);
@@ -250,23 +248,19 @@ absl::Status RunGenerate(SkipserveClient& client,
 
 absl::Status RunScore(SkipserveClient& client, const v1::ScoreRequest& request,
                       bool json, std::FILE* out, std::FILE* err) {
-  absl::StatusOr<v1::ScoreResponse> response = client.Score(request);
-  if (!response.ok()) return response.status();
+  SKIPSERVE_ASSIGN_OR_RETURN(v1::ScoreResponse response, client.Score(request));
   if (json) {
-    absl::StatusOr<std::string> text = MessageToJson(*response, true);
-    if (!text.ok()) return text.status();
-    return Print(out, *text);
+    SKIPSERVE_ASSIGN_OR_RETURN(std::string text, MessageToJson(response, true));
+    return Print(out, text);
   }
-  if (absl::Status s = Print(out, FormatScores(request, *response)); !s.ok()) {
-    return s;
+  SKIPSERVE_RETURN_IF_ERROR(Print(out, FormatScores(request, response)));
+  std::string summary = absl::StrCat("policy=", response.policy());
+  if (!response.experiment().empty()) {
+    absl::StrAppend(&summary, " experiment=", response.experiment(),
+                    " arm=", response.arm());
   }
-  std::string summary = absl::StrCat("policy=", response->policy());
-  if (!response->experiment().empty()) {
-    absl::StrAppend(&summary, " experiment=", response->experiment(),
-                    " arm=", response->arm());
-  }
-  if (!response->request_id().empty()) {
-    absl::StrAppend(&summary, " id=", response->request_id());
+  if (!response.request_id().empty()) {
+    absl::StrAppend(&summary, " id=", response.request_id());
   }
   return Print(err, summary + "\n");
 }
@@ -274,25 +268,22 @@ absl::Status RunScore(SkipserveClient& client, const v1::ScoreRequest& request,
 absl::Status RunTokenize(SkipserveClient& client,
                          const v1::TokenizeRequest& request, bool json,
                          std::FILE* out) {
-  absl::StatusOr<v1::TokenizeResponse> response = client.Tokenize(request);
-  if (!response.ok()) return response.status();
+  SKIPSERVE_ASSIGN_OR_RETURN(v1::TokenizeResponse response,
+                             client.Tokenize(request));
   if (json) {
-    absl::StatusOr<std::string> text = MessageToJson(*response, true);
-    if (!text.ok()) return text.status();
-    return Print(out, *text);
+    SKIPSERVE_ASSIGN_OR_RETURN(std::string text, MessageToJson(response, true));
+    return Print(out, text);
   }
-  return Print(out, FormatTokenize(*response));
+  return Print(out, FormatTokenize(response));
 }
 
 absl::Status RunInfo(SkipserveClient& client, bool json, std::FILE* out) {
-  absl::StatusOr<v1::ModelInfo> info = client.GetModelInfo();
-  if (!info.ok()) return info.status();
+  SKIPSERVE_ASSIGN_OR_RETURN(v1::ModelInfo info, client.GetModelInfo());
   if (json) {
-    absl::StatusOr<std::string> text = MessageToJson(*info, true);
-    if (!text.ok()) return text.status();
-    return Print(out, *text);
+    SKIPSERVE_ASSIGN_OR_RETURN(std::string text, MessageToJson(info, true));
+    return Print(out, text);
   }
-  return Print(out, FormatModelInfo(*info));
+  return Print(out, FormatModelInfo(info));
 }
 
 }  // namespace skipserve::client

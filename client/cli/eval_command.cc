@@ -16,6 +16,7 @@
 #include "client/eval/eval_report.h"
 #include "client/eval/eval_run.h"
 #include "client/eval/svg_chart.h"
+#include "engine/base/status_macros.h"
 
 ABSL_FLAG(std::string, format, "auto",
           "eval: the item format of every line: auto (detected per line), "
@@ -110,10 +111,8 @@ absl::StatusOr<EvalCommand> EvalCommandFromFlags(const ParsedArgs& args,
         absl::StrCat("--format: ", format.status().message()));
   }
   command.format = *format;
-  absl::StatusOr<std::vector<EvalPolicy>> policies =
-      ParseEvalPolicies(LastValue(args, "policies", "none"));
-  if (!policies.ok()) return policies.status();
-  command.policies = *std::move(policies);
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      command.policies, ParseEvalPolicies(LastValue(args, "policies", "none")));
   const std::string limit = LastValue(args, "limit", "0");
   if (!absl::SimpleAtoi(limit, &command.limit) || command.limit < 0) {
     return absl::InvalidArgumentError(
@@ -135,18 +134,17 @@ absl::Status RunEvalCommand(SkipserveClient& client, const EvalCommand& command,
                             std::FILE* out, std::FILE* err) {
   std::vector<EvalItem> items;
   for (const std::string& file : command.files) {
-    absl::StatusOr<std::vector<EvalItem>> loaded =
-        LoadEvalFile(file, command.format, command.limit);
-    if (!loaded.ok()) return loaded.status();
-    items.insert(items.end(), loaded->begin(), loaded->end());
+    SKIPSERVE_ASSIGN_OR_RETURN(
+        std::vector<EvalItem> loaded,
+        LoadEvalFile(file, command.format, command.limit));
+    items.insert(items.end(), loaded.begin(), loaded.end());
   }
-  absl::StatusOr<v1::ModelInfo> info = client.GetModelInfo();
-  if (!info.ok()) return info.status();
+  SKIPSERVE_ASSIGN_OR_RETURN(v1::ModelInfo info, client.GetModelInfo());
   std::vector<std::string> labels;
   for (const EvalPolicy& p : command.policies) labels.push_back(p.label);
   std::fprintf(err, "eval: %zu items, policies %s, model %s (%d layers)\n",
                items.size(), absl::StrJoin(labels, ", ").c_str(),
-               info->model().c_str(), info->num_layers());
+               info.model().c_str(), info.num_layers());
 
   ProgressPrinter printer(err);
   EvalOptions options;
@@ -162,12 +160,10 @@ absl::Status RunEvalCommand(SkipserveClient& client, const EvalCommand& command,
   if (!runs.ok()) return runs.status();
 
   const std::vector<EvalRow> rows =
-      SummarizeEval(items, *runs, static_cast<int>(info->num_layers()));
-  if (absl::Status s = Write(out, command.json ? EvalJson(items, *runs, rows)
-                                               : FormatEvalTable(rows));
-      !s.ok()) {
-    return s;
-  }
+      SummarizeEval(items, *runs, static_cast<int>(info.num_layers()));
+  SKIPSERVE_RETURN_IF_ERROR(Write(out, command.json
+                                           ? EvalJson(items, *runs, rows)
+                                           : FormatEvalTable(rows)));
   std::fflush(out);
   if (!command.svg_path.empty()) {
     std::ofstream svg(command.svg_path, std::ios::binary | std::ios::trunc);

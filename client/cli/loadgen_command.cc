@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "client/loadgen/report.h"
+#include "engine/base/status_macros.h"
 
 ABSL_FLAG(int, concurrency, 0,
           "loadgen: closed loop with N concurrent requests (default 1 when "
@@ -85,10 +86,8 @@ absl::StatusOr<LoadgenCommand> LoadgenCommandFromFlags(
     const ParsedArgs& args, const v1::SamplingParams& sampling, bool logprobs,
     uint64_t seed, bool json) {
   LoadgenCommand command;
-  absl::StatusOr<std::vector<MixEntry>> mix =
-      ParseMix(absl::GetFlag(FLAGS_mix));
-  if (!mix.ok()) return mix.status();
-  command.workload.mix = *std::move(mix);
+  SKIPSERVE_ASSIGN_OR_RETURN(command.workload.mix,
+                             ParseMix(absl::GetFlag(FLAGS_mix)));
   absl::StatusOr<LengthDistribution> prompt_len =
       ParseLengthDistribution(absl::GetFlag(FLAGS_prompt_len));
   if (!prompt_len.ok()) {
@@ -117,9 +116,7 @@ absl::StatusOr<LoadgenCommand> LoadgenCommandFromFlags(
   load.stream = BoolValue(args, "stream", /*default_value=*/true);
   load.max_workers = absl::GetFlag(FLAGS_max_workers);
   load.seed = seed;
-  if (absl::Status status = ValidateLoadgenOptions(load); !status.ok()) {
-    return status;
-  }
+  SKIPSERVE_RETURN_IF_ERROR(ValidateLoadgenOptions(load));
   command.json = json;
   command.out_path = absl::GetFlag(FLAGS_out);
   return command;

@@ -31,6 +31,7 @@
 #include "client/cli/eval_command.h"
 #include "client/cli/loadgen_command.h"
 #include "client/lib/client.h"
+#include "engine/base/status_macros.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051",
           "Server address, host:port (or any gRPC target URI).");
@@ -138,9 +139,7 @@ absl::StatusOr<ClientOptions> ClientOptionsFromFlags() {
   options.connect_timeout = absl::GetFlag(FLAGS_connect_timeout);
   options.bearer_token = absl::GetFlag(FLAGS_token);
   if (const std::string path = absl::GetFlag(FLAGS_token_file); !path.empty()) {
-    absl::StatusOr<std::string> token = ReadTokenFile(path);
-    if (!token.ok()) return token.status();
-    options.bearer_token = *std::move(token);
+    SKIPSERVE_ASSIGN_OR_RETURN(options.bearer_token, ReadTokenFile(path));
   }
   if (options.bearer_token.empty()) {
     if (const char* env = std::getenv("SKIPSERVE_TOKEN"); env != nullptr) {
@@ -154,9 +153,9 @@ absl::StatusOr<ClientOptions> ClientOptionsFromFlags() {
 }
 
 absl::StatusOr<std::unique_ptr<SkipserveClient>> ConnectFromFlags() {
-  absl::StatusOr<ClientOptions> options = ClientOptionsFromFlags();
-  if (!options.ok()) return options.status();
-  return SkipserveClient::Connect(absl::GetFlag(FLAGS_target), *options);
+  SKIPSERVE_ASSIGN_OR_RETURN(const ClientOptions options,
+                             ClientOptionsFromFlags());
+  return SkipserveClient::Connect(absl::GetFlag(FLAGS_target), options);
 }
 
 int UsageError(const std::string& command_name, const absl::Status& status);

@@ -11,6 +11,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "engine/base/status_macros.h"
 #include "engine/policy/skip_policy.h"
 #include "nlohmann/json.hpp"
 
@@ -96,67 +97,59 @@ absl::StatusOr<EvalItem> ParseArc(const Json& j, const std::string& source) {
   if (j.contains("question") && j["question"].is_object()) {
     // The original ARC files: {"question": {"stem", "choices": [...]}}.
     const Json& q = j["question"];
-    absl::StatusOr<std::string> stem = StringField(q, "stem", source);
-    if (!stem.ok()) return stem.status();
-    question = *stem;
+    SKIPSERVE_ASSIGN_OR_RETURN(question, StringField(q, "stem", source));
     choices = q.contains("choices") ? &q["choices"] : nullptr;
     if (choices == nullptr || !choices->is_array()) {
       return Invalid(source, "\"question.choices\" must be an array");
     }
     for (const Json& c : *choices) {
-      absl::StatusOr<std::string> text = StringField(c, "text", source);
-      absl::StatusOr<std::string> label = StringField(c, "label", source);
-      if (!text.ok()) return text.status();
-      if (!label.ok()) return label.status();
-      texts.push_back(*text);
-      labels.push_back(*label);
+      SKIPSERVE_ASSIGN_OR_RETURN(std::string text,
+                                 StringField(c, "text", source));
+      SKIPSERVE_ASSIGN_OR_RETURN(std::string label,
+                                 StringField(c, "label", source));
+      texts.push_back(std::move(text));
+      labels.push_back(std::move(label));
     }
   } else {
-    absl::StatusOr<std::string> q = StringField(j, "question", source);
-    if (!q.ok()) return q.status();
-    question = *q;
+    SKIPSERVE_ASSIGN_OR_RETURN(question, StringField(j, "question", source));
     if (choices == nullptr || !choices->is_object() ||
         !choices->contains("text") || !choices->contains("label")) {
       return Invalid(source,
                      "\"choices\" must be an object with \"text\" and "
                      "\"label\" arrays");
     }
-    absl::StatusOr<std::vector<std::string>> t =
-        StringArray((*choices)["text"], "choices.text", source);
-    absl::StatusOr<std::vector<std::string>> l =
-        StringArray((*choices)["label"], "choices.label", source);
-    if (!t.ok()) return t.status();
-    if (!l.ok()) return l.status();
-    texts = *t;
-    labels = *l;
+    SKIPSERVE_ASSIGN_OR_RETURN(
+        texts, StringArray((*choices)["text"], "choices.text", source));
+    SKIPSERVE_ASSIGN_OR_RETURN(
+        labels, StringArray((*choices)["label"], "choices.label", source));
   }
   if (texts.size() != labels.size()) {
     return Invalid(source, "choices.text and choices.label differ in length");
   }
-  absl::StatusOr<std::string> answer = StringField(j, "answerKey", source);
-  if (!answer.ok()) return answer.status();
+  SKIPSERVE_ASSIGN_OR_RETURN(const std::string answer,
+                             StringField(j, "answerKey", source));
   item.gold = -1;
   for (size_t i = 0; i < labels.size(); ++i) {
-    if (labels[i] == *answer) item.gold = static_cast<int>(i);
+    if (labels[i] == answer) item.gold = static_cast<int>(i);
   }
   if (item.gold < 0) {
-    return Invalid(source, absl::StrCat("answerKey \"", *answer,
+    return Invalid(source, absl::StrCat("answerKey \"", answer,
                                         "\" is not one of the labels"));
   }
   item.context = QuestionPrompt(question);
-  if (absl::Status s = AddChoices(texts, source, &item); !s.ok()) return s;
+  SKIPSERVE_RETURN_IF_ERROR(AddChoices(texts, source, &item));
   return item;
 }
 
 absl::StatusOr<EvalItem> ParseHellaSwag(const Json& j,
                                         const std::string& source) {
   EvalItem item;
-  absl::StatusOr<std::string> ctx = StringField(j, "ctx", source);
-  if (!ctx.ok()) return ctx.status();
-  absl::StatusOr<std::vector<std::string>> endings = StringArray(
-      j.contains("endings") ? j["endings"] : Json(), "endings", source);
-  if (!endings.ok()) return endings.status();
-  std::string context = *ctx;
+  SKIPSERVE_ASSIGN_OR_RETURN(std::string context,
+                             StringField(j, "ctx", source));
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      const std::vector<std::string> endings,
+      StringArray(j.contains("endings") ? j["endings"] : Json(), "endings",
+                  source));
   if (j.contains("activity_label") && j["activity_label"].is_string() &&
       !j["activity_label"].get<std::string>().empty()) {
     context =
@@ -171,23 +164,23 @@ absl::StatusOr<EvalItem> ParseHellaSwag(const Json& j,
              !absl::SimpleAtoi(label_json.get<std::string>(), &label)) {
     label = -1;
   }
-  if (label < 0 || label >= static_cast<int64_t>(endings->size())) {
+  if (label < 0 || label >= static_cast<int64_t>(endings.size())) {
     return Invalid(source, absl::StrCat("\"label\" must be an index into "
                                         "\"endings\" (0..",
-                                        endings->size() - 1, ")"));
+                                        endings.size() - 1, ")"));
   }
   item.gold = static_cast<int>(label);
   std::vector<std::string> cleaned;
-  for (const std::string& e : *endings) cleaned.push_back(CleanHellaSwag(e));
-  if (absl::Status s = AddChoices(cleaned, source, &item); !s.ok()) return s;
+  for (const std::string& e : endings) cleaned.push_back(CleanHellaSwag(e));
+  SKIPSERVE_RETURN_IF_ERROR(AddChoices(cleaned, source, &item));
   return item;
 }
 
 absl::StatusOr<EvalItem> ParseTruthfulQa(const Json& j,
                                          const std::string& source) {
   EvalItem item;
-  absl::StatusOr<std::string> question = StringField(j, "question", source);
-  if (!question.ok()) return question.status();
+  SKIPSERVE_ASSIGN_OR_RETURN(const std::string question,
+                             StringField(j, "question", source));
   if (!j.contains("mc1_targets") || !j["mc1_targets"].is_object()) {
     return Invalid(source, "\"mc1_targets\" must be an object");
   }
@@ -195,10 +188,9 @@ absl::StatusOr<EvalItem> ParseTruthfulQa(const Json& j,
   std::vector<std::string> choices;
   std::vector<int64_t> scores;
   if (targets.contains("choices") && targets.contains("labels")) {
-    absl::StatusOr<std::vector<std::string>> c =
-        StringArray(targets["choices"], "mc1_targets.choices", source);
-    if (!c.ok()) return c.status();
-    choices = *c;
+    SKIPSERVE_ASSIGN_OR_RETURN(
+        choices,
+        StringArray(targets["choices"], "mc1_targets.choices", source));
     if (!targets["labels"].is_array()) {
       return Invalid(source, "\"mc1_targets.labels\" must be an array");
     }
@@ -233,8 +225,8 @@ absl::StatusOr<EvalItem> ParseTruthfulQa(const Json& j,
                                 "1, got ",
                                 correct));
   }
-  item.context = QuestionPrompt(*question);
-  if (absl::Status s = AddChoices(choices, source, &item); !s.ok()) return s;
+  item.context = QuestionPrompt(question);
+  SKIPSERVE_RETURN_IF_ERROR(AddChoices(choices, source, &item));
   return item;
 }
 
@@ -309,10 +301,10 @@ absl::StatusOr<std::vector<EvalItem>> LoadEvalFile(const std::string& path,
   std::string line;
   for (int number = 1; std::getline(file, line); ++number) {
     if (absl::StripAsciiWhitespace(line).empty()) continue;
-    absl::StatusOr<EvalItem> item =
-        ParseEvalItem(line, format, absl::StrCat(path, ":", number));
-    if (!item.ok()) return item.status();
-    items.push_back(*std::move(item));
+    SKIPSERVE_ASSIGN_OR_RETURN(
+        EvalItem item,
+        ParseEvalItem(line, format, absl::StrCat(path, ":", number)));
+    items.push_back(std::move(item));
     if (limit > 0 && static_cast<int>(items.size()) >= limit) break;
   }
   if (items.empty()) {

@@ -2,14 +2,15 @@
 
 #include <utility>
 
+#include "engine/base/status_macros.h"
+
 namespace skipserve::client {
 
 absl::StatusOr<std::unique_ptr<PoliciesClient>> PoliciesClient::Connect(
     const std::string& target, const ClientOptions& options) {
-  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
-      OpenChannel(target, options);
-  if (!channel.ok()) return channel.status();
-  return std::make_unique<PoliciesClient>(*std::move(channel), options);
+  SKIPSERVE_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
+                             OpenChannel(target, options));
+  return std::make_unique<PoliciesClient>(std::move(channel), options);
 }
 
 PoliciesClient::PoliciesClient(std::shared_ptr<grpc::Channel> channel,

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/base/status_macros.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
@@ -51,19 +52,14 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> Credentials(
   }
   grpc::SslCredentialsOptions ssl;
   if (!options.tls_ca_file.empty()) {
-    absl::StatusOr<std::string> ca = ReadPemFile(options.tls_ca_file, "tls_ca");
-    if (!ca.ok()) return ca.status();
-    ssl.pem_root_certs = *std::move(ca);
+    SKIPSERVE_ASSIGN_OR_RETURN(ssl.pem_root_certs,
+                               ReadPemFile(options.tls_ca_file, "tls_ca"));
   }
   if (!options.tls_cert_file.empty()) {
-    absl::StatusOr<std::string> cert =
-        ReadPemFile(options.tls_cert_file, "tls_cert");
-    if (!cert.ok()) return cert.status();
-    absl::StatusOr<std::string> key =
-        ReadPemFile(options.tls_key_file, "tls_key");
-    if (!key.ok()) return key.status();
-    ssl.pem_cert_chain = *std::move(cert);
-    ssl.pem_private_key = *std::move(key);
+    SKIPSERVE_ASSIGN_OR_RETURN(ssl.pem_cert_chain,
+                               ReadPemFile(options.tls_cert_file, "tls_cert"));
+    SKIPSERVE_ASSIGN_OR_RETURN(ssl.pem_private_key,
+                               ReadPemFile(options.tls_key_file, "tls_key"));
   }
   return grpc::SslCredentials(ssl);
 }
@@ -80,15 +76,15 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(
         absl::StrCat("deadline: ", absl::FormatDuration(options.deadline),
                      " (want > 0, or infinite for none)"));
   }
-  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
-      Credentials(options);
-  if (!credentials.ok()) return credentials.status();
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      std::shared_ptr<grpc::ChannelCredentials> credentials,
+      Credentials(options));
   grpc::ChannelArguments args;
   // Generation responses and long prompts can exceed gRPC's 4 MiB default.
   args.SetMaxReceiveMessageSize(64 << 20);
   args.SetMaxSendMessageSize(64 << 20);
   std::shared_ptr<grpc::Channel> channel =
-      grpc::CreateCustomChannel(target, *credentials, args);
+      grpc::CreateCustomChannel(target, credentials, args);
   if (channel == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat("target: cannot make a channel to '", target, "'"));
@@ -135,11 +131,9 @@ std::unique_ptr<grpc::ClientContext> NewCallContext(
 
 absl::StatusOr<std::unique_ptr<SkipserveClient>> SkipserveClient::Connect(
     const std::string& target, const ClientOptions& options) {
-  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
-      OpenChannel(target, options);
-  if (!channel.ok()) return channel.status();
-  return std::make_unique<SkipserveClient>(*std::move(channel), options,
-                                           target);
+  SKIPSERVE_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
+                             OpenChannel(target, options));
+  return std::make_unique<SkipserveClient>(std::move(channel), options, target);
 }
 
 SkipserveClient::SkipserveClient(std::shared_ptr<grpc::Channel> channel,

@@ -15,6 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "engine/base/check.h"
+#include "engine/base/status_macros.h"
 #include "engine/policy/skip_policy.h"
 
 namespace skipserve::client {
@@ -108,13 +109,12 @@ absl::StatusOr<std::vector<MixEntry>> ParseMix(absl::string_view text) {
   std::string pending;
   bool has_pending = false;
   auto finish_item = [&]() -> absl::Status {
-    absl::StatusOr<MixEntry> entry = ParseMixItem(pending);
-    if (!entry.ok()) return entry.status();
-    if (!labels.insert(entry->label).second) {
+    SKIPSERVE_ASSIGN_OR_RETURN(MixEntry entry, ParseMixItem(pending));
+    if (!labels.insert(entry.label).second) {
       return absl::InvalidArgumentError(
-          absl::StrCat("mix: policy '", entry->label, "' appears twice"));
+          absl::StrCat("mix: policy '", entry.label, "' appears twice"));
     }
-    entries.push_back(*std::move(entry));
+    entries.push_back(std::move(entry));
     pending.clear();
     has_pending = false;
     return absl::OkStatus();
