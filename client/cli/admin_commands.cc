@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "client/cli/commands.h"
+#include "client/cli/output.h"
 #include "engine/base/status_macros.h"
 
 ABSL_FLAG(std::string, name, "",
@@ -32,21 +33,11 @@ absl::Status Usage(const std::string& message) {
   return absl::InvalidArgumentError(message);
 }
 
-absl::Status Print(std::FILE* out, absl::string_view text) {
-  if (std::fwrite(text.data(), 1, text.size(), out) != text.size()) {
-    return absl::UnavailableError("cannot write the output");
-  }
-  return absl::OkStatus();
-}
-
 // The response as JSON, or `text`.
 absl::Status Emit(std::FILE* out, bool json,
                   const google::protobuf::Message& response,
                   const std::string& text) {
-  if (!json) return Print(out, text);
-  SKIPSERVE_ASSIGN_OR_RETURN(std::string rendered,
-                             MessageToJson(response, true));
-  return Print(out, rendered);
+  return json ? PrintJson(out, response) : Print(out, text);
 }
 
 // True if `piece` starts with an arm name followed by '='.

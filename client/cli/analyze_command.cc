@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "client/cli/commands.h"
+#include "client/cli/output.h"
 #include "engine/base/status_macros.h"
 
 ABSL_FLAG(std::string, prompt, "",
@@ -28,26 +29,6 @@ namespace {
 
 constexpr int kMaxPrompts = 64;
 constexpr double kDefaultRate = 0.33;
-
-std::string LastValue(const ParsedArgs& args, const std::string& name) {
-  auto it = args.values.find(name);
-  return it == args.values.end() ? "" : it->second.back();
-}
-
-absl::Status Write(std::FILE* out, const std::string& text) {
-  if (std::fwrite(text.data(), 1, text.size(), out) != text.size()) {
-    return absl::UnavailableError("cannot write the output");
-  }
-  return absl::OkStatus();
-}
-
-absl::Status WriteFile(const std::string& path, const std::string& text) {
-  std::ofstream file(path, std::ios::binary | std::ios::trunc);
-  file << text;
-  file.close();
-  if (!file) return absl::UnavailableError(absl::StrCat("cannot write ", path));
-  return absl::OkStatus();
-}
 
 const char* KindName(v1::SkipRule::Kind kind) {
   switch (kind) {
@@ -73,12 +54,12 @@ absl::StatusOr<AnalyzeCommand> AnalyzeCommandFromFlags(
     const ParsedArgs& args, const v1::PolicySelector& policy, bool json) {
   AnalyzeCommand command;
   command.json = json;
-  command.svg_path = LastValue(args, "svg");
+  command.svg_path = args.Last("svg");
   v1::AnalyzeLayersRequest& request = command.request;
   for (const std::string& prompt : args.All("prompt", false)) {
     request.add_prompts(prompt);
   }
-  if (const std::string path = LastValue(args, "prompts_file"); !path.empty()) {
+  if (const std::string path = args.Last("prompts_file"); !path.empty()) {
     std::ifstream file(path);
     if (!file) {
       return absl::InvalidArgumentError(
@@ -100,15 +81,13 @@ absl::StatusOr<AnalyzeCommand> AnalyzeCommandFromFlags(
                         request.prompts_size()));
   }
   double rate = kDefaultRate;
-  if (args.Given("rate") &&
-      (!absl::SimpleAtod(LastValue(args, "rate"), &rate) ||
-       !(rate >= 0 && rate <= 1))) {
+  if (args.Given("rate") && (!absl::SimpleAtod(args.Last("rate"), &rate) ||
+                             !(rate >= 0 && rate <= 1))) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--rate must be in [0, 1] for analyze, got ", LastValue(args, "rate")));
+        "--rate must be in [0, 1] for analyze, got ", args.Last("rate")));
   }
   request.set_target_skip_rate(rate);
-  const std::string kinds =
-      args.Given("kinds") ? LastValue(args, "kinds") : "attn,ffn,layer";
+  const std::string kinds = args.Last("kinds", "attn,ffn,layer");
   for (absl::string_view kind : absl::StrSplit(kinds, ',', absl::SkipEmpty())) {
     kind = absl::StripAsciiWhitespace(kind);
     if (kind == "attn") {
@@ -187,10 +166,9 @@ absl::Status RunAnalyzeCommand(SkipserveClient& client,
   SKIPSERVE_ASSIGN_OR_RETURN(v1::AnalyzeLayersResponse response,
                              client.AnalyzeLayers(command.request));
   if (command.json) {
-    SKIPSERVE_ASSIGN_OR_RETURN(std::string text, MessageToJson(response, true));
-    SKIPSERVE_RETURN_IF_ERROR(Write(out, text));
+    SKIPSERVE_RETURN_IF_ERROR(PrintJson(out, response));
   } else {
-    SKIPSERVE_RETURN_IF_ERROR(Write(out, FormatAnalysis(response)));
+    SKIPSERVE_RETURN_IF_ERROR(Print(out, FormatAnalysis(response)));
   }
   std::fflush(out);
   if (!command.svg_path.empty()) {
@@ -203,7 +181,7 @@ absl::Status RunAnalyzeCommand(SkipserveClient& client,
   if (!command.svg_path.empty()) {
     absl::StrAppend(&summary, " chart=", command.svg_path);
   }
-  return Write(err, summary + "\n");
+  return Print(err, summary + "\n");
 }
 
 }  // namespace skipserve::client

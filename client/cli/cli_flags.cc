@@ -26,6 +26,12 @@ bool IsKnown(const std::vector<std::string>& known, const std::string& name) {
 
 }  // namespace
 
+std::string ParsedArgs::Last(const std::string& name,
+                             const std::string& default_value) const {
+  auto it = values.find(name);
+  return it == values.end() ? default_value : it->second.back();
+}
+
 std::vector<std::string> ParsedArgs::All(const std::string& name,
                                          bool split_commas) const {
   std::vector<std::string> out;

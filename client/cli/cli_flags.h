@@ -27,6 +27,9 @@ struct ParsedArgs {
   bool help = false;
 
   bool Given(const std::string& name) const { return values.contains(name); }
+  // The last value given for `name`, or `default_value` if it was not given.
+  std::string Last(const std::string& name,
+                   const std::string& default_value = "") const;
   // All values of a repeatable flag, each also split at ',' when
   // `split_commas` (empty pieces dropped).
   std::vector<std::string> All(const std::string& name,

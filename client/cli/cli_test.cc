@@ -1,11 +1,15 @@
-// Tests of the CLI's flag parsing (cli_flags.h) and printing (commands.h).
+// Tests of the CLI's flag parsing (cli_flags.h) and printing (commands.h,
+// output.h).
 
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "client/cli/cli_flags.h"
 #include "client/cli/commands.h"
+#include "client/cli/output.h"
 #include "gtest/gtest.h"
 
 ABSL_FLAG(std::string, test_text, "", "A string flag for the tests.");
@@ -56,6 +60,28 @@ TEST(ParseArgsTest, RepeatedFlagsKeepEveryValue) {
   EXPECT_EQ(args->All("test_list", true),
             (std::vector<std::string>{"a", "b", "c", " d", " e"}));
   EXPECT_TRUE(args->All("test_text", true).empty());
+}
+
+TEST(ParseArgsTest, LastValueOrDefault) {
+  absl::StatusOr<ParsedArgs> args = Parse({"--test_list=a", "--test_list=b"});
+  ASSERT_TRUE(args.ok()) << args.status();
+  EXPECT_EQ(args->Last("test_list"), "b");
+  EXPECT_EQ(args->Last("test_list", "z"), "b");
+  EXPECT_EQ(args->Last("test_text"), "");
+  EXPECT_EQ(args->Last("test_text", "z"), "z");
+}
+
+TEST(OutputTest, WriteFileWritesOrSaysWhy) {
+  const std::string path = ::testing::TempDir() + "/cli_test_output.txt";
+  ASSERT_TRUE(WriteFile(path, "one\ntwo\n").ok());
+  std::ifstream file(path);
+  std::stringstream text;
+  text << file.rdbuf();
+  EXPECT_EQ(text.str(), "one\ntwo\n");
+
+  const absl::Status status = WriteFile("/nonexistent-dir/x.svg", "x");
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(status.message(), "cannot write /nonexistent-dir/x.svg");
 }
 
 TEST(ParseArgsTest, Help) {

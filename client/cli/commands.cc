@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "client/cli/output.h"
 #include "engine/base/status_macros.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -36,13 +37,6 @@ std::string QuotedCut(absl::string_view text, size_t width) {
   return quoted;
 }
 
-absl::Status Print(std::FILE* out, absl::string_view text) {
-  if (std::fwrite(text.data(), 1, text.size(), out) != text.size()) {
-    return absl::UnavailableError("cannot write the output");
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 absl::StatusOr<std::string> MessageToJson(
@@ -60,6 +54,12 @@ absl::StatusOr<std::string> MessageToJson(
   }
   if (json.empty() || json.back() != '\n') json.push_back('\n');
   return json;
+}
+
+absl::Status PrintJson(std::FILE* out,
+                       const google::protobuf::Message& message) {
+  SKIPSERVE_ASSIGN_OR_RETURN(std::string json, MessageToJson(message, true));
+  return Print(out, json);
 }
 
 std::string FinishReasonName(v1::FinishReason reason) {
@@ -226,9 +226,7 @@ absl::Status RunGenerate(SkipserveClient& client,
   }
   if (json) {
     if (!stream) {
-      SKIPSERVE_ASSIGN_OR_RETURN(std::string text,
-                                 MessageToJson(*response, true));
-      SKIPSERVE_RETURN_IF_ERROR(Print(out, text));
+      SKIPSERVE_RETURN_IF_ERROR(PrintJson(out, *response));
     }
   } else {
     if (!stream) {
@@ -249,10 +247,7 @@ absl::Status RunGenerate(SkipserveClient& client,
 absl::Status RunScore(SkipserveClient& client, const v1::ScoreRequest& request,
                       bool json, std::FILE* out, std::FILE* err) {
   SKIPSERVE_ASSIGN_OR_RETURN(v1::ScoreResponse response, client.Score(request));
-  if (json) {
-    SKIPSERVE_ASSIGN_OR_RETURN(std::string text, MessageToJson(response, true));
-    return Print(out, text);
-  }
+  if (json) return PrintJson(out, response);
   SKIPSERVE_RETURN_IF_ERROR(Print(out, FormatScores(request, response)));
   std::string summary = absl::StrCat("policy=", response.policy());
   if (!response.experiment().empty()) {
@@ -270,19 +265,13 @@ absl::Status RunTokenize(SkipserveClient& client,
                          std::FILE* out) {
   SKIPSERVE_ASSIGN_OR_RETURN(v1::TokenizeResponse response,
                              client.Tokenize(request));
-  if (json) {
-    SKIPSERVE_ASSIGN_OR_RETURN(std::string text, MessageToJson(response, true));
-    return Print(out, text);
-  }
+  if (json) return PrintJson(out, response);
   return Print(out, FormatTokenize(response));
 }
 
 absl::Status RunInfo(SkipserveClient& client, bool json, std::FILE* out) {
   SKIPSERVE_ASSIGN_OR_RETURN(v1::ModelInfo info, client.GetModelInfo());
-  if (json) {
-    SKIPSERVE_ASSIGN_OR_RETURN(std::string text, MessageToJson(info, true));
-    return Print(out, text);
-  }
+  if (json) return PrintJson(out, info);
   return Print(out, FormatModelInfo(info));
 }
 

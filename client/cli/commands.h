@@ -22,6 +22,10 @@ namespace skipserve::client {
 absl::StatusOr<std::string> MessageToJson(
     const google::protobuf::Message& message, bool pretty);
 
+// Prints `message` to `out` as indented JSON (MessageToJson, then Print).
+absl::Status PrintJson(std::FILE* out,
+                       const google::protobuf::Message& message);
+
 // "length" for FINISH_REASON_LENGTH ("unspecified" for 0).
 std::string FinishReasonName(v1::FinishReason reason);
 

@@ -5,7 +5,6 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
-#include <fstream>
 
 #include "absl/flags/flag.h"
 #include "absl/status/status.h"
@@ -13,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "client/cli/output.h"
 #include "client/eval/eval_report.h"
 #include "client/eval/eval_run.h"
 #include "client/eval/svg_chart.h"
@@ -40,19 +40,6 @@ std::atomic<bool> g_eval_stop{false};
 extern "C" void OnEvalInterrupt(int) {
   g_eval_stop.store(true);
   std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the process
-}
-
-std::string LastValue(const ParsedArgs& args, const std::string& name,
-                      const std::string& default_value) {
-  auto it = args.values.find(name);
-  return it == args.values.end() ? default_value : it->second.back();
-}
-
-absl::Status Write(std::FILE* out, const std::string& text) {
-  if (std::fwrite(text.data(), 1, text.size(), out) != text.size()) {
-    return absl::UnavailableError("cannot write the output");
-  }
-  return absl::OkStatus();
 }
 
 // Prints progress: an updating line on a terminal, else a line whenever
@@ -105,28 +92,28 @@ absl::StatusOr<EvalCommand> EvalCommandFromFlags(const ParsedArgs& args,
     return absl::InvalidArgumentError("eval needs at least one FILE.jsonl");
   }
   absl::StatusOr<EvalFormat> format =
-      ParseEvalFormat(LastValue(args, "format", "auto"));
+      ParseEvalFormat(args.Last("format", "auto"));
   if (!format.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("--format: ", format.status().message()));
   }
   command.format = *format;
-  SKIPSERVE_ASSIGN_OR_RETURN(
-      command.policies, ParseEvalPolicies(LastValue(args, "policies", "none")));
-  const std::string limit = LastValue(args, "limit", "0");
+  SKIPSERVE_ASSIGN_OR_RETURN(command.policies,
+                             ParseEvalPolicies(args.Last("policies", "none")));
+  const std::string limit = args.Last("limit", "0");
   if (!absl::SimpleAtoi(limit, &command.limit) || command.limit < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("--limit must be >= 0, got ", limit));
   }
   const std::string concurrency =
-      LastValue(args, "concurrency", absl::StrCat(kDefaultConcurrency));
+      args.Last("concurrency", absl::StrCat(kDefaultConcurrency));
   if (!absl::SimpleAtoi(concurrency, &command.concurrency) ||
       command.concurrency < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("--concurrency must be >= 1, got ", concurrency));
   }
-  command.svg_path = LastValue(args, "svg", "");
-  command.batched = LastValue(args, "batched", "false") == "true";
+  command.svg_path = args.Last("svg");
+  command.batched = args.Last("batched", "false") == "true";
   return command;
 }
 
@@ -161,18 +148,13 @@ absl::Status RunEvalCommand(SkipserveClient& client, const EvalCommand& command,
 
   const std::vector<EvalRow> rows =
       SummarizeEval(items, *runs, static_cast<int>(info.num_layers()));
-  SKIPSERVE_RETURN_IF_ERROR(Write(out, command.json
+  SKIPSERVE_RETURN_IF_ERROR(Print(out, command.json
                                            ? EvalJson(items, *runs, rows)
                                            : FormatEvalTable(rows)));
   std::fflush(out);
   if (!command.svg_path.empty()) {
-    std::ofstream svg(command.svg_path, std::ios::binary | std::ios::trunc);
-    svg << SvgDocument(EvalCharts(rows), /*columns=*/2);
-    svg.close();
-    if (!svg) {
-      return absl::UnavailableError(
-          absl::StrCat("cannot write ", command.svg_path));
-    }
+    SKIPSERVE_RETURN_IF_ERROR(WriteFile(
+        command.svg_path, SvgDocument(EvalCharts(rows), /*columns=*/2)));
     std::fprintf(err, "eval: charts written to %s\n", command.svg_path.c_str());
   }
   return absl::OkStatus();

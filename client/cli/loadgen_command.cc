@@ -3,7 +3,6 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
-#include <fstream>
 #include <utility>
 
 #include "absl/flags/flag.h"
@@ -12,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "client/cli/output.h"
 #include "client/loadgen/report.h"
 #include "engine/base/status_macros.h"
 
@@ -53,12 +53,6 @@ std::atomic<bool> g_stop{false};
 extern "C" void OnInterrupt(int) {
   g_stop.store(true);
   std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the process
-}
-
-bool BoolValue(const ParsedArgs& args, const std::string& name,
-               bool default_value) {
-  if (!args.Given(name)) return default_value;
-  return args.values.at(name).back() == "true";
 }
 
 std::string DescribeMix(const std::vector<MixEntry>& mix) {
@@ -113,7 +107,7 @@ absl::StatusOr<LoadgenCommand> LoadgenCommandFromFlags(
   if (load.duration == absl::ZeroDuration() && load.max_requests == 0) {
     load.duration = absl::Seconds(30);
   }
-  load.stream = BoolValue(args, "stream", /*default_value=*/true);
+  load.stream = args.Last("stream", /*default_value=*/"true") == "true";
   load.max_workers = absl::GetFlag(FLAGS_max_workers);
   load.seed = seed;
   SKIPSERVE_RETURN_IF_ERROR(ValidateLoadgenOptions(load));
@@ -179,13 +173,7 @@ absl::Status RunLoadgenCommand(SkipserveClient& client,
 
   const std::string json = report->ToJson();
   if (!command.out_path.empty()) {
-    std::ofstream file(command.out_path);
-    file << json;
-    file.close();
-    if (!file) {
-      return absl::UnavailableError(
-          absl::StrCat("cannot write ", command.out_path));
-    }
+    SKIPSERVE_RETURN_IF_ERROR(WriteFile(command.out_path, json));
     std::fprintf(stderr, "loadgen: report written to %s\n",
                  command.out_path.c_str());
   }

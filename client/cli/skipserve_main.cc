@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -158,6 +159,15 @@ absl::StatusOr<std::unique_ptr<SkipserveClient>> ConnectFromFlags() {
   return SkipserveClient::Connect(absl::GetFlag(FLAGS_target), options);
 }
 
+// Connects as the flags say and runs `command`; returns the exit status (0,
+// or 1 after printing the error of the connection or of the command).
+int RunWithClient(absl::FunctionRef<absl::Status(SkipserveClient&)> command) {
+  absl::StatusOr<std::unique_ptr<SkipserveClient>> client = ConnectFromFlags();
+  if (!client.ok()) return Fail(client.status());
+  const absl::Status status = command(**client);
+  return status.ok() ? 0 : Fail(status);
+}
+
 int UsageError(const std::string& command_name, const absl::Status& status);
 
 // `skipserve policies ...` and `skipserve experiments ...`.
@@ -235,12 +245,10 @@ int RunGenerateCommand(const ParsedArgs& args) {
   *request.mutable_sampling() = SamplingFromFlags(args);
   request.set_logprobs(absl::GetFlag(FLAGS_logprobs));
   request.set_request_id(absl::GetFlag(FLAGS_request_id));
-  absl::StatusOr<std::unique_ptr<SkipserveClient>> client = ConnectFromFlags();
-  if (!client.ok()) return Fail(client.status());
-  absl::Status status =
-      RunGenerate(**client, request, absl::GetFlag(FLAGS_stream),
-                  absl::GetFlag(FLAGS_json), stdout, stderr);
-  return status.ok() ? 0 : Fail(status);
+  return RunWithClient([&](SkipserveClient& client) {
+    return RunGenerate(client, request, absl::GetFlag(FLAGS_stream),
+                       absl::GetFlag(FLAGS_json), stdout, stderr);
+  });
 }
 
 int RunScoreCommand(const ParsedArgs& args) {
@@ -264,11 +272,9 @@ int RunScoreCommand(const ParsedArgs& args) {
     return UsageError("score", s);
   }
   request.set_request_id(absl::GetFlag(FLAGS_request_id));
-  absl::StatusOr<std::unique_ptr<SkipserveClient>> client = ConnectFromFlags();
-  if (!client.ok()) return Fail(client.status());
-  absl::Status status =
-      RunScore(**client, request, absl::GetFlag(FLAGS_json), stdout, stderr);
-  return status.ok() ? 0 : Fail(status);
+  return RunWithClient([&](SkipserveClient& client) {
+    return RunScore(client, request, absl::GetFlag(FLAGS_json), stdout, stderr);
+  });
 }
 
 int RunTokenizeCommand(const ParsedArgs& args) {
@@ -279,11 +285,9 @@ int RunTokenizeCommand(const ParsedArgs& args) {
   v1::TokenizeRequest request;
   request.set_text(args.positional[1]);
   request.set_add_bos(absl::GetFlag(FLAGS_bos));
-  absl::StatusOr<std::unique_ptr<SkipserveClient>> client = ConnectFromFlags();
-  if (!client.ok()) return Fail(client.status());
-  absl::Status status =
-      RunTokenize(**client, request, absl::GetFlag(FLAGS_json), stdout);
-  return status.ok() ? 0 : Fail(status);
+  return RunWithClient([&](SkipserveClient& client) {
+    return RunTokenize(client, request, absl::GetFlag(FLAGS_json), stdout);
+  });
 }
 
 int RunInfoCommand(const ParsedArgs& args) {
@@ -291,10 +295,9 @@ int RunInfoCommand(const ParsedArgs& args) {
     return UsageError("info", absl::InvalidArgumentError(
                                   "info takes no positional arguments"));
   }
-  absl::StatusOr<std::unique_ptr<SkipserveClient>> client = ConnectFromFlags();
-  if (!client.ok()) return Fail(client.status());
-  absl::Status status = RunInfo(**client, absl::GetFlag(FLAGS_json), stdout);
-  return status.ok() ? 0 : Fail(status);
+  return RunWithClient([](SkipserveClient& client) {
+    return RunInfo(client, absl::GetFlag(FLAGS_json), stdout);
+  });
 }
 
 int RunAnalyze(const ParsedArgs& args) {
@@ -311,20 +314,18 @@ int RunAnalyze(const ParsedArgs& args) {
   absl::StatusOr<AnalyzeCommand> command =
       AnalyzeCommandFromFlags(args, policy, absl::GetFlag(FLAGS_json));
   if (!command.ok()) return UsageError("analyze", command.status());
-  absl::StatusOr<std::unique_ptr<SkipserveClient>> client = ConnectFromFlags();
-  if (!client.ok()) return Fail(client.status());
-  absl::Status status = RunAnalyzeCommand(**client, *command, stdout, stderr);
-  return status.ok() ? 0 : Fail(status);
+  return RunWithClient([&](SkipserveClient& client) {
+    return RunAnalyzeCommand(client, *command, stdout, stderr);
+  });
 }
 
 int RunEval(const ParsedArgs& args) {
   absl::StatusOr<EvalCommand> command =
       EvalCommandFromFlags(args, absl::GetFlag(FLAGS_json));
   if (!command.ok()) return UsageError("eval", command.status());
-  absl::StatusOr<std::unique_ptr<SkipserveClient>> client = ConnectFromFlags();
-  if (!client.ok()) return Fail(client.status());
-  absl::Status status = RunEvalCommand(**client, *command, stdout, stderr);
-  return status.ok() ? 0 : Fail(status);
+  return RunWithClient([&](SkipserveClient& client) {
+    return RunEvalCommand(client, *command, stdout, stderr);
+  });
 }
 
 int RunLoadgen(const ParsedArgs& args) {
@@ -336,10 +337,9 @@ int RunLoadgen(const ParsedArgs& args) {
       args, SamplingFromFlags(args), absl::GetFlag(FLAGS_logprobs),
       absl::GetFlag(FLAGS_seed), absl::GetFlag(FLAGS_json));
   if (!command.ok()) return UsageError("loadgen", command.status());
-  absl::StatusOr<std::unique_ptr<SkipserveClient>> client = ConnectFromFlags();
-  if (!client.ok()) return Fail(client.status());
-  absl::Status status = RunLoadgenCommand(**client, *command);
-  return status.ok() ? 0 : Fail(status);
+  return RunWithClient([&](SkipserveClient& client) {
+    return RunLoadgenCommand(client, *command);
+  });
 }
 
 const std::vector<Command>& Commands() {
