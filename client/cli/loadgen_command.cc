@@ -116,15 +116,18 @@ absl::StatusOr<LoadgenCommand> LoadgenCommandFromFlags(
   return command;
 }
 
-absl::Status RunLoadgenCommand(SkipserveClient& client,
-                               LoadgenCommand& command) {
-  absl::StatusOr<v1::ModelInfo> info = client.GetModelInfo();
-  if (!info.ok()) return info.status();
-  for (const MixEntry& entry : command.workload.mix) {
+namespace {
+
+// Checks the workload against the served model: every named policy of the
+// mix exists, and --prompt_tokens has a vocabulary to draw from (whose size
+// goes into the workload).
+absl::Status FitWorkloadToModel(const v1::ModelInfo& info,
+                                WorkloadOptions& workload) {
+  for (const MixEntry& entry : workload.mix) {
     if (!entry.selector.has_name()) continue;
     bool found = false;
     std::vector<std::string> names;
-    for (const v1::NamedPolicy& policy : info->policies()) {
+    for (const v1::NamedPolicy& policy : info.policies()) {
       found = found || policy.name() == entry.selector.name();
       names.push_back(policy.name());
     }
@@ -135,15 +138,20 @@ absl::Status RunLoadgenCommand(SkipserveClient& client,
           ")"));
     }
   }
-  if (command.workload.prompt_tokens) {
-    if (info->vocab_size() <= 3) {
+  if (workload.prompt_tokens) {
+    if (info.vocab_size() <= 3) {
       return absl::FailedPreconditionError(
           absl::StrCat("--prompt_tokens: the model's vocabulary has ",
-                       info->vocab_size(), " tokens (want > 3)"));
+                       info.vocab_size(), " tokens (want > 3)"));
     }
-    command.workload.vocab_size = info->vocab_size();
+    workload.vocab_size = info.vocab_size();
   }
-  const RequestPlanner planner(command.workload);
+  return absl::OkStatus();
+}
+
+// The line printed before the run: server, model, mode, bounds and mix.
+std::string DescribeRun(const std::string& target, const v1::ModelInfo& info,
+                        const LoadgenCommand& command) {
   const LoadgenOptions& load = command.load;
   std::string bounds = "for";
   if (load.duration > absl::ZeroDuration()) {
@@ -157,10 +165,20 @@ absl::Status RunLoadgenCommand(SkipserveClient& client,
       load.concurrency > 0
           ? absl::StrCat("closed loop, concurrency ", load.concurrency)
           : absl::StrCat("open loop, ", load.rate, " req/s");
-  absl::FPrintF(
-      stderr, "loadgen: %s serves %s (%d layers, %s); %s %s; mix: %s\n",
-      client.target(), info->model(), info->num_layers(), info->device(), mode,
-      bounds, DescribeMix(command.workload.mix));
+  return absl::StrFormat(
+      "loadgen: %s serves %s (%d layers, %s); %s %s; mix: %s\n", target,
+      info.model(), info.num_layers(), info.device(), mode, bounds,
+      DescribeMix(command.workload.mix));
+}
+
+}  // namespace
+
+absl::Status RunLoadgenCommand(SkipserveClient& client,
+                               LoadgenCommand& command) {
+  SKIPSERVE_ASSIGN_OR_RETURN(const v1::ModelInfo info, client.GetModelInfo());
+  SKIPSERVE_RETURN_IF_ERROR(FitWorkloadToModel(info, command.workload));
+  const RequestPlanner planner(command.workload);
+  std::fputs(DescribeRun(client.target(), info, command).c_str(), stderr);
 
   command.load.progress = stderr;
   command.load.stop = &g_stop;

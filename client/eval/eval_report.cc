@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <map>
 
 #include "absl/strings/match.h"
@@ -226,69 +227,74 @@ std::string EvalJson(const std::vector<EvalItem>& items,
   return doc.dump(1) + "\n";
 }
 
-std::vector<LineChart> EvalCharts(const std::vector<EvalRow>& rows) {
-  std::vector<std::string> benchmarks;
+namespace {
+
+constexpr const char* kFamilies[] = {"attn", "ffn", "layer", "mixed"};
+
+// One series per policy family (kFamilies) of `value` against the skip
+// fraction, each starting at the "none" point (x = 0); dashed series are
+// named "FAMILY (norm)". With `labels`, points carry their policy (the
+// "none" point only once).
+std::vector<ChartSeries> FamilySeries(
+    const std::vector<const EvalRow*>& selected,
+    const std::function<double(const EvalRow&)>& value, bool dashed,
+    bool labels) {
+  std::vector<ChartSeries> out;
+  bool none_labelled = false;
+  for (int f = 0; f < 4; ++f) {
+    ChartSeries series{dashed ? absl::StrCat(kFamilies[f], " (norm)")
+                              : std::string(kFamilies[f]),
+                       SeriesColor(f),
+                       dashed,
+                       {}};
+    for (const EvalRow* r : selected) {
+      const std::string family = PolicyFamily(r->served);
+      if (family != kFamilies[f] && family != "none") continue;
+      const bool label = labels && (family != "none" || !none_labelled);
+      series.points.push_back(
+          {r->skip_fraction, value(*r), label ? r->policy : ""});
+    }
+    std::stable_sort(
+        series.points.begin(), series.points.end(),
+        [](const ChartPoint& a, const ChartPoint& b) { return a.x < b.x; });
+    const bool only_none =
+        std::all_of(series.points.begin(), series.points.end(),
+                    [](const ChartPoint& p) { return p.x == 0; });
+    if (series.points.empty() || only_none) continue;
+    none_labelled = none_labelled || (labels && series.points[0].x == 0);
+    out.push_back(series);
+  }
+  return out;
+}
+
+// Accuracy (solid) and acc_norm (dashed) against skip rate for one
+// benchmark.
+LineChart AccuracyChart(const std::string& benchmark,
+                        const std::vector<EvalRow>& rows) {
+  std::vector<const EvalRow*> selected;
   for (const EvalRow& r : rows) {
-    if (std::find(benchmarks.begin(), benchmarks.end(), r.benchmark) ==
-        benchmarks.end()) {
-      benchmarks.push_back(r.benchmark);
-    }
+    if (r.benchmark == benchmark && r.accuracy.n > 0) selected.push_back(&r);
   }
-  const char* const kFamilies[] = {"attn", "ffn", "layer", "mixed"};
-  // One series per family, each starting at the "none" point (x = 0).
-  auto make_series = [&](const std::vector<const EvalRow*>& selected,
-                         auto value, bool dashed, bool labels) {
-    std::vector<ChartSeries> out;
-    bool none_labelled = false;
-    for (int f = 0; f < 4; ++f) {
-      ChartSeries series{dashed ? absl::StrCat(kFamilies[f], " (norm)")
-                                : std::string(kFamilies[f]),
-                         SeriesColor(f),
-                         dashed,
-                         {}};
-      for (const EvalRow* r : selected) {
-        const std::string family = PolicyFamily(r->served);
-        if (family != kFamilies[f] && family != "none") continue;
-        const bool label = labels && (family != "none" || !none_labelled);
-        series.points.push_back(
-            {r->skip_fraction, value(*r), label ? r->policy : ""});
-      }
-      std::stable_sort(
-          series.points.begin(), series.points.end(),
-          [](const ChartPoint& a, const ChartPoint& b) { return a.x < b.x; });
-      const bool only_none =
-          std::all_of(series.points.begin(), series.points.end(),
-                      [](const ChartPoint& p) { return p.x == 0; });
-      if (series.points.empty() || only_none) continue;
-      none_labelled = none_labelled || (labels && series.points[0].x == 0);
-      out.push_back(series);
-    }
-    return out;
-  };
-  std::vector<LineChart> charts;
-  for (const std::string& benchmark : benchmarks) {
-    std::vector<const EvalRow*> selected;
-    for (const EvalRow& r : rows) {
-      if (r.benchmark == benchmark && r.accuracy.n > 0) selected.push_back(&r);
-    }
-    LineChart chart;
-    chart.title = absl::StrCat(benchmark, ": accuracy against skip rate");
-    chart.x_label = "fraction of sublayers skipped";
-    chart.y_label = "accuracy (solid), acc_norm (dashed)";
-    chart.x_min = 0;
-    chart.y_min = 0;
-    chart.y_max = 1;
-    chart.right_margin = 150;
-    chart.series = make_series(
-        selected, [](const EvalRow& r) { return r.accuracy.p; }, false, true);
-    for (ChartSeries& s : make_series(
-             selected, [](const EvalRow& r) { return r.acc_norm.p; }, true,
-             false)) {
-      chart.series.push_back(std::move(s));
-    }
-    charts.push_back(std::move(chart));
+  LineChart chart;
+  chart.title = absl::StrCat(benchmark, ": accuracy against skip rate");
+  chart.x_label = "fraction of sublayers skipped";
+  chart.y_label = "accuracy (solid), acc_norm (dashed)";
+  chart.x_min = 0;
+  chart.y_min = 0;
+  chart.y_max = 1;
+  chart.right_margin = 150;
+  chart.series = FamilySeries(
+      selected, [](const EvalRow& r) { return r.accuracy.p; }, false, true);
+  for (ChartSeries& s : FamilySeries(
+           selected, [](const EvalRow& r) { return r.acc_norm.p; }, true,
+           false)) {
+    chart.series.push_back(std::move(s));
   }
-  // Latency: pooled over benchmarks (weighted by items), one row per policy.
+  return chart;
+}
+
+// Latency: pooled over benchmarks (weighted by items), one row per policy.
+LineChart LatencyChart(const std::vector<EvalRow>& rows) {
   std::vector<EvalRow> pooled;
   for (const EvalRow& r : rows) {
     if (r.accuracy.n == 0) continue;
@@ -315,10 +321,27 @@ std::vector<LineChart> EvalCharts(const std::vector<EvalRow>& rows) {
   latency.x_min = 0;
   latency.y_min = 0;
   latency.right_margin = 150;
-  latency.series = make_series(
+  latency.series = FamilySeries(
       selected, [](const EvalRow& r) { return r.mean_latency_seconds * 1e3; },
       false, true);
-  charts.push_back(std::move(latency));
+  return latency;
+}
+
+}  // namespace
+
+std::vector<LineChart> EvalCharts(const std::vector<EvalRow>& rows) {
+  std::vector<std::string> benchmarks;
+  for (const EvalRow& r : rows) {
+    if (std::find(benchmarks.begin(), benchmarks.end(), r.benchmark) ==
+        benchmarks.end()) {
+      benchmarks.push_back(r.benchmark);
+    }
+  }
+  std::vector<LineChart> charts;
+  for (const std::string& benchmark : benchmarks) {
+    charts.push_back(AccuracyChart(benchmark, rows));
+  }
+  charts.push_back(LatencyChart(rows));
   return charts;
 }
 
