@@ -171,6 +171,7 @@ absl::StatusOr<EvalItem> ParseHellaSwag(const Json& j,
   }
   item.gold = static_cast<int>(label);
   std::vector<std::string> cleaned;
+  cleaned.reserve(endings.size());
   for (const std::string& e : endings) cleaned.push_back(CleanHellaSwag(e));
   SKIPSERVE_RETURN_IF_ERROR(AddChoices(cleaned, source, &item));
   return item;

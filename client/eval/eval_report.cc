@@ -338,6 +338,7 @@ std::vector<LineChart> EvalCharts(const std::vector<EvalRow>& rows) {
     }
   }
   std::vector<LineChart> charts;
+  charts.reserve(benchmarks.size() + 1);
   for (const std::string& benchmark : benchmarks) {
     charts.push_back(AccuracyChart(benchmark, rows));
   }
