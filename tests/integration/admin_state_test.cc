@@ -14,7 +14,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "client/admin_client.h"
+#include "client/lib/admin_client.h"
 #include "gtest/gtest.h"
 #include "tests/integration/admin_test_util.h"
 #include "tests/integration/server_process.h"

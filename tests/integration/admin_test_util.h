@@ -18,8 +18,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "client/admin_client.h"
-#include "client/client.h"
+#include "client/lib/admin_client.h"
+#include "client/lib/client.h"
 
 namespace skipserve::testing {
 

@@ -25,7 +25,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "client/client.h"
+#include "client/lib/client.h"
 #include "gtest/gtest.h"
 #include "skipserve/v1/inference.pb.h"
 #include "tests/integration/admin_test_util.h"

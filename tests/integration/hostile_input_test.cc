@@ -15,8 +15,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "client/admin_client.h"
-#include "client/client.h"
+#include "client/lib/admin_client.h"
+#include "client/lib/client.h"
 #include "gtest/gtest.h"
 #include "skipserve/v1/inference.pb.h"
 #include "skipserve/v1/policies.pb.h"

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "client/client.h"
+#include "client/lib/client.h"
 #include "gtest/gtest.h"
 #include "skipserve/v1/inference.pb.h"
 #include "tests/integration/admin_test_util.h"

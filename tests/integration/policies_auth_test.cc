@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "client/admin_client.h"
-#include "client/client.h"
+#include "client/lib/admin_client.h"
+#include "client/lib/client.h"
 #include "gmock/gmock.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/generic/generic_stub.h"
