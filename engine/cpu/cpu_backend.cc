@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/backend/validate_batch.h"
+#include "engine/base/status_macros.h"
 #include "engine/cpu/cpu_kernels.h"
 #include "engine/model/dtype.h"
 
@@ -283,11 +284,8 @@ void CpuBackend::FeedForward(int layer, const std::vector<int>& rows,
 
 absl::Status CpuBackend::Forward(const Batch& batch, std::span<float> logits,
                                  LayerObserver* observer) {
-  if (absl::Status s =
-          ValidateBatch(batch, config_, options_.kv_block_size, logits.size());
-      !s.ok()) {
-    return s;
-  }
+  SKIPSERVE_RETURN_IF_ERROR(
+      ValidateBatch(batch, config_, options_.kv_block_size, logits.size()));
   const int n = batch.NumRows();
   const int hidden = config_.hidden_size;
 
@@ -339,11 +337,12 @@ absl::Status CpuBackend::Forward(const Batch& batch, std::span<float> logits,
 absl::StatusOr<std::unique_ptr<Backend>> CreateCpuBackend(
     const Checkpoint& checkpoint, const BackendOptions& options,
     const ProgressFn& progress) {
-  absl::StatusOr<BackendOptions> resolved =
-      ResolveKvOptions(options, checkpoint.config(), sizeof(float));
-  if (!resolved.ok()) return resolved.status();
-  auto backend = std::make_unique<CpuBackend>(checkpoint.config(), *resolved);
-  if (absl::Status s = backend->Init(checkpoint, progress); !s.ok()) return s;
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      const BackendOptions resolved,
+      ResolveKvOptions(options, checkpoint.config(), sizeof(float)));
+  auto backend = std::make_unique<CpuBackend>(checkpoint.config(), resolved);
+
+  SKIPSERVE_RETURN_IF_ERROR(backend->Init(checkpoint, progress));
   return backend;
 }
 

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/backend/validate_batch.h"
+#include "engine/base/status_macros.h"
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/cuda_weights.h"
 #include "engine/cuda/device_buffer.h"
@@ -111,11 +112,9 @@ absl::Status CudaBackend::Init(const Checkpoint& checkpoint,
   CUDA_RETURN_IF_ERROR(
       cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, 0));
   gemm_ = std::make_unique<Gemm>();
-  if (absl::Status s = gemm_->Init(stream_); !s.ok()) return s;
-  if (absl::Status s = LoadWeights(checkpoint, progress, stream_, &weights_);
-      !s.ok()) {
-    return s;
-  }
+  SKIPSERVE_RETURN_IF_ERROR(gemm_->Init(stream_));
+  SKIPSERVE_RETURN_IF_ERROR(
+      LoadWeights(checkpoint, progress, stream_, &weights_));
 
   // Rotate-half RoPE tables, computed in double as the CPU backend does.
   const int half = config_.head_dim() / 2;
@@ -133,8 +132,8 @@ absl::Status CudaBackend::Init(const Checkpoint& checkpoint,
           static_cast<float>(std::sin(angle));
     }
   }
-  if (absl::Status s = rope_cos_.Allocate(cos.size()); !s.ok()) return s;
-  if (absl::Status s = rope_sin_.Allocate(sin.size()); !s.ok()) return s;
+  SKIPSERVE_RETURN_IF_ERROR(rope_cos_.Allocate(cos.size()));
+  SKIPSERVE_RETURN_IF_ERROR(rope_sin_.Allocate(sin.size()));
   // Everything goes through stream_: a copy on the legacy default stream
   // would not be ordered before the kernels on this non-blocking stream.
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(rope_cos_.get(), cos.data(),
@@ -221,12 +220,9 @@ absl::Status CudaBackend::Attention(const LaunchPlan& plan, int layer,
   const int hidden = config_.hidden_size;
   const int q_dim = config_.num_heads * config_.head_dim();
   const int stride = q_dim + 2 * config_.kv_dim();
-  if (absl::Status s = NormInput(plan, 2 * layer); !s.ok()) return s;
-  if (absl::Status s = gemm_->Run(scratch_.normed.get(), w.wqkv.get(),
-                                  scratch_.qkv.get(), m, hidden, stride);
-      !s.ok()) {
-    return s;
-  }
+  SKIPSERVE_RETURN_IF_ERROR(NormInput(plan, 2 * layer));
+  SKIPSERVE_RETURN_IF_ERROR(gemm_->Run(scratch_.normed.get(), w.wqkv.get(),
+                                       scratch_.qkv.get(), m, hidden, stride));
   RopeKvParams rope;
   rope.qkv = scratch_.qkv.get();
   rope.positions = DeviceInts(a.positions);
@@ -258,11 +254,8 @@ absl::Status CudaBackend::Attention(const LaunchPlan& plan, int layer,
   attn.splits = AttentionSplitsFor(a);
   CUDA_RETURN_IF_ERROR(PagedAttention(attn, stream_));
 
-  if (absl::Status s = gemm_->Run(scratch_.attn_out.get(), w.wo.get(),
-                                  scratch_.delta.get(), m, q_dim, hidden);
-      !s.ok()) {
-    return s;
-  }
+  SKIPSERVE_RETURN_IF_ERROR(gemm_->Run(scratch_.attn_out.get(), w.wo.get(),
+                                       scratch_.delta.get(), m, q_dim, hidden));
   return AddResidual(plan, 2 * layer, observer);
 }
 
@@ -272,19 +265,14 @@ absl::Status CudaBackend::FeedForward(const LaunchPlan& plan, int layer,
   const int m = plan.ffn[layer].num_rows;
   const int hidden = config_.hidden_size;
   const int inter = config_.intermediate_size;
-  if (absl::Status s = NormInput(plan, 2 * layer + 1); !s.ok()) return s;
-  if (absl::Status s = gemm_->Run(scratch_.normed.get(), w.w_gate_up.get(),
-                                  scratch_.gate_up.get(), m, hidden, 2 * inter);
-      !s.ok()) {
-    return s;
-  }
+  SKIPSERVE_RETURN_IF_ERROR(NormInput(plan, 2 * layer + 1));
+  SKIPSERVE_RETURN_IF_ERROR(gemm_->Run(scratch_.normed.get(), w.w_gate_up.get(),
+                                       scratch_.gate_up.get(), m, hidden,
+                                       2 * inter));
   CUDA_RETURN_IF_ERROR(
       SiluMul(scratch_.gate_up.get(), m, inter, scratch_.act.get(), stream_));
-  if (absl::Status s = gemm_->Run(scratch_.act.get(), w.w_down.get(),
-                                  scratch_.delta.get(), m, inter, hidden);
-      !s.ok()) {
-    return s;
-  }
+  SKIPSERVE_RETURN_IF_ERROR(gemm_->Run(scratch_.act.get(), w.w_down.get(),
+                                       scratch_.delta.get(), m, inter, hidden));
   return AddResidual(plan, 2 * layer + 1, observer);
 }
 
@@ -307,7 +295,7 @@ absl::Status CudaBackend::AddResidual(const LaunchPlan& plan, int s,
   const RowSet& rows = RowsOf(plan, s);
   std::vector<float> input, output;
   if (observer != nullptr) {
-    if (absl::Status st = CopyRowsToHost(rows, &input); !st.ok()) return st;
+    SKIPSERVE_RETURN_IF_ERROR(CopyRowsToHost(rows, &input));
   }
   const int last = 2 * config_.num_layers;
   int next = s + 1;
@@ -319,7 +307,7 @@ absl::Status CudaBackend::AddResidual(const LaunchPlan& plan, int s,
       config_.rms_norm_eps, scratch_.normed.get(), stream_));
   normed_for_ = fuse ? next : -1;
   if (observer != nullptr) {
-    if (absl::Status st = CopyRowsToHost(rows, &output); !st.ok()) return st;
+    SKIPSERVE_RETURN_IF_ERROR(CopyRowsToHost(rows, &output));
     std::vector<int> row_ids(rows.num_rows);
     for (int i = 0; i < rows.num_rows; ++i) {
       row_ids[i] =
@@ -343,7 +331,7 @@ absl::Status CudaBackend::Forward(const Batch& batch, std::span<float> logits,
   if (batch.NumRows() == 0) return absl::OkStatus();
   const LaunchPlan plan =
       BuildLaunchPlan(batch, config_.num_layers, options_.kv_block_size);
-  if (absl::Status s = Grow(plan, observer != nullptr); !s.ok()) return s;
+  SKIPSERVE_RETURN_IF_ERROR(Grow(plan, observer != nullptr));
   // From pageable memory: returns once the source has been staged.
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(scratch_.ints.get(), plan.ints.data(),
                                        plan.ints.size() * sizeof(int32_t),
@@ -354,26 +342,19 @@ absl::Status CudaBackend::Forward(const Batch& batch, std::span<float> logits,
   normed_for_ = -1;
   for (int layer = 0; layer < config_.num_layers; ++layer) {
     if (plan.attention[layer].rows.mode != RowMode::kNone) {
-      if (absl::Status s = Attention(plan, layer, observer); !s.ok()) return s;
+      SKIPSERVE_RETURN_IF_ERROR(Attention(plan, layer, observer));
     }
     if (plan.ffn[layer].mode != RowMode::kNone) {
-      if (absl::Status s = FeedForward(plan, layer, observer); !s.ok()) {
-        return s;
-      }
+      SKIPSERVE_RETURN_IF_ERROR(FeedForward(plan, layer, observer));
     }
   }
   // Final norm (usually fused into the last residual add) and the output
   // projection, for the logit rows only.
-  if (absl::Status s = NormInput(plan, 2 * config_.num_layers); !s.ok()) {
-    return s;
-  }
+  SKIPSERVE_RETURN_IF_ERROR(NormInput(plan, 2 * config_.num_layers));
   const int m = plan.logits.num_rows;
-  if (absl::Status s = gemm_->Run(scratch_.normed.get(), weights_.head(),
-                                  scratch_.logits.get(), m, config_.hidden_size,
-                                  config_.vocab_size);
-      !s.ok()) {
-    return s;
-  }
+  SKIPSERVE_RETURN_IF_ERROR(
+      gemm_->Run(scratch_.normed.get(), weights_.head(), scratch_.logits.get(),
+                 m, config_.hidden_size, config_.vocab_size));
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
       logits.data(), scratch_.logits.get(),
       static_cast<size_t>(m) * config_.vocab_size * sizeof(float),
@@ -390,18 +371,19 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(
     const Checkpoint& checkpoint, const BackendOptions& options,
     const ProgressFn& progress) {
   const ModelConfig& config = checkpoint.config();
-  absl::StatusOr<BackendOptions> resolved =
-      ResolveKvOptions(options, config, sizeof(cuda::bf16));
-  if (!resolved.ok()) return resolved.status();
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      const BackendOptions resolved,
+      ResolveKvOptions(options, config, sizeof(cuda::bf16)));
   if (config.head_dim() > cuda::kMaxHeadDim) {
     return absl::InvalidArgumentError(
         absl::StrFormat("the CUDA backend supports head_dim up to %d, the "
                         "model has %d",
                         cuda::kMaxHeadDim, config.head_dim()));
   }
-  if (absl::Status s = CudaDeviceStatus(); !s.ok()) return s;
-  auto backend = std::make_unique<cuda::CudaBackend>(config, *resolved);
-  if (absl::Status s = backend->Init(checkpoint, progress); !s.ok()) return s;
+  SKIPSERVE_RETURN_IF_ERROR(CudaDeviceStatus());
+  auto backend = std::make_unique<cuda::CudaBackend>(config, resolved);
+
+  SKIPSERVE_RETURN_IF_ERROR(backend->Init(checkpoint, progress));
   return backend;
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <initializer_list>
 
+#include "engine/base/status_macros.h"
 #include "engine/cuda/cuda_check.h"
 
 namespace skipserve::cuda {
@@ -44,7 +45,7 @@ class Uploader {
                      DeviceBuffer<T>* out) {
     int64_t count = 0;
     for (const WeightView* v : views) count += v->NumElements();
-    if (absl::Status s = out->Allocate(count); !s.ok()) return s;
+    SKIPSERVE_RETURN_IF_ERROR(out->Allocate(count));
     T* dst = out->get();
     for (const WeightView* v : views) {
       const size_t element = DTypeSize(v->dtype);
@@ -104,32 +105,25 @@ absl::Status LoadWeights(const Checkpoint& checkpoint,
                          const ProgressFn& progress, cudaStream_t stream,
                          DeviceWeights* weights) {
   Uploader up(checkpoint, progress, stream);
-  if (absl::Status s = up.Init(); !s.ok()) return s;
-  if (absl::Status s = up.Get(tn::kEmbed, &weights->embed); !s.ok()) return s;
+  SKIPSERVE_RETURN_IF_ERROR(up.Init());
+  SKIPSERVE_RETURN_IF_ERROR(up.Get(tn::kEmbed, &weights->embed));
   const int num_layers = checkpoint.config().num_layers;
   weights->layers.resize(num_layers);
   for (int l = 0; l < num_layers; ++l) {
     DeviceLayer& w = weights->layers[l];
-    absl::Status s = up.Layer(l, tn::kAttnNorm, &w.attn_norm);
-    if (s.ok()) {
-      s = up.Stack(
-          {&checkpoint.Layer(l, tn::kWq), &checkpoint.Layer(l, tn::kWk),
-           &checkpoint.Layer(l, tn::kWv)},
-          &w.wqkv);
-    }
-    if (s.ok()) s = up.Layer(l, tn::kWo, &w.wo);
-    if (s.ok()) s = up.Layer(l, tn::kFfnNorm, &w.ffn_norm);
-    if (s.ok()) {
-      s = up.Stack(
-          {&checkpoint.Layer(l, tn::kWGate), &checkpoint.Layer(l, tn::kWUp)},
-          &w.w_gate_up);
-    }
-    if (s.ok()) s = up.Layer(l, tn::kWDown, &w.w_down);
-    if (!s.ok()) return s;
+    SKIPSERVE_RETURN_IF_ERROR(up.Layer(l, tn::kAttnNorm, &w.attn_norm));
+    SKIPSERVE_RETURN_IF_ERROR(
+        up.Stack({&checkpoint.Layer(l, tn::kWq), &checkpoint.Layer(l, tn::kWk),
+                  &checkpoint.Layer(l, tn::kWv)},
+                 &w.wqkv));
+    SKIPSERVE_RETURN_IF_ERROR(up.Layer(l, tn::kWo, &w.wo));
+    SKIPSERVE_RETURN_IF_ERROR(up.Layer(l, tn::kFfnNorm, &w.ffn_norm));
+    SKIPSERVE_RETURN_IF_ERROR(up.Stack(
+        {&checkpoint.Layer(l, tn::kWGate), &checkpoint.Layer(l, tn::kWUp)},
+        &w.w_gate_up));
+    SKIPSERVE_RETURN_IF_ERROR(up.Layer(l, tn::kWDown, &w.w_down));
   }
-  if (absl::Status s = up.Get(tn::kFinalNorm, &weights->final_norm); !s.ok()) {
-    return s;
-  }
+  SKIPSERVE_RETURN_IF_ERROR(up.Get(tn::kFinalNorm, &weights->final_norm));
   if (!checkpoint.config().tie_word_embeddings) {
     return up.Get(tn::kLmHead, &weights->lm_head);
   }

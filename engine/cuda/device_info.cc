@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/base/status_macros.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/cuda_check.h"
 #include "engine/cuda/device_buffer.h"
@@ -35,7 +36,7 @@ absl::Status CudaDeviceStatus() {
 }
 
 absl::StatusOr<CudaDeviceInfo> MeasureCudaDevice(int64_t copy_bytes) {
-  if (absl::Status s = CudaDeviceStatus(); !s.ok()) return s;
+  SKIPSERVE_RETURN_IF_ERROR(CudaDeviceStatus());
   cudaDeviceProp props;
   CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&props, 0));
   CudaDeviceInfo info;
@@ -44,8 +45,8 @@ absl::StatusOr<CudaDeviceInfo> MeasureCudaDevice(int64_t copy_bytes) {
   info.memory_bytes = static_cast<int64_t>(props.totalGlobalMem);
 
   cuda::DeviceBuffer<std::byte> src, dst;
-  if (absl::Status s = src.Allocate(copy_bytes); !s.ok()) return s;
-  if (absl::Status s = dst.Allocate(copy_bytes); !s.ok()) return s;
+  SKIPSERVE_RETURN_IF_ERROR(src.Allocate(copy_bytes));
+  SKIPSERVE_RETURN_IF_ERROR(dst.Allocate(copy_bytes));
   // Random-ish, non-zero contents (zeros can run faster than real data).
   CUDA_RETURN_IF_ERROR(cudaMemset(src.get(), 0x5a, copy_bytes));
   // Destroyed on every path out.

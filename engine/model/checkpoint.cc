@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/base/check.h"
+#include "engine/base/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace skipserve {
@@ -61,11 +62,10 @@ absl::StatusOr<std::string> ReadText(const std::string& path) {
 // Parses model.safetensors.index.json into tensor -> shard file name.
 absl::StatusOr<std::map<std::string, std::string>> ReadIndex(
     const std::string& path) {
-  absl::StatusOr<std::string> text = ReadText(path);
-  if (!text.ok()) return text.status();
+  SKIPSERVE_ASSIGN_OR_RETURN(const std::string text, ReadText(path));
   nlohmann::json index;
   try {
-    index = nlohmann::json::parse(*text);
+    index = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": invalid JSON: ", e.what()));
@@ -129,11 +129,11 @@ int64_t WeightView::NumElements() const {
 
 absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(
     const std::string& dir) {
-  absl::StatusOr<ModelConfig> config =
-      ModelConfig::FromFile((fs::path(dir) / "config.json").string());
-  if (!config.ok()) return config.status();
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      ModelConfig config,
+      ModelConfig::FromFile((fs::path(dir) / "config.json").string()));
   std::unique_ptr<Checkpoint> ckpt(new Checkpoint());
-  ckpt->config_ = *config;
+  ckpt->config_ = config;
   ckpt->source_ = dir;
 
   const std::string index_path =
@@ -142,12 +142,12 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(
       (fs::path(dir) / "model.safetensors").string();
   std::error_code ec;
   if (fs::exists(index_path, ec)) {
-    absl::StatusOr<std::map<std::string, std::string>> weight_map =
-        ReadIndex(index_path);
-    if (!weight_map.ok()) return weight_map.status();
+    // Tensor name -> shard file name.
+    SKIPSERVE_ASSIGN_OR_RETURN(const auto weight_map, ReadIndex(index_path));
+
     // Open each shard once, in name order.
     std::map<std::string, SafetensorsFile*> shards;
-    for (const auto& [tensor, shard] : *weight_map) {
+    for (const auto& [tensor, shard] : weight_map) {
       if (shards.contains(shard)) continue;
       const std::string shard_path = (fs::path(dir) / shard).string();
       if (!fs::exists(shard_path, ec)) {
@@ -155,13 +155,12 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(
                                                 " (listed for tensor ", tensor,
                                                 ") does not exist"));
       }
-      absl::StatusOr<std::unique_ptr<SafetensorsFile>> file =
-          SafetensorsFile::Open(shard_path);
-      if (!file.ok()) return file.status();
-      shards[shard] = file->get();
-      ckpt->files_.push_back(*std::move(file));
+      SKIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file,
+                                 SafetensorsFile::Open(shard_path));
+      shards[shard] = file.get();
+      ckpt->files_.push_back(std::move(file));
     }
-    for (const auto& [tensor, shard] : *weight_map) {
+    for (const auto& [tensor, shard] : weight_map) {
       if (shards[shard]->Find(tensor) == nullptr) {
         return absl::InvalidArgumentError(absl::StrCat(
             index_path, ": tensor ", tensor, " is listed in shard ", shard,
@@ -170,10 +169,9 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(
     }
     ckpt->tensors_source_ = index_path;
   } else if (fs::exists(single_path, ec)) {
-    absl::StatusOr<std::unique_ptr<SafetensorsFile>> file =
-        SafetensorsFile::Open(single_path);
-    if (!file.ok()) return file.status();
-    ckpt->files_.push_back(*std::move(file));
+    SKIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file,
+                               SafetensorsFile::Open(single_path));
+    ckpt->files_.push_back(std::move(file));
     ckpt->tensors_source_ = single_path;
   } else {
     return absl::NotFoundError(absl::StrCat(
@@ -182,14 +180,12 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(
 
   for (const std::unique_ptr<SafetensorsFile>& file : ckpt->files_) {
     for (const TensorInfo& info : file->tensors()) {
-      absl::Status s = ckpt->Index(
+      SKIPSERVE_RETURN_IF_ERROR(ckpt->Index(
           info.name,
-          WeightView{info.dtype, info.shape, file->Data(info), file->path()});
-      if (!s.ok()) return s;
+          WeightView{info.dtype, info.shape, file->Data(info), file->path()}));
     }
   }
-  absl::Status valid = ckpt->ValidateExpected();
-  if (!valid.ok()) return valid;
+  SKIPSERVE_RETURN_IF_ERROR(ckpt->ValidateExpected());
   return ckpt;
 }
 
@@ -227,12 +223,11 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::FromTensors(
     // Map nodes and vector buffers do not move, so the view stays valid.
     const OwnedTensor& owned =
         ckpt->owned_.emplace(name, std::move(tensor)).first->second;
-    absl::Status s = ckpt->Index(
-        name, WeightView{owned.dtype, owned.shape, owned.bytes, ckpt->source_});
-    if (!s.ok()) return s;
+    SKIPSERVE_RETURN_IF_ERROR(ckpt->Index(
+        name,
+        WeightView{owned.dtype, owned.shape, owned.bytes, ckpt->source_}));
   }
-  absl::Status valid = ckpt->ValidateExpected();
-  if (!valid.ok()) return valid;
+  SKIPSERVE_RETURN_IF_ERROR(ckpt->ValidateExpected());
   return ckpt;
 }
 

@@ -86,9 +86,7 @@ class FieldReader {
   absl::Status RequiredInt(std::string_view field, int* out) const {
     const Json* value = Find(field);
     if (value == nullptr) return Error(field, "is missing");
-    absl::StatusOr<int> v = Int(*value, field);
-    if (!v.ok()) return v.status();
-    *out = *v;
+    SKIPSERVE_ASSIGN_OR_RETURN(*out, Int(*value, field));
     return absl::OkStatus();
   }
 
@@ -96,9 +94,7 @@ class FieldReader {
   absl::Status OptionalInt(std::string_view field, int* out) const {
     const Json* value = Find(field);
     if (value == nullptr) return absl::OkStatus();
-    absl::StatusOr<int> v = Int(*value, field);
-    if (!v.ok()) return v.status();
-    *out = *v;
+    SKIPSERVE_ASSIGN_OR_RETURN(*out, Int(*value, field));
     return absl::OkStatus();
   }
 
@@ -271,13 +267,10 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view json,
   if (const Json* eos = r.Find("eos_token_id")) {
     if (eos->is_array()) {  // Llama 3 style: several end tokens.
       if (eos->empty()) return r.Error("eos_token_id", "is an empty list");
-      absl::StatusOr<int> first = r.Int((*eos)[0], "eos_token_id");
-      if (!first.ok()) return first.status();
-      c.eos_token_id = *first;
+      SKIPSERVE_ASSIGN_OR_RETURN(c.eos_token_id,
+                                 r.Int((*eos)[0], "eos_token_id"));
     } else {
-      absl::StatusOr<int> v = r.Int(*eos, "eos_token_id");
-      if (!v.ok()) return v.status();
-      c.eos_token_id = *v;
+      SKIPSERVE_ASSIGN_OR_RETURN(c.eos_token_id, r.Int(*eos, "eos_token_id"));
     }
   }
   SKIPSERVE_RETURN_IF_ERROR(
@@ -306,12 +299,12 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view json,
     return absl::InvalidArgumentError(absl::StrCat(src, ": ", valid.message()));
   }
   if (const Json* head_dim = r.Find("head_dim")) {
-    absl::StatusOr<int> v = r.Int(*head_dim, "head_dim");
-    if (!v.ok()) return v.status();
-    if (*v != c.head_dim()) {
+    SKIPSERVE_ASSIGN_OR_RETURN(const int v, r.Int(*head_dim, "head_dim"));
+    if (v != c.head_dim()) {
       return r.Error(
           "head_dim",
-          absl::StrCat("is ", *v,
+          absl::StrCat("is ", v,
+
                        " but hidden_size / "
                        "num_attention_heads is ",
                        c.head_dim(), "; a separate head_dim is not supported"));

@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/base/status_macros.h"
 #include "engine/model/safetensors.h"
 #include "nlohmann/json.hpp"
 
@@ -139,9 +140,8 @@ absl::Status WriteHfModel(const Checkpoint& checkpoint,
 
   ModelConfig config = checkpoint.config();
   config.torch_dtype = options.dtype;
-  absl::Status status =
-      WriteTextFile((fs::path(dir) / "config.json").string(), config.ToJson());
-  if (!status.ok()) return status;
+  SKIPSERVE_RETURN_IF_ERROR(
+      WriteTextFile((fs::path(dir) / "config.json").string(), config.ToJson()));
 
   std::vector<int64_t> sizes;
   sizes.reserve(expected.size());
@@ -173,17 +173,15 @@ absl::Status WriteHfModel(const Checkpoint& checkpoint,
       weight_map[expected[i].name] = file_name;
       total_size += sizes[i];
     }
-    status = WriteSafetensors((fs::path(dir) / file_name).string(), tensors,
-                              metadata);
-    if (!status.ok()) return status;
+    SKIPSERVE_RETURN_IF_ERROR(WriteSafetensors(
+        (fs::path(dir) / file_name).string(), tensors, metadata));
   }
   if (options.num_shards > 1) {
     nlohmann::ordered_json index;
     index["metadata"] = {{"total_size", total_size}};
     index["weight_map"] = std::move(weight_map);
-    status = WriteTextFile((fs::path(dir) / kIndexFile).string(),
-                           index.dump(2) + "\n");
-    if (!status.ok()) return status;
+    SKIPSERVE_RETURN_IF_ERROR(WriteTextFile(
+        (fs::path(dir) / kIndexFile).string(), index.dump(2) + "\n"));
   }
   return RemoveStale(dir, options.num_shards);
 }

@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/base/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace skipserve {
@@ -228,13 +229,12 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
   }
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") {
-      absl::Status s = ParseMetadata(path, entry, &file->metadata_);
-      if (!s.ok()) return s;
+      SKIPSERVE_RETURN_IF_ERROR(ParseMetadata(path, entry, &file->metadata_));
       continue;
     }
-    absl::StatusOr<TensorInfo> info = ParseEntry(path, name, entry, data_size);
-    if (!info.ok()) return info.status();
-    file->tensors_.push_back(*std::move(info));
+    SKIPSERVE_ASSIGN_OR_RETURN(TensorInfo info,
+                               ParseEntry(path, name, entry, data_size));
+    file->tensors_.push_back(std::move(info));
   }
 
   // File order; then no two non-empty tensors may share a byte.

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "engine/base/status_macros.h"
 #include "engine/model/dtype.h"
 
 namespace skipserve {
@@ -257,9 +258,8 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> OpenModel(const std::string& spec) {
           "\" (expected synthetic:<preset>[:f32|:f16|:bf16][:fast])"));
     }
   }
-  absl::StatusOr<ModelConfig> config = SyntheticPreset(preset);
-  if (!config.ok()) return config.status();
-  return MakeSyntheticCheckpoint(*config, dtype, /*seed=*/0, values);
+  SKIPSERVE_ASSIGN_OR_RETURN(const ModelConfig config, SyntheticPreset(preset));
+  return MakeSyntheticCheckpoint(config, dtype, /*seed=*/0, values);
 }
 
 }  // namespace skipserve

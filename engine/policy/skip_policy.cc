@@ -21,6 +21,7 @@
 #include "absl/strings/string_view.h"
 #include "engine/base/check.h"
 #include "engine/base/quote.h"
+#include "engine/base/status_macros.h"
 
 namespace skipserve {
 namespace {
@@ -270,23 +271,23 @@ absl::StatusOr<std::vector<IndexRange>> ParseItems(absl::string_view target,
     // a negative index (reported by ParseIndex).
     const size_t dash = item.find('-', 1);
     if (dash == absl::string_view::npos) {
-      absl::StatusOr<int> index = ParseIndex(item, clause_number, clause);
-      if (!index.ok()) return index.status();
-      ranges.push_back({*index, *index});
+      SKIPSERVE_ASSIGN_OR_RETURN(const int index,
+                                 ParseIndex(item, clause_number, clause));
+      ranges.push_back({index, index});
       continue;
     }
-    absl::StatusOr<int> first =
-        ParseIndex(item.substr(0, dash), clause_number, clause);
-    if (!first.ok()) return first.status();
-    absl::StatusOr<int> last =
-        ParseIndex(item.substr(dash + 1), clause_number, clause);
-    if (!last.ok()) return last.status();
-    if (*last < *first) {
+    SKIPSERVE_ASSIGN_OR_RETURN(
+        const int first,
+        ParseIndex(item.substr(0, dash), clause_number, clause));
+    SKIPSERVE_ASSIGN_OR_RETURN(
+        const int last,
+        ParseIndex(item.substr(dash + 1), clause_number, clause));
+    if (last < first) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "range ", *first, "-", *last, " is reversed in ",
-          Where(clause_number, clause), "; write ", *last, "-", *first));
+          "range ", first, "-", last, " is reversed in ",
+          Where(clause_number, clause), "; write ", last, "-", first));
     }
-    ranges.push_back({*first, *last});
+    ranges.push_back({first, last});
   }
   if (const std::optional<int> dup = SortAndMerge(&ranges); dup.has_value()) {
     return absl::InvalidArgumentError(
@@ -445,16 +446,14 @@ absl::StatusOr<SkipPolicy> SkipPolicy::Parse(std::string_view text) {
     SkipRule rule;
     rule.kind = *kind;
     if (absl::StartsWith(target, "last")) {
-      absl::StatusOr<double> fraction =
-          ParseFraction(target.substr(4), number, clause);
-      if (!fraction.ok()) return fraction.status();
-      if (*fraction == 0) continue;  // Skips nothing.
-      rule.last_fraction = *fraction;
+      SKIPSERVE_ASSIGN_OR_RETURN(
+          const double fraction,
+          ParseFraction(target.substr(4), number, clause));
+      if (fraction == 0) continue;  // Skips nothing.
+      rule.last_fraction = fraction;
     } else {
-      absl::StatusOr<std::vector<IndexRange>> ranges =
-          ParseItems(target, *kind, number, clause);
-      if (!ranges.ok()) return ranges.status();
-      rule.ranges = *std::move(ranges);
+      SKIPSERVE_ASSIGN_OR_RETURN(rule.ranges,
+                                 ParseItems(target, *kind, number, clause));
     }
     policy.rules_.push_back(std::move(rule));
   }
@@ -475,12 +474,10 @@ absl::StatusOr<SkipPolicy> SkipPolicy::FromIndices(std::vector<int> attention,
       {SkipKind::kLayer, &layers}};
   for (auto& [kind, list] : lists) {
     if (list->empty()) continue;
-    absl::StatusOr<std::vector<IndexRange>> ranges =
-        CheckIndexList(std::move(*list), kind);
-    if (!ranges.ok()) return ranges.status();
     SkipRule rule;
     rule.kind = kind;
-    rule.ranges = *std::move(ranges);
+    SKIPSERVE_ASSIGN_OR_RETURN(rule.ranges,
+                               CheckIndexList(std::move(*list), kind));
     policy.rules_.push_back(std::move(rule));
   }
   return policy;

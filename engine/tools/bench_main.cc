@@ -48,6 +48,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "engine/base/status_macros.h"
 #include "engine/create_backend.h"
 #include "engine/cuda/cuda_module.h"
 #include "engine/model/synthetic.h"
@@ -123,16 +124,16 @@ absl::StatusOr<std::vector<int>> ParseInts(const std::string& flag,
 
 // The grid the flags describe, as a suite.
 absl::StatusOr<std::vector<bench::Measurement>> SuiteFromFlags() {
-  absl::StatusOr<std::vector<int>> lens =
-      ParseInts("prompt_lens", absl::GetFlag(FLAGS_prompt_lens));
-  if (!lens.ok()) return lens.status();
-  if (lens->empty()) {
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      const std::vector<int> lens,
+      ParseInts("prompt_lens", absl::GetFlag(FLAGS_prompt_lens)));
+  if (lens.empty()) {
     return absl::InvalidArgumentError("--prompt_lens is empty");
   }
-  absl::StatusOr<std::vector<int>> batches =
-      ParseInts("decode_batches", absl::GetFlag(FLAGS_decode_batches));
-  if (!batches.ok()) return batches.status();
-  if (batches->empty()) batches->push_back(1);
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      std::vector<int> batches,
+      ParseInts("decode_batches", absl::GetFlag(FLAGS_decode_batches)));
+  if (batches.empty()) batches.push_back(1);
   std::vector<std::string> policies;
   for (absl::string_view p :
        absl::StrSplit(absl::GetFlag(FLAGS_policies), ',', absl::SkipEmpty())) {
@@ -150,19 +151,19 @@ absl::StatusOr<std::vector<bench::Measurement>> SuiteFromFlags() {
   suite.push_back({{"name", "ttft"},
                    {"kind", "ttft"},
                    {"policies", policies},
-                   {"prompt_lens", *lens},
+                   {"prompt_lens", lens},
                    {"rounds", rounds}});
   suite.push_back({{"name", "decode"},
                    {"kind", "decode"},
                    {"policies", policies},
                    {"context", context},
-                   {"batches", *batches},
+                   {"batches", batches},
                    {"decode_tokens", tokens},
                    {"rounds", rounds}});
   if (!absl::GetFlag(FLAGS_mixed).empty()) {
     std::vector<std::string> pair =
         absl::StrSplit(absl::GetFlag(FLAGS_mixed), '|', absl::SkipEmpty());
-    const int max_batch = *std::max_element(batches->begin(), batches->end());
+    const int max_batch = *std::max_element(batches.begin(), batches.end());
     if (pair.size() != 2 || max_batch % 2 != 0) {
       return absl::InvalidArgumentError(
           "--mixed wants two policies A|B and an even largest "
@@ -188,9 +189,9 @@ absl::StatusOr<ModelConfig> ModelShape(const std::string& spec) {
         absl::StrSplit(spec.substr(kPrefix.size()), ':');
     return SyntheticPreset(parts[0]);
   }
-  absl::StatusOr<std::unique_ptr<Checkpoint>> c = Checkpoint::Open(spec);
-  if (!c.ok()) return c.status();
-  return (*c)->config();
+  SKIPSERVE_ASSIGN_OR_RETURN(const std::unique_ptr<Checkpoint> c,
+                             Checkpoint::Open(spec));
+  return c->config();
 }
 
 // The table and JSON the grid mode has always written, from the figures.
@@ -304,11 +305,11 @@ absl::Status Run() {
   if (suite_mode && absl::GetFlag(FLAGS_suite_name).empty()) {
     return absl::InvalidArgumentError("--suite needs --suite_name");
   }
-  absl::StatusOr<std::vector<bench::Measurement>> suite =
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      const std::vector<bench::Measurement> suite,
       suite_mode ? bench::LoadSuite(absl::GetFlag(FLAGS_suite),
                                     absl::GetFlag(FLAGS_suite_name))
-                 : SuiteFromFlags();
-  if (!suite.ok()) return suite.status();
+                 : SuiteFromFlags());
   const std::string spec = absl::GetFlag(FLAGS_model);
   const std::string device = absl::GetFlag(FLAGS_device);
   const int threads = absl::GetFlag(FLAGS_threads) > 0
@@ -317,38 +318,37 @@ absl::Status Run() {
   BackendOptions options;
   options.num_threads = threads;
 
-  absl::StatusOr<ModelConfig> shape = ModelShape(spec);
-  if (!shape.ok()) return shape.status();
+  SKIPSERVE_ASSIGN_OR_RETURN(const ModelConfig shape, ModelShape(spec));
   // bf16 KV on a GPU, f32 on the CPU.
   const int kv_element_bytes = device == "cpu" ? 4 : 2;
   const int64_t block_bytes =
-      KvBlockBytes(*shape, options.kv_block_size, kv_element_bytes);
+      KvBlockBytes(shape, options.kv_block_size, kv_element_bytes);
   double cap_gb = absl::GetFlag(FLAGS_kv_cap_gb);
   if (cap_gb <= 0) cap_gb = device == "cpu" ? 8 : 96;
-  absl::StatusOr<bench::SuitePlan> plan =
-      bench::PlanSuite(*suite, *shape, options.kv_block_size,
-                       static_cast<int64_t>(cap_gb * 1e9 / block_bytes));
-  if (!plan.ok()) return plan.status();
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      const bench::SuitePlan plan,
+      bench::PlanSuite(suite, shape, options.kv_block_size,
+                       static_cast<int64_t>(cap_gb * 1e9 / block_bytes)));
   if (absl::GetFlag(FLAGS_dry_run)) {
     Json report = {{"model", spec},
                    {"device", device},
-                   {"layers", shape->num_layers},
-                   {"parameters", shape->NumParameters()},
-                   {"measurements", suite->size()},
+                   {"layers", shape.num_layers},
+                   {"parameters", shape.NumParameters()},
+                   {"measurements", suite.size()},
                    {"kv_block_bytes", block_bytes},
-                   {"kv", plan->ToJson(block_bytes)}};
+                   {"kv", plan.ToJson(block_bytes)}};
     std::printf("%s\n", report.dump(1).c_str());
     return absl::OkStatus();
   }
 
-  absl::StatusOr<std::unique_ptr<bench::JsonlSink>> sink =
-      bench::JsonlSink::Open(absl::GetFlag(FLAGS_results));
-  if (!sink.ok()) return sink.status();
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      const std::unique_ptr<bench::JsonlSink> sink,
+      bench::JsonlSink::Open(absl::GetFlag(FLAGS_results)));
   auto fatal = [&](const absl::Status& s, const char* stage) {
-    (*sink)->Write({{"type", "fatal"},
-                    {"stage", stage},
-                    {"message", s.ToString()},
-                    {"t", since_start()}});
+    sink->Write({{"type", "fatal"},
+                 {"stage", stage},
+                 {"message", s.ToString()},
+                 {"t", since_start()}});
     return s;
   };
 
@@ -359,12 +359,12 @@ absl::Status Run() {
   const double build_s =
       std::chrono::duration<double>(Clock::now() - t0).count();
   const ModelConfig config = (*checkpoint)->config();
-  options.num_kv_blocks = static_cast<int>(plan->pool_blocks);
+  options.num_kv_blocks = static_cast<int>(plan.pool_blocks);
   std::fprintf(stderr,
                "model built in %.1f s; creating the %s backend with %d KV "
                "blocks (%.2f GB)...\n",
                build_s, device.c_str(), options.num_kv_blocks,
-               plan->pool_blocks * static_cast<double>(block_bytes) / 1e9);
+               plan.pool_blocks * static_cast<double>(block_bytes) / 1e9);
   t0 = Clock::now();
   absl::StatusOr<std::unique_ptr<Backend>> backend =
       CreateBackend(device, **checkpoint, options);
@@ -407,10 +407,10 @@ absl::Status Run() {
         {"build_seconds", build_s},
         {"backend_seconds", backend_s}}},
       {"suite", suite_mode ? absl::GetFlag(FLAGS_suite_name) : "flags"},
-      {"kv", plan->ToJson((*backend)->kv_block_bytes())},
+      {"kv", plan.ToJson((*backend)->kv_block_bytes())},
       {"prefill_tokens", absl::GetFlag(FLAGS_prefill_tokens)}};
   meta["machine"]["threads_used"] = threads;
-  (*sink)->Write(meta);
+  sink->Write(meta);
 
   bench::RunnerOptions runner_options;
   runner_options.prefill_tokens = absl::GetFlag(FLAGS_prefill_tokens);
@@ -424,15 +424,16 @@ absl::Status Run() {
   runner_options.print_figures = suite_mode;
   {
     KvBlockManager kv(options.num_kv_blocks, options.kv_block_size);
-    bench::Runner runner(backend->get(), &kv, runner_options, sink->get());
-    for (const bench::Measurement& m : *suite) runner.Run(m);
+    bench::Runner runner(backend->get(), &kv, runner_options, sink.get());
+    for (const bench::Measurement& m : suite) runner.Run(m);
   }
   int errors = 0;
-  for (const Json& line : (*sink)->lines()) {
+  for (const Json& line : sink->lines()) {
     errors += line.value("type", "") == "error";
   }
-  (*sink)->Write({{"type", "end"}, {"errors", errors}, {"t", since_start()}});
-  if (!suite_mode) WriteGrid((*sink)->lines(), meta, *suite);
+  sink->Write({{"type", "end"}, {"errors", errors}, {"t", since_start()}});
+  if (!suite_mode) WriteGrid(sink->lines(), meta, suite);
+
   if (errors > 0) {
     return absl::InternalError(absl::StrFormat(
         "%d configuration(s) failed (see the error lines above%s)", errors,

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/base/status_macros.h"
 #include "engine/create_backend.h"
 #include "engine/model/synthetic.h"
 #include "nlohmann/json.hpp"
@@ -58,9 +59,9 @@ absl::Status RunParity(const std::string& spec_path) {
     return absl::InvalidArgumentError(
         absl::StrCat(spec_path, ": needs a non-empty list \"sequences\""));
   }
-  auto checkpoint = OpenModel(spec["model"].get<std::string>());
-  if (!checkpoint.ok()) return checkpoint.status();
-  const ModelConfig config = (*checkpoint)->config();
+  SKIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint,
+                             OpenModel(spec["model"].get<std::string>()));
+  const ModelConfig config = checkpoint->config();
 
   std::vector<Sequence> seqs;
   BackendOptions options;
@@ -92,11 +93,9 @@ absl::Status RunParity(const std::string& spec_path) {
           "%s: %d tokens but chunks adding up to %d (or start_step < 0)", where,
           s.tokens.size(), total));
     }
-    auto policy = SkipPolicy::Parse(s.policy);
-    if (!policy.ok()) return policy.status();
-    auto plan = policy->Compile(config.num_layers);
-    if (!plan.ok()) return plan.status();
-    s.plan = *plan;
+    SKIPSERVE_ASSIGN_OR_RETURN(const SkipPolicy policy,
+                               SkipPolicy::Parse(s.policy));
+    SKIPSERVE_ASSIGN_OR_RETURN(s.plan, policy.Compile(config.num_layers));
     s.row_offset = rows;
     rows += s.tokens.size();
     blocks +=
@@ -106,11 +105,11 @@ absl::Status RunParity(const std::string& spec_path) {
     seqs.push_back(std::move(s));
   }
   options.num_kv_blocks = static_cast<int>(blocks);
-  auto backend =
-      CreateBackend(spec["device"].get<std::string>(), **checkpoint, options);
-  if (!backend.ok()) return backend.status();
-  checkpoint->reset();
-  const std::string device((*backend)->device_name());
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      const std::unique_ptr<Backend> backend,
+      CreateBackend(spec["device"].get<std::string>(), *checkpoint, options));
+  checkpoint.reset();
+  const std::string device(backend->device_name());
   std::fprintf(stderr, "parity: device %s, %zu sequences, %zu rows\n",
                device.c_str(), seqs.size(), rows);
 
@@ -143,7 +142,8 @@ absl::Status RunParity(const std::string& spec_path) {
     if (!status.ok() || !remaining) break;
     if (members.empty()) continue;
     logits.assign(static_cast<size_t>(batch.NumLogitRows()) * vocab, NAN);
-    status = (*backend)->Forward(batch, logits);
+    status = backend->Forward(batch, logits);
+
     if (!status.ok()) break;
     size_t row = 0;
     Json step_json = {{"rows", batch.NumRows()}, {"sequences", Json::array()}};

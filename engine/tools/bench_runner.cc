@@ -6,6 +6,7 @@
 #include <map>
 
 #include "absl/strings/str_format.h"
+#include "engine/base/status_macros.h"
 
 namespace skipserve::bench {
 namespace {
@@ -362,27 +363,29 @@ void Runner::RunOneByOne(const Measurement& m, std::vector<Config>& configs) {
 }
 
 absl::Status Runner::EnsureContexts(const Measurement& m, const Needs& needs) {
-  absl::StatusOr<ContextPool::PrefillStats> prefill = pool_.Ensure(
-      needs, m.context, m.context + m.decode_tokens, options_.prefill_tokens,
-      [this](const Batch& batch) { return Forward(batch); });
-  if (!prefill.ok()) return prefill.status();
-  if (prefill->sequences == 0) return absl::OkStatus();
-  const double tokens_per_s = prefill->tokens / prefill->seconds;
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      const ContextPool::PrefillStats prefill,
+      pool_.Ensure(needs, m.context, m.context + m.decode_tokens,
+                   options_.prefill_tokens,
+                   [this](const Batch& batch) { return Forward(batch); }));
+
+  if (prefill.sequences == 0) return absl::OkStatus();
+  const double tokens_per_s = prefill.tokens / prefill.seconds;
   sink_->Write({{"type", "prefill"},
                 {"measurement", m.name},
-                {"sequences", prefill->sequences},
-                {"tokens", prefill->tokens},
-                {"steps", prefill->steps},
-                {"seconds", prefill->seconds},
+                {"sequences", prefill.sequences},
+                {"tokens", prefill.tokens},
+                {"steps", prefill.steps},
+                {"seconds", prefill.seconds},
                 {"tokens_per_s", tokens_per_s},
                 {"t", Elapsed()}});
   if (options_.verbose) {
     std::fprintf(stderr,
                  "[%.0fs] %s: prefilled %zu contexts (%lld tokens) in %d "
                  "steps, %.1f s (%.0f tokens/s)\n",
-                 Elapsed(), m.name.c_str(), prefill->sequences,
-                 static_cast<long long>(prefill->tokens), prefill->steps,
-                 prefill->seconds, tokens_per_s);
+                 Elapsed(), m.name.c_str(), prefill.sequences,
+                 static_cast<long long>(prefill.tokens), prefill.steps,
+                 prefill.seconds, tokens_per_s);
   }
   return absl::OkStatus();
 }
@@ -425,7 +428,7 @@ absl::StatusOr<double> Runner::DecodeRate(const Config& c, int context,
     for (const auto& [plan, seq] : rows) {
       batch.Add(plan, seq, context + i, {Token(context + i)});
     }
-    if (absl::Status s = Forward(batch); !s.ok()) return s;
+    SKIPSERVE_RETURN_IF_ERROR(Forward(batch));
   }
   return static_cast<double>(steps) * rows.size() / SecondsSince(start);
 }

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "engine/base/status_macros.h"
 
 namespace skipserve::bench {
 namespace {
@@ -83,9 +84,8 @@ absl::Status ParsePoliciesAndRounds(const Json& j, const std::string& where,
     m->policies.push_back(p.get<std::string>());
   }
   if (j.contains("rounds")) {
-    absl::StatusOr<int> r = PositiveInt(j["rounds"], where + " rounds");
-    if (!r.ok()) return r.status();
-    m->rounds = *r;
+    SKIPSERVE_ASSIGN_OR_RETURN(m->rounds,
+                               PositiveInt(j["rounds"], where + " rounds"));
   }
   return absl::OkStatus();
 }
@@ -93,19 +93,14 @@ absl::Status ParsePoliciesAndRounds(const Json& j, const std::string& where,
 // The fields of decode and mixed measurements.
 absl::Status ParseDecodeFields(const Json& j, const std::string& where,
                                Measurement* m) {
-  absl::StatusOr<int> c =
-      PositiveInt(j.value("context", Json()), where + " context");
-  if (!c.ok()) return c.status();
-  m->context = *c;
-  absl::StatusOr<std::vector<int>> b =
-      PositiveInts(j.value("batches", Json()), where + " batches");
-  if (!b.ok()) return b.status();
-  m->batches = *b;
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      m->context, PositiveInt(j.value("context", Json()), where + " context"));
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      m->batches, PositiveInts(j.value("batches", Json()), where + " batches"));
   if (j.contains("decode_tokens")) {
-    absl::StatusOr<int> k =
-        PositiveInt(j["decode_tokens"], where + " decode_tokens");
-    if (!k.ok()) return k.status();
-    m->decode_tokens = *k;
+    SKIPSERVE_ASSIGN_OR_RETURN(
+        m->decode_tokens,
+        PositiveInt(j["decode_tokens"], where + " decode_tokens"));
   }
   if (m->kind == Kind::kMixed &&
       (m->policies.size() != 2 || m->batches.size() != 1 ||
@@ -129,18 +124,16 @@ absl::StatusOr<Measurement> ParseMeasurement(const Json& j, size_t index,
   m.name = j["name"].get<std::string>();
   where = absl::StrCat("measurement \"", m.name, "\"");
   if (!names->insert(m.name).second) return FieldError(where, "named twice");
-  if (absl::Status s = ParseKind(j, where, &m); !s.ok()) return s;
-  if (absl::Status s = ParsePoliciesAndRounds(j, where, &m); !s.ok()) {
-    return s;
-  }
+  SKIPSERVE_RETURN_IF_ERROR(ParseKind(j, where, &m));
+  SKIPSERVE_RETURN_IF_ERROR(ParsePoliciesAndRounds(j, where, &m));
   if (m.kind == Kind::kTtft) {
-    absl::StatusOr<std::vector<int>> lens =
-        PositiveInts(j.value("prompt_lens", Json()), where + " prompt_lens");
-    if (!lens.ok()) return lens.status();
-    m.prompt_lens = *lens;
-  } else if (absl::Status s = ParseDecodeFields(j, where, &m); !s.ok()) {
-    return s;
+    SKIPSERVE_ASSIGN_OR_RETURN(
+        m.prompt_lens,
+        PositiveInts(j.value("prompt_lens", Json()), where + " prompt_lens"));
+  } else {
+    SKIPSERVE_RETURN_IF_ERROR(ParseDecodeFields(j, where, &m));
   }
+
   return m;
 }
 
@@ -160,9 +153,8 @@ const char* KindName(Kind kind) {
 
 absl::StatusOr<LayerPlan> CompilePolicy(const std::string& text,
                                         int num_layers) {
-  absl::StatusOr<SkipPolicy> policy = SkipPolicy::Parse(text);
-  if (!policy.ok()) return policy.status();
-  return policy->Compile(num_layers);
+  SKIPSERVE_ASSIGN_OR_RETURN(const SkipPolicy policy, SkipPolicy::Parse(text));
+  return policy.Compile(num_layers);
 }
 
 int64_t BlocksPerSequence(const LayerPlan& plan, int tokens, int block_size) {
@@ -178,9 +170,9 @@ absl::StatusOr<std::vector<Measurement>> ParseSuite(const Json& list) {
   std::vector<Measurement> out;
   std::set<std::string> names;
   for (size_t i = 0; i < list.size(); ++i) {
-    absl::StatusOr<Measurement> m = ParseMeasurement(list[i], i, &names);
-    if (!m.ok()) return m.status();
-    out.push_back(*std::move(m));
+    SKIPSERVE_ASSIGN_OR_RETURN(Measurement m,
+                               ParseMeasurement(list[i], i, &names));
+    out.push_back(std::move(m));
   }
   return out;
 }

@@ -57,40 +57,33 @@ absl::StatusOr<std::vector<int32_t>> ParseTokenIds(const std::string& text) {
 
 absl::Status Run() {
   const std::string model_spec = absl::GetFlag(FLAGS_model);
-  absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint =
-      OpenModel(model_spec);
-  if (!checkpoint.ok()) return checkpoint.status();
-  const ModelConfig& config = (*checkpoint)->config();
+  SKIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint,
+                             OpenModel(model_spec));
+  const ModelConfig& config = checkpoint->config();
 
   std::unique_ptr<Tokenizer> tokenizer;
   if (model_spec.rfind("synthetic:", 0) != 0) {
-    absl::StatusOr<std::unique_ptr<Tokenizer>> loaded =
-        Tokenizer::Load(model_spec + "/tokenizer.model");
-    if (!loaded.ok()) return loaded.status();
-    tokenizer = std::move(*loaded);
+    SKIPSERVE_ASSIGN_OR_RETURN(
+        tokenizer, Tokenizer::Load(model_spec + "/tokenizer.model"));
   }
 
   std::vector<int32_t> prompt;
   if (!absl::GetFlag(FLAGS_tokens).empty()) {
-    absl::StatusOr<std::vector<int32_t>> ids =
-        ParseTokenIds(absl::GetFlag(FLAGS_tokens));
-    if (!ids.ok()) return ids.status();
-    prompt = *ids;
+    SKIPSERVE_ASSIGN_OR_RETURN(prompt,
+                               ParseTokenIds(absl::GetFlag(FLAGS_tokens)));
   } else if (tokenizer != nullptr) {
-    absl::StatusOr<std::vector<int>> ids =
-        tokenizer->Encode(absl::GetFlag(FLAGS_prompt));
-    if (!ids.ok()) return ids.status();
-    prompt.assign(ids->begin(), ids->end());
+    SKIPSERVE_ASSIGN_OR_RETURN(const std::vector<int> ids,
+                               tokenizer->Encode(absl::GetFlag(FLAGS_prompt)));
+    prompt.assign(ids.begin(), ids.end());
   } else {
     return absl::InvalidArgumentError(
         "a synthetic model has no tokenizer: pass --tokens");
   }
 
-  absl::StatusOr<SkipPolicy> policy =
-      SkipPolicy::Parse(absl::GetFlag(FLAGS_policy));
-  if (!policy.ok()) return policy.status();
-  absl::StatusOr<LayerPlan> plan = policy->Compile(config.num_layers);
-  if (!plan.ok()) return plan.status();
+  SKIPSERVE_ASSIGN_OR_RETURN(const SkipPolicy policy,
+                             SkipPolicy::Parse(absl::GetFlag(FLAGS_policy)));
+  SKIPSERVE_ASSIGN_OR_RETURN(const LayerPlan plan,
+                             policy.Compile(config.num_layers));
 
   BackendOptions options;
   options.num_threads = absl::GetFlag(FLAGS_threads);
@@ -102,8 +95,8 @@ absl::Status Run() {
   engine_options.device = absl::GetFlag(FLAGS_device);
   engine_options.backend = options;
   SKIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine,
-                             Engine::Open(**checkpoint, engine_options));
-  checkpoint->reset();  // the backend holds its own copy of the weights
+                             Engine::Open(*checkpoint, engine_options));
+  checkpoint.reset();  // the backend holds its own copy of the weights
   SchedulerOptions scheduler_options;
   // A vocabulary padded beyond the tokenizer's pieces: never sample padding.
   if (tokenizer != nullptr) {
@@ -114,7 +107,7 @@ absl::Status Run() {
 
   GenerationRequest request;
   request.prompt = prompt;
-  request.plan = *plan;
+  request.plan = plan;
   request.max_new_tokens = max_tokens;
   request.sampling.temperature = absl::GetFlag(FLAGS_temperature);
   request.sampling.top_p = absl::GetFlag(FLAGS_top_p);
@@ -122,8 +115,8 @@ absl::Status Run() {
   request.sampling.seed = absl::GetFlag(FLAGS_seed);
   request.stop_ids = {config.eos_token_id};
 
-  std::fprintf(stderr, "policy %s -> plan %s\n", policy->ToString().c_str(),
-               plan->Canonical().c_str());
+  std::fprintf(stderr, "policy %s -> plan %s\n", policy.ToString().c_str(),
+               plan.Canonical().c_str());
   const bool logprobs = absl::GetFlag(FLAGS_logprobs);
   std::unique_ptr<Detokenizer> detokenizer;
   if (tokenizer != nullptr && !logprobs) {
@@ -131,7 +124,8 @@ absl::Status Run() {
     detokenizer = std::make_unique<Detokenizer>(tokenizer.get(),
                                                 /*at_start_of_text=*/false);
   }
-  absl::StatusOr<GenerationResult> result =
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      const GenerationResult result,
       engine->Generate(request, [&](const SampledToken& token) {
         if (detokenizer != nullptr) {
           std::cout << detokenizer->Add(token.id) << std::flush;
@@ -140,19 +134,19 @@ absl::Status Run() {
               "%d\t%.4f\t%s\n", token.id, token.logprob,
               tokenizer ? std::string(tokenizer->IdToPiece(token.id)) : "");
         }
-      });
-  if (!result.ok()) return result.status();
+      }));
   if (detokenizer != nullptr) std::cout << detokenizer->Flush() << "\n";
   const double decode_rate =
-      result->tokens.size() > 1
-          ? (result->tokens.size() - 1) / result->decode_seconds
+      result.tokens.size() > 1
+          ? (result.tokens.size() - 1) / result.decode_seconds
           : 0.0;
   std::fprintf(stderr,
                "%zu prompt tokens, %zu generated (%s); first token %.1f ms, "
                "decode %.1f tokens/s\n",
-               prompt.size(), result->tokens.size(),
-               FinishReasonName(result->finish_reason),
-               result->prefill_seconds * 1e3, decode_rate);
+               prompt.size(), result.tokens.size(),
+               FinishReasonName(result.finish_reason),
+               result.prefill_seconds * 1e3, decode_rate);
+
   return absl::OkStatus();
 }
 

@@ -21,6 +21,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "engine/base/status_macros.h"
 #include "engine/create_backend.h"
 #include "engine/model/synthetic.h"
 
@@ -48,27 +49,27 @@ absl::Status Run() {
   if (tokens.empty() || absl::GetFlag(FLAGS_out).empty()) {
     return absl::InvalidArgumentError("--tokens and --out are required");
   }
-  auto checkpoint = OpenModel(absl::GetFlag(FLAGS_model));
-  if (!checkpoint.ok()) return checkpoint.status();
-  const ModelConfig config = (*checkpoint)->config();
-  auto policy = SkipPolicy::Parse(absl::GetFlag(FLAGS_policy));
-  if (!policy.ok()) return policy.status();
-  auto plan = policy->Compile(config.num_layers);
-  if (!plan.ok()) return plan.status();
+  SKIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint,
+                             OpenModel(absl::GetFlag(FLAGS_model)));
+  const ModelConfig config = checkpoint->config();
+  SKIPSERVE_ASSIGN_OR_RETURN(const SkipPolicy policy,
+                             SkipPolicy::Parse(absl::GetFlag(FLAGS_policy)));
+  SKIPSERVE_ASSIGN_OR_RETURN(const LayerPlan plan,
+                             policy.Compile(config.num_layers));
 
   const int n = static_cast<int>(tokens.size());
   BackendOptions options;
   options.num_kv_blocks = (n + options.kv_block_size - 1) /
                           options.kv_block_size * config.num_layers;
-  auto backend =
-      CreateBackend(absl::GetFlag(FLAGS_device), **checkpoint, options);
-  if (!backend.ok()) return backend.status();
-  checkpoint->reset();
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      const std::unique_ptr<Backend> backend,
+      CreateBackend(absl::GetFlag(FLAGS_device), *checkpoint, options));
+  checkpoint.reset();
   std::fprintf(stderr, "device %s\n",
-               std::string((*backend)->device_name()).c_str());
+               std::string(backend->device_name()).c_str());
 
   KvBlockManager blocks(options.num_kv_blocks, options.kv_block_size);
-  SequenceKv seq(*plan);
+  SequenceKv seq(plan);
   const int chunk =
       absl::GetFlag(FLAGS_chunk) > 0 ? absl::GetFlag(FLAGS_chunk) : n;
   std::vector<float> logits(static_cast<size_t>(n) * config.vocab_size);
@@ -78,11 +79,12 @@ absl::Status Run() {
     status = blocks.Reserve(seq, pos + count);
     if (!status.ok()) break;
     Batch batch;
-    batch.Add(&*plan, &seq, pos,
+    batch.Add(&plan, &seq, pos,
               std::vector<int32_t>(tokens.begin() + pos,
                                    tokens.begin() + pos + count),
               /*all_logits=*/true);
-    status = (*backend)->Forward(
+    status = backend->Forward(
+
         batch, std::span<float>(
                    logits.data() + static_cast<size_t>(pos) * config.vocab_size,
                    static_cast<size_t>(count) * config.vocab_size));

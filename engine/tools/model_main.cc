@@ -21,6 +21,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "engine/base/status_macros.h"
 #include "engine/model/checkpoint.h"
 #include "engine/model/model_writer.h"
 #include "engine/model/synthetic.h"
@@ -52,10 +53,8 @@ namespace {
 absl::StatusOr<ModelConfig> ShapeFromFlags() {
   ModelConfig config;
   if (!absl::GetFlag(FLAGS_preset).empty()) {
-    absl::StatusOr<ModelConfig> preset =
-        SyntheticPreset(absl::GetFlag(FLAGS_preset));
-    if (!preset.ok()) return preset.status();
-    config = *preset;
+    SKIPSERVE_ASSIGN_OR_RETURN(config,
+                               SyntheticPreset(absl::GetFlag(FLAGS_preset)));
   } else {
     config = *SyntheticPreset("tiny");
   }
@@ -74,15 +73,14 @@ absl::StatusOr<ModelConfig> ShapeFromFlags() {
   if (config.num_kv_heads > config.num_heads) {
     config.num_kv_heads = config.num_heads;
   }
-  if (absl::Status s = config.Validate(); !s.ok()) return s;
+  SKIPSERVE_RETURN_IF_ERROR(config.Validate());
   return config;
 }
 
 absl::Status Create() {
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) return absl::InvalidArgumentError("--out is required");
-  absl::StatusOr<ModelConfig> config = ShapeFromFlags();
-  if (!config.ok()) return config.status();
+  SKIPSERVE_ASSIGN_OR_RETURN(const ModelConfig config, ShapeFromFlags());
   std::optional<DType> dtype = ParseDType(absl::GetFlag(FLAGS_dtype));
   if (!dtype.has_value()) {
     const std::string d = absl::GetFlag(FLAGS_dtype);
@@ -109,35 +107,30 @@ absl::Status Create() {
   }
   if (!absl::GetFlag(FLAGS_corpus).empty()) {
     std::fprintf(stderr, "training a %d-piece tokenizer on %s\n",
-                 config->vocab_size, absl::GetFlag(FLAGS_corpus).c_str());
-    if (absl::Status s =
-            TrainTokenizer(absl::GetFlag(FLAGS_corpus), config->vocab_size,
-                           out + "/tokenizer.model");
-        !s.ok()) {
-      return s;
-    }
+                 config.vocab_size, absl::GetFlag(FLAGS_corpus).c_str());
+    SKIPSERVE_RETURN_IF_ERROR(TrainTokenizer(absl::GetFlag(FLAGS_corpus),
+                                             config.vocab_size,
+                                             out + "/tokenizer.model"));
   }
-  absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint =
-      MakeSyntheticCheckpoint(*config, DType::kF32, absl::GetFlag(FLAGS_seed));
-  if (!checkpoint.ok()) return checkpoint.status();
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      const std::unique_ptr<Checkpoint> checkpoint,
+      MakeSyntheticCheckpoint(config, DType::kF32, absl::GetFlag(FLAGS_seed)));
   ModelWriteOptions options;
   options.dtype = *dtype;
   options.num_shards = shards;
-  if (absl::Status s = WriteHfModel(**checkpoint, options, out); !s.ok()) {
-    return s;
-  }
+  SKIPSERVE_RETURN_IF_ERROR(WriteHfModel(*checkpoint, options, out));
   std::cerr << absl::StrFormat("wrote %s: %d parameters, %s, %d shard(s)\n",
-                               out, config->NumParameters(),
+                               out, config.NumParameters(),
                                std::string(DTypeName(*dtype)), shards);
   return absl::OkStatus();
 }
 
 absl::Status Info() {
   const std::string dir = absl::GetFlag(FLAGS_model);
-  absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint =
-      Checkpoint::Open(dir);
-  if (!checkpoint.ok()) return checkpoint.status();
-  const ModelConfig& c = (*checkpoint)->config();
+  SKIPSERVE_ASSIGN_OR_RETURN(const std::unique_ptr<Checkpoint> checkpoint,
+                             Checkpoint::Open(dir));
+  const ModelConfig& c = checkpoint->config();
+
   std::cout << absl::StrFormat(
       "%s\n  layers %d, hidden %d, intermediate %d, heads %d, kv_heads %d, "
       "head_dim %d\n  vocab %d, context %d, rope_theta %g, rms_norm_eps %g, "
@@ -145,7 +138,7 @@ absl::Status Info() {
       dir, c.num_layers, c.hidden_size, c.intermediate_size, c.num_heads,
       c.num_kv_heads, c.head_dim(), c.vocab_size, c.max_position_embeddings,
       c.rope_theta, c.rms_norm_eps, c.tie_word_embeddings ? "yes" : "no",
-      c.NumParameters(), (*checkpoint)->TotalBytes());
+      c.NumParameters(), checkpoint->TotalBytes());
   return absl::OkStatus();
 }
 
