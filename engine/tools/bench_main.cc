@@ -36,9 +36,11 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -194,29 +196,35 @@ absl::StatusOr<ModelConfig> ModelShape(const std::string& spec) {
   return c->config();
 }
 
-// The table and JSON the grid mode has always written, from the figures.
-void WriteGrid(const std::vector<Json>& lines, const Json& meta,
-               const std::vector<bench::Measurement>& suite) {
+// The grid's figures, one row per policy.
+struct GridRows {
   std::map<std::string, Json> rows;  // by policy
-  std::vector<std::string> order;
-  Json mixed;
+  std::vector<std::string> order;    // policies, in the order first seen
+  Json mixed;                        // the mixed figure; null without one
+};
+
+// Gathers the "figure" lines into rows: per policy its ttft entries and its
+// decode entries per batch, without the fields the row already names.
+GridRows CollectGridRows(const std::vector<Json>& lines) {
+  GridRows grid;
   for (const Json& line : lines) {
     if (line.value("type", "") != "figure") continue;
     const std::string kind = line.value("kind", "");
     if (kind == "mixed") {
-      mixed = {{"policies", absl::GetFlag(FLAGS_mixed)},
-               {"batch", line["batch"]},
-               {"tokens_per_s_a_only", line.value("tokens_per_s_a_only", 0.0)},
-               {"tokens_per_s_b_only", line.value("tokens_per_s_b_only", 0.0)},
-               {"tokens_per_s_mixed", line.value("tokens_per_s_mixed", 0.0)}};
+      grid.mixed = {
+          {"policies", absl::GetFlag(FLAGS_mixed)},
+          {"batch", line["batch"]},
+          {"tokens_per_s_a_only", line.value("tokens_per_s_a_only", 0.0)},
+          {"tokens_per_s_b_only", line.value("tokens_per_s_b_only", 0.0)},
+          {"tokens_per_s_mixed", line.value("tokens_per_s_mixed", 0.0)}};
       continue;
     }
     const std::string policy = line["policy"];
-    if (!rows.contains(policy)) {
-      order.push_back(policy);
-      rows[policy] = {{"policy", policy}, {"plan", line["plan"]}};
+    if (!grid.rows.contains(policy)) {
+      grid.order.push_back(policy);
+      grid.rows[policy] = {{"policy", policy}, {"plan", line["plan"]}};
     }
-    Json& row = rows[policy];
+    Json& row = grid.rows[policy];
     Json entry = line;
     for (const char* key :
          {"type", "measurement", "kind", "policy", "plan", "rounds_done",
@@ -230,6 +238,44 @@ void WriteGrid(const std::vector<Json>& lines, const Json& meta,
       row["decode_batches"].push_back(entry);
     }
   }
+  return grid;
+}
+
+// Prints the table's line for one policy's row.
+void PrintGridRow(const std::string& policy, const Json& row,
+                  const bench::Measurement& ttft,
+                  const bench::Measurement& decode) {
+  std::printf("%-16s", policy.c_str());
+  for (int n : ttft.prompt_lens) {
+    bool found = false;
+    for (const Json& t : row.value("ttft", Json::array())) {
+      if (t["prompt_len"] != n) continue;
+      found = true;
+      std::printf(" %7.1fms %5.3f(%5.3f)", t["seconds"].get<double>() * 1e3,
+                  t.value("speedup", 0.0),
+                  t.value("predicted_speedup_flops", 0.0));
+    }
+    if (!found) std::printf(" %7s   %5s %5s ", "-", "-", "");
+  }
+  for (int b : decode.batches) {
+    bool found = false;
+    for (const Json& d : row.value("decode_batches", Json::array())) {
+      if (d["batch"] != b) continue;
+      found = true;
+      std::printf("  %16.1f %5.3f(%5.3f) %8.1f",
+                  d["tokens_per_s"].get<double>(), d.value("speedup", 0.0),
+                  d.value("predicted_speedup_bytes", 0.0),
+                  100.0 * d.value("roofline_share", 0.0));
+    }
+    if (!found) std::printf("  %16s %5s %5s  %8s", "-", "-", "", "-");
+  }
+  std::printf("\n");
+}
+
+// The table and JSON the grid mode has always written, from the figures.
+void WriteGrid(const std::vector<Json>& lines, const Json& meta,
+               const std::vector<bench::Measurement>& suite) {
+  GridRows grid = CollectGridRows(lines);
   const bench::Measurement& ttft = suite[0];
   const bench::Measurement& decode = suite[1];
   std::printf("memory bandwidth: copy %.1f GB/s, read %.1f GB/s (%d threads)\n",
@@ -249,7 +295,8 @@ void WriteGrid(const std::vector<Json>& lines, const Json& meta,
                      {"decode_tokens", decode.decode_tokens},
                      {"decode_batches", decode.batches},
                      {"rounds", decode.rounds}};
-  if (!mixed.is_null()) {
+  if (!grid.mixed.is_null()) {
+    const Json& mixed = grid.mixed;
     out["mixed"] = mixed;
     std::printf(
         "mixed %s batch %d: A only %.1f, B only %.1f, 50/50 %.1f tokens/s\n",
@@ -258,39 +305,165 @@ void WriteGrid(const std::vector<Json>& lines, const Json& meta,
         mixed["tokens_per_s_b_only"].get<double>(),
         mixed["tokens_per_s_mixed"].get<double>());
   }
-  for (const std::string& policy : order) {
-    const Json& row = rows[policy];
-    std::printf("%-16s", policy.c_str());
-    for (int n : ttft.prompt_lens) {
-      bool found = false;
-      for (const Json& t : row.value("ttft", Json::array())) {
-        if (t["prompt_len"] != n) continue;
-        found = true;
-        std::printf(" %7.1fms %5.3f(%5.3f)", t["seconds"].get<double>() * 1e3,
-                    t.value("speedup", 0.0),
-                    t.value("predicted_speedup_flops", 0.0));
-      }
-      if (!found) std::printf(" %7s   %5s %5s ", "-", "-", "");
-    }
-    for (int b : decode.batches) {
-      bool found = false;
-      for (const Json& d : row.value("decode_batches", Json::array())) {
-        if (d["batch"] != b) continue;
-        found = true;
-        std::printf("  %16.1f %5.3f(%5.3f) %8.1f",
-                    d["tokens_per_s"].get<double>(), d.value("speedup", 0.0),
-                    d.value("predicted_speedup_bytes", 0.0),
-                    100.0 * d.value("roofline_share", 0.0));
-      }
-      if (!found) std::printf("  %16s %5s %5s  %8s", "-", "-", "", "-");
-    }
-    std::printf("\n");
+  for (const std::string& policy : grid.order) {
+    const Json& row = grid.rows[policy];
+    PrintGridRow(policy, row, ttft, decode);
     out["policies"].push_back(row);
   }
   if (!absl::GetFlag(FLAGS_out).empty()) {
     std::ofstream(absl::GetFlag(FLAGS_out)) << out.dump(2) << "\n";
     std::fprintf(stderr, "wrote %s\n", absl::GetFlag(FLAGS_out).c_str());
   }
+}
+
+// Writes a "fatal" line naming the failed stage to the results and returns
+// the status.
+using FatalFn =
+    std::function<absl::Status(const absl::Status& s, const char* stage)>;
+
+// The suite to run: --suite's named suite, else the grid the flags describe.
+absl::StatusOr<std::vector<bench::Measurement>> SelectSuite(bool suite_mode) {
+  if (suite_mode && absl::GetFlag(FLAGS_suite_name).empty()) {
+    return absl::InvalidArgumentError("--suite needs --suite_name");
+  }
+  return suite_mode ? bench::LoadSuite(absl::GetFlag(FLAGS_suite),
+                                       absl::GetFlag(FLAGS_suite_name))
+                    : SuiteFromFlags();
+}
+
+// The KV pool for `suite`, capped by --kv_cap_gb (by default 8 GB on the CPU,
+// 96 GB on a GPU).
+absl::StatusOr<bench::SuitePlan> PlanKvPool(
+    const std::vector<bench::Measurement>& suite, const ModelConfig& shape,
+    const std::string& device, int kv_block_size, int64_t block_bytes) {
+  double cap_gb = absl::GetFlag(FLAGS_kv_cap_gb);
+  if (cap_gb <= 0) cap_gb = device == "cpu" ? 8 : 96;
+  return bench::PlanSuite(suite, shape, kv_block_size,
+                          static_cast<int64_t>(cap_gb * 1e9 / block_bytes));
+}
+
+// The model's backend and how long building each took.
+struct LoadedBackend {
+  std::unique_ptr<Backend> backend;
+  ModelConfig config;
+  double build_s = 0;
+  double backend_s = 0;
+};
+
+// Builds the model, then the backend with the plan's KV pool (set in
+// `options`); progress goes to stderr, a failure through `fatal`.
+absl::StatusOr<LoadedBackend> LoadBackend(const std::string& spec,
+                                          const std::string& device,
+                                          const bench::SuitePlan& plan,
+                                          int64_t block_bytes,
+                                          const FatalFn& fatal,
+                                          BackendOptions* options) {
+  LoadedBackend loaded;
+  std::fprintf(stderr, "building %s...\n", spec.c_str());
+  auto t0 = Clock::now();
+  absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint = OpenModel(spec);
+  if (!checkpoint.ok()) return fatal(checkpoint.status(), "model");
+  loaded.build_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  loaded.config = (*checkpoint)->config();
+  options->num_kv_blocks = static_cast<int>(plan.pool_blocks);
+  std::fprintf(stderr,
+               "model built in %.1f s; creating the %s backend with %d KV "
+               "blocks (%.2f GB)...\n",
+               loaded.build_s, device.c_str(), options->num_kv_blocks,
+               plan.pool_blocks * static_cast<double>(block_bytes) / 1e9);
+  t0 = Clock::now();
+  absl::StatusOr<std::unique_ptr<Backend>> backend =
+      CreateBackend(device, **checkpoint, *options);
+  if (!backend.ok()) return fatal(backend.status(), "backend");
+  loaded.backend_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  loaded.backend = *std::move(backend);
+  return loaded;
+}
+
+// The memory bandwidth of the backend's device: a device-to-device copy on a
+// GPU (whose name, multiprocessors and memory go into `device_json`), else
+// the host's with `threads` threads.
+absl::StatusOr<MemoryBandwidth> MeasureBandwidth(bool on_gpu, int threads,
+                                                 const FatalFn& fatal,
+                                                 Json* device_json) {
+  MemoryBandwidth bandwidth;
+  if (on_gpu) {
+    // The backend came from the CUDA module, so it is loaded.
+    absl::StatusOr<CudaDeviceInfo> info = MeasureCudaDeviceFromModule(
+        int64_t{absl::GetFlag(FLAGS_bandwidth_mb)} << 20);
+    if (!info.ok()) return fatal(info.status(), "bandwidth");
+    // A device-to-device copy: the read and the write rates are not
+    // separated, so both take the copy figure.
+    bandwidth.copy_gb_s = bandwidth.read_gb_s = info->copy_gb_s;
+    (*device_json)["gpu"] = info->name;
+    (*device_json)["multiprocessors"] = info->multiprocessors;
+    (*device_json)["memory_bytes"] = info->memory_bytes;
+  } else {
+    bandwidth = MeasureMemoryBandwidth(threads);
+  }
+  return bandwidth;
+}
+
+// The results' "meta" line: machine, device, bandwidth, model and KV pool.
+Json MetaLine(const std::string& spec, const LoadedBackend& loaded, bool on_gpu,
+              const Json& device_json, const MemoryBandwidth& bandwidth,
+              const bench::SuitePlan& plan, bool suite_mode, int threads) {
+  const ModelConfig& config = loaded.config;
+  Json meta = {
+      {"type", "meta"},
+      {"machine", DescribeMachine()},
+      {"device", device_json},
+      {"memory_bandwidth_gb_s",
+       {{"copy", bandwidth.copy_gb_s}, {"read", bandwidth.read_gb_s}}},
+      {"model",
+       {{"spec", spec},
+        {"layers", config.num_layers},
+        {"hidden", config.hidden_size},
+        {"parameters", config.NumParameters()},
+        {"dtype_in_engine", on_gpu ? "bf16" : "f32"},
+        {"build_seconds", loaded.build_s},
+        {"backend_seconds", loaded.backend_s}}},
+      {"suite", suite_mode ? absl::GetFlag(FLAGS_suite_name) : "flags"},
+      {"kv", plan.ToJson(loaded.backend->kv_block_bytes())},
+      {"prefill_tokens", absl::GetFlag(FLAGS_prefill_tokens)}};
+  meta["machine"]["threads_used"] = threads;
+  return meta;
+}
+
+// The runner's settings; `elapsed_s` is the time already spent, taken from
+// --deadline_s.
+bench::RunnerOptions RunnerOptionsFromFlags(bool on_gpu, bool suite_mode,
+                                            const MemoryBandwidth& bandwidth,
+                                            double elapsed_s) {
+  bench::RunnerOptions runner_options;
+  runner_options.prefill_tokens = absl::GetFlag(FLAGS_prefill_tokens);
+  if (absl::GetFlag(FLAGS_deadline_s) > 0) {
+    runner_options.deadline_s =
+        std::max(1e-3, absl::GetFlag(FLAGS_deadline_s) - elapsed_s);
+  }
+  runner_options.bytes_per_element = on_gpu ? 2 : 4;
+  runner_options.copy_gb_s = bandwidth.copy_gb_s;
+  runner_options.read_gb_s = bandwidth.read_gb_s;
+  runner_options.print_figures = suite_mode;
+  return runner_options;
+}
+
+// Runs every measurement of `suite` with a fresh KV pool and returns the
+// number of "error" lines in the results.
+int RunSuite(const std::vector<bench::Measurement>& suite,
+             const bench::RunnerOptions& runner_options,
+             const BackendOptions& options, Backend* backend,
+             bench::JsonlSink* sink) {
+  {
+    KvBlockManager kv(options.num_kv_blocks, options.kv_block_size);
+    bench::Runner runner(backend, &kv, runner_options, sink);
+    for (const bench::Measurement& m : suite) runner.Run(m);
+  }
+  int errors = 0;
+  for (const Json& line : sink->lines()) {
+    errors += line.value("type", "") == "error";
+  }
+  return errors;
 }
 
 absl::Status Run() {
@@ -302,14 +475,8 @@ absl::Status Run() {
     return bench::RunParity(absl::GetFlag(FLAGS_parity_spec));
   }
   const bool suite_mode = !absl::GetFlag(FLAGS_suite).empty();
-  if (suite_mode && absl::GetFlag(FLAGS_suite_name).empty()) {
-    return absl::InvalidArgumentError("--suite needs --suite_name");
-  }
-  SKIPSERVE_ASSIGN_OR_RETURN(
-      const std::vector<bench::Measurement> suite,
-      suite_mode ? bench::LoadSuite(absl::GetFlag(FLAGS_suite),
-                                    absl::GetFlag(FLAGS_suite_name))
-                 : SuiteFromFlags());
+  SKIPSERVE_ASSIGN_OR_RETURN(const std::vector<bench::Measurement> suite,
+                             SelectSuite(suite_mode));
   const std::string spec = absl::GetFlag(FLAGS_model);
   const std::string device = absl::GetFlag(FLAGS_device);
   const int threads = absl::GetFlag(FLAGS_threads) > 0
@@ -323,12 +490,9 @@ absl::Status Run() {
   const int kv_element_bytes = device == "cpu" ? 4 : 2;
   const int64_t block_bytes =
       KvBlockBytes(shape, options.kv_block_size, kv_element_bytes);
-  double cap_gb = absl::GetFlag(FLAGS_kv_cap_gb);
-  if (cap_gb <= 0) cap_gb = device == "cpu" ? 8 : 96;
   SKIPSERVE_ASSIGN_OR_RETURN(
       const bench::SuitePlan plan,
-      bench::PlanSuite(suite, shape, options.kv_block_size,
-                       static_cast<int64_t>(cap_gb * 1e9 / block_bytes)));
+      PlanKvPool(suite, shape, device, options.kv_block_size, block_bytes));
   if (absl::GetFlag(FLAGS_dry_run)) {
     Json report = {{"model", spec},
                    {"device", device},
@@ -344,7 +508,7 @@ absl::Status Run() {
   SKIPSERVE_ASSIGN_OR_RETURN(
       const std::unique_ptr<bench::JsonlSink> sink,
       bench::JsonlSink::Open(absl::GetFlag(FLAGS_results)));
-  auto fatal = [&](const absl::Status& s, const char* stage) {
+  const FatalFn fatal = [&](const absl::Status& s, const char* stage) {
     sink->Write({{"type", "fatal"},
                  {"stage", stage},
                  {"message", s.ToString()},
@@ -352,88 +516,27 @@ absl::Status Run() {
     return s;
   };
 
-  std::fprintf(stderr, "building %s...\n", spec.c_str());
-  auto t0 = Clock::now();
-  absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint = OpenModel(spec);
-  if (!checkpoint.ok()) return fatal(checkpoint.status(), "model");
-  const double build_s =
-      std::chrono::duration<double>(Clock::now() - t0).count();
-  const ModelConfig config = (*checkpoint)->config();
-  options.num_kv_blocks = static_cast<int>(plan.pool_blocks);
-  std::fprintf(stderr,
-               "model built in %.1f s; creating the %s backend with %d KV "
-               "blocks (%.2f GB)...\n",
-               build_s, device.c_str(), options.num_kv_blocks,
-               plan.pool_blocks * static_cast<double>(block_bytes) / 1e9);
-  t0 = Clock::now();
-  absl::StatusOr<std::unique_ptr<Backend>> backend =
-      CreateBackend(device, **checkpoint, options);
-  if (!backend.ok()) return fatal(backend.status(), "backend");
-  const double backend_s =
-      std::chrono::duration<double>(Clock::now() - t0).count();
-  checkpoint->reset();
-  const std::string device_name((*backend)->device_name());
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      const LoadedBackend loaded,
+      LoadBackend(spec, device, plan, block_bytes, fatal, &options));
+  const std::string device_name(loaded.backend->device_name());
   const bool on_gpu = device_name != "cpu";
   std::fprintf(stderr, "backend %s ready in %.1f s; measuring bandwidth...\n",
-               device_name.c_str(), backend_s);
-  MemoryBandwidth bandwidth;
+               device_name.c_str(), loaded.backend_s);
   Json device_json = {{"name", device_name}};
-  if (on_gpu) {
-    // The backend came from the CUDA module, so it is loaded.
-    absl::StatusOr<CudaDeviceInfo> info = MeasureCudaDeviceFromModule(
-        int64_t{absl::GetFlag(FLAGS_bandwidth_mb)} << 20);
-    if (!info.ok()) return fatal(info.status(), "bandwidth");
-    // A device-to-device copy: the read and the write rates are not
-    // separated, so both take the copy figure.
-    bandwidth.copy_gb_s = bandwidth.read_gb_s = info->copy_gb_s;
-    device_json["gpu"] = info->name;
-    device_json["multiprocessors"] = info->multiprocessors;
-    device_json["memory_bytes"] = info->memory_bytes;
-  } else {
-    bandwidth = MeasureMemoryBandwidth(threads);
-  }
-  Json meta = {
-      {"type", "meta"},
-      {"machine", DescribeMachine()},
-      {"device", device_json},
-      {"memory_bandwidth_gb_s",
-       {{"copy", bandwidth.copy_gb_s}, {"read", bandwidth.read_gb_s}}},
-      {"model",
-       {{"spec", spec},
-        {"layers", config.num_layers},
-        {"hidden", config.hidden_size},
-        {"parameters", config.NumParameters()},
-        {"dtype_in_engine", on_gpu ? "bf16" : "f32"},
-        {"build_seconds", build_s},
-        {"backend_seconds", backend_s}}},
-      {"suite", suite_mode ? absl::GetFlag(FLAGS_suite_name) : "flags"},
-      {"kv", plan.ToJson((*backend)->kv_block_bytes())},
-      {"prefill_tokens", absl::GetFlag(FLAGS_prefill_tokens)}};
-  meta["machine"]["threads_used"] = threads;
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      const MemoryBandwidth bandwidth,
+      MeasureBandwidth(on_gpu, threads, fatal, &device_json));
+  const Json meta = MetaLine(spec, loaded, on_gpu, device_json, bandwidth, plan,
+                             suite_mode, threads);
   sink->Write(meta);
 
-  bench::RunnerOptions runner_options;
-  runner_options.prefill_tokens = absl::GetFlag(FLAGS_prefill_tokens);
-  if (absl::GetFlag(FLAGS_deadline_s) > 0) {
-    runner_options.deadline_s =
-        std::max(1e-3, absl::GetFlag(FLAGS_deadline_s) - since_start());
-  }
-  runner_options.bytes_per_element = on_gpu ? 2 : 4;
-  runner_options.copy_gb_s = bandwidth.copy_gb_s;
-  runner_options.read_gb_s = bandwidth.read_gb_s;
-  runner_options.print_figures = suite_mode;
-  {
-    KvBlockManager kv(options.num_kv_blocks, options.kv_block_size);
-    bench::Runner runner(backend->get(), &kv, runner_options, sink.get());
-    for (const bench::Measurement& m : suite) runner.Run(m);
-  }
-  int errors = 0;
-  for (const Json& line : sink->lines()) {
-    errors += line.value("type", "") == "error";
-  }
+  const int errors = RunSuite(
+      suite,
+      RunnerOptionsFromFlags(on_gpu, suite_mode, bandwidth, since_start()),
+      options, loaded.backend.get(), sink.get());
   sink->Write({{"type", "end"}, {"errors", errors}, {"t", since_start()}});
   if (!suite_mode) WriteGrid(sink->lines(), meta, suite);
-
   if (errors > 0) {
     return absl::InternalError(absl::StrFormat(
         "%d configuration(s) failed (see the error lines above%s)", errors,

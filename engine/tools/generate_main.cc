@@ -9,6 +9,7 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -55,73 +56,67 @@ absl::StatusOr<std::vector<int32_t>> ParseTokenIds(const std::string& text) {
   return ids;
 }
 
-absl::Status Run() {
-  const std::string model_spec = absl::GetFlag(FLAGS_model);
-  SKIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint,
-                             OpenModel(model_spec));
-  const ModelConfig& config = checkpoint->config();
-
-  std::unique_ptr<Tokenizer> tokenizer;
-  if (model_spec.rfind("synthetic:", 0) != 0) {
-    SKIPSERVE_ASSIGN_OR_RETURN(
-        tokenizer, Tokenizer::Load(model_spec + "/tokenizer.model"));
+// The tokenizer next to a model directory; none for a synthetic model.
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(
+    const std::string& model_spec) {
+  if (model_spec.rfind("synthetic:", 0) == 0) {
+    return std::unique_ptr<Tokenizer>();
   }
+  return Tokenizer::Load(model_spec + "/tokenizer.model");
+}
 
-  std::vector<int32_t> prompt;
+// The prompt's token ids: --tokens, else --prompt through `tokenizer`.
+absl::StatusOr<std::vector<int32_t>> PromptTokens(const Tokenizer* tokenizer) {
   if (!absl::GetFlag(FLAGS_tokens).empty()) {
-    SKIPSERVE_ASSIGN_OR_RETURN(prompt,
-                               ParseTokenIds(absl::GetFlag(FLAGS_tokens)));
-  } else if (tokenizer != nullptr) {
-    SKIPSERVE_ASSIGN_OR_RETURN(const std::vector<int> ids,
-                               tokenizer->Encode(absl::GetFlag(FLAGS_prompt)));
-    prompt.assign(ids.begin(), ids.end());
-  } else {
+    return ParseTokenIds(absl::GetFlag(FLAGS_tokens));
+  }
+  if (tokenizer == nullptr) {
     return absl::InvalidArgumentError(
         "a synthetic model has no tokenizer: pass --tokens");
   }
+  SKIPSERVE_ASSIGN_OR_RETURN(const std::vector<int> ids,
+                             tokenizer->Encode(absl::GetFlag(FLAGS_prompt)));
+  return std::vector<int32_t>(ids.begin(), ids.end());
+}
 
-  SKIPSERVE_ASSIGN_OR_RETURN(const SkipPolicy policy,
-                             SkipPolicy::Parse(absl::GetFlag(FLAGS_policy)));
-  SKIPSERVE_ASSIGN_OR_RETURN(const LayerPlan plan,
-                             policy.Compile(config.num_layers));
-
+// Opens the engine on `checkpoint` with room for `context` tokens.
+absl::StatusOr<std::unique_ptr<Engine>> OpenEngine(const Checkpoint& checkpoint,
+                                                   int context) {
   BackendOptions options;
   options.num_threads = absl::GetFlag(FLAGS_threads);
-  const int max_tokens = absl::GetFlag(FLAGS_max_tokens);
-  const int context = static_cast<int>(prompt.size()) + max_tokens;
   options.num_kv_blocks = (context + options.kv_block_size - 1) /
-                          options.kv_block_size * config.num_layers;
+                          options.kv_block_size *
+                          checkpoint.config().num_layers;
   EngineOptions engine_options;
   engine_options.device = absl::GetFlag(FLAGS_device);
   engine_options.backend = options;
-  SKIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine,
-                             Engine::Open(*checkpoint, engine_options));
-  checkpoint.reset();  // the backend holds its own copy of the weights
-  SchedulerOptions scheduler_options;
-  // A vocabulary padded beyond the tokenizer's pieces: never sample padding.
-  if (tokenizer != nullptr) {
-    scheduler_options.sampled_vocab_size =
-        std::min(tokenizer->vocab_size(), config.vocab_size);
-  }
-  SKIPSERVE_RETURN_IF_ERROR(engine->Start(scheduler_options));
+  return Engine::Open(checkpoint, engine_options);
+}
 
+// The request the sampling flags describe.
+GenerationRequest RequestFromFlags(std::vector<int32_t> prompt,
+                                   const LayerPlan& plan, int eos_token_id) {
   GenerationRequest request;
-  request.prompt = prompt;
+  request.prompt = std::move(prompt);
   request.plan = plan;
-  request.max_new_tokens = max_tokens;
+  request.max_new_tokens = absl::GetFlag(FLAGS_max_tokens);
   request.sampling.temperature = absl::GetFlag(FLAGS_temperature);
   request.sampling.top_p = absl::GetFlag(FLAGS_top_p);
   request.sampling.top_k = absl::GetFlag(FLAGS_top_k);
   request.sampling.seed = absl::GetFlag(FLAGS_seed);
-  request.stop_ids = {config.eos_token_id};
+  request.stop_ids = {eos_token_id};
+  return request;
+}
 
-  std::fprintf(stderr, "policy %s -> plan %s\n", policy.ToString().c_str(),
-               plan.Canonical().c_str());
-  const bool logprobs = absl::GetFlag(FLAGS_logprobs);
+// Generates `request` on `engine`: the prompt and the text on stdout (or,
+// with --logprobs or without a tokenizer, one "id logprob piece" line per
+// token), then the counts and timings on stderr.
+absl::Status GenerateAndReport(Engine* engine, const GenerationRequest& request,
+                               const Tokenizer* tokenizer) {
   std::unique_ptr<Detokenizer> detokenizer;
-  if (tokenizer != nullptr && !logprobs) {
+  if (tokenizer != nullptr && !absl::GetFlag(FLAGS_logprobs)) {
     std::cout << absl::GetFlag(FLAGS_prompt) << std::flush;
-    detokenizer = std::make_unique<Detokenizer>(tokenizer.get(),
+    detokenizer = std::make_unique<Detokenizer>(tokenizer,
                                                 /*at_start_of_text=*/false);
   }
   SKIPSERVE_ASSIGN_OR_RETURN(
@@ -143,11 +138,45 @@ absl::Status Run() {
   std::fprintf(stderr,
                "%zu prompt tokens, %zu generated (%s); first token %.1f ms, "
                "decode %.1f tokens/s\n",
-               prompt.size(), result.tokens.size(),
+               request.prompt.size(), result.tokens.size(),
                FinishReasonName(result.finish_reason),
                result.prefill_seconds * 1e3, decode_rate);
-
   return absl::OkStatus();
+}
+
+absl::Status Run() {
+  const std::string model_spec = absl::GetFlag(FLAGS_model);
+  SKIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint,
+                             OpenModel(model_spec));
+  // A copy: the checkpoint is closed once the engine holds the weights.
+  const ModelConfig config = checkpoint->config();
+  SKIPSERVE_ASSIGN_OR_RETURN(const std::unique_ptr<Tokenizer> tokenizer,
+                             LoadTokenizer(model_spec));
+  SKIPSERVE_ASSIGN_OR_RETURN(std::vector<int32_t> prompt,
+                             PromptTokens(tokenizer.get()));
+  SKIPSERVE_ASSIGN_OR_RETURN(const SkipPolicy policy,
+                             SkipPolicy::Parse(absl::GetFlag(FLAGS_policy)));
+  SKIPSERVE_ASSIGN_OR_RETURN(const LayerPlan plan,
+                             policy.Compile(config.num_layers));
+
+  const int context =
+      static_cast<int>(prompt.size()) + absl::GetFlag(FLAGS_max_tokens);
+  SKIPSERVE_ASSIGN_OR_RETURN(const std::unique_ptr<Engine> engine,
+                             OpenEngine(*checkpoint, context));
+  checkpoint.reset();  // the backend holds its own copy of the weights
+  SchedulerOptions scheduler_options;
+  // A vocabulary padded beyond the tokenizer's pieces: never sample padding.
+  if (tokenizer != nullptr) {
+    scheduler_options.sampled_vocab_size =
+        std::min(tokenizer->vocab_size(), config.vocab_size);
+  }
+  SKIPSERVE_RETURN_IF_ERROR(engine->Start(scheduler_options));
+
+  const GenerationRequest request =
+      RequestFromFlags(std::move(prompt), plan, config.eos_token_id);
+  std::fprintf(stderr, "policy %s -> plan %s\n", policy.ToString().c_str(),
+               plan.Canonical().c_str());
+  return GenerateAndReport(engine.get(), request, tokenizer.get());
 }
 
 }  // namespace
