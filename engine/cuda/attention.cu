@@ -27,6 +27,11 @@ struct SoftmaxState {
   float sum;  // sum of exp2(score - max)
 };
 
+// One function: the kernel's phases (load the query, score the keys with a
+// running softmax per warp, merge the warps in shared memory) share the
+// query, the softmax state and the accumulators in registers and read best
+// top to bottom; device helpers would only pass that state around.
+
 template <int kPerLane>
 __global__ void __launch_bounds__(kWarps * 32)
     PagedAttentionKernel(AttentionParams p) {

@@ -232,7 +232,10 @@ absl::Status ModelConfig::Validate() const {
   return absl::OkStatus();
 }
 
+// One function: a validation sequence, one field after another in the
+// order of config.json, that reads best top to bottom.
 absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view json,
+
                                                   std::string_view source) {
   const std::string src(source);
   Json root;

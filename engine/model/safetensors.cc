@@ -161,6 +161,31 @@ absl::Status WriteAll(int fd, const void* data, size_t size,
   return absl::OkStatus();
 }
 
+// Sorts `tensors` in file order; then no two non-empty tensors may share a
+// byte.
+absl::Status SortAndCheckOverlaps(const std::string& path,
+                                  std::vector<TensorInfo>* tensors) {
+  std::sort(tensors->begin(), tensors->end(),
+            [](const TensorInfo& a, const TensorInfo& b) {
+              if (a.begin != b.begin) return a.begin < b.begin;
+              if (a.end != b.end) return a.end < b.end;
+              return a.name < b.name;
+            });
+  const TensorInfo* previous = nullptr;
+  for (const TensorInfo& t : *tensors) {
+    if (t.begin == t.end) continue;
+    if (previous != nullptr && t.begin < previous->end) {
+      return TensorError(
+          path, t.name,
+          absl::StrCat("data_offsets [", t.begin, ", ", t.end,
+                       "] overlap tensor \"", previous->name, "\" [",
+                       previous->begin, ", ", previous->end, "]"));
+    }
+    previous = &t;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 int64_t TensorInfo::NumElements() const {
@@ -237,26 +262,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
     file->tensors_.push_back(std::move(info));
   }
 
-  // File order; then no two non-empty tensors may share a byte.
   std::vector<TensorInfo>& tensors = file->tensors_;
-  std::sort(tensors.begin(), tensors.end(),
-            [](const TensorInfo& a, const TensorInfo& b) {
-              if (a.begin != b.begin) return a.begin < b.begin;
-              if (a.end != b.end) return a.end < b.end;
-              return a.name < b.name;
-            });
-  const TensorInfo* previous = nullptr;
-  for (const TensorInfo& t : tensors) {
-    if (t.begin == t.end) continue;
-    if (previous != nullptr && t.begin < previous->end) {
-      return TensorError(
-          path, t.name,
-          absl::StrCat("data_offsets [", t.begin, ", ", t.end,
-                       "] overlap tensor \"", previous->name, "\" [",
-                       previous->begin, ", ", previous->end, "]"));
-    }
-    previous = &t;
-  }
+  SKIPSERVE_RETURN_IF_ERROR(SortAndCheckOverlaps(path, &tensors));
   for (size_t i = 0; i < tensors.size(); ++i) {
     file->index_.emplace(tensors[i].name, i);
   }

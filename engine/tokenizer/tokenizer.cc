@@ -119,7 +119,11 @@ Tokenizer::Tokenizer() = default;
 
 Tokenizer::~Tokenizer() = default;
 
+// One function: loading, the per-token tables and the two probes of the
+// model's normalizer fill the members of one Tokenizer in order, each step
+// reading what the previous ones set.
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(
+
     const std::string& path) {
   if (const absl::Status module = SentencePieceModuleStatus(); !module.ok()) {
     return WithContext(module,

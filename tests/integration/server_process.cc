@@ -50,6 +50,9 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
   return Start(binary, options);
 }
 
+// One function: preparing the arguments, fork() and exec, then waiting for
+// the port, is a sequence whose order matters (nothing but async-signal-safe
+// calls after fork()) and reads best top to bottom.
 absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
     const std::string& server_binary, const Options& options) {
   // .ci/sanitizers runs these tests against a sanitizer build's server.

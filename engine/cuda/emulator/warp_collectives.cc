@@ -7,6 +7,11 @@
 
 namespace skipserve::emu::internal {
 
+// One function: a collective is one rendezvous (check the caller, wait for
+// the lanes of the mask, check that they all came to the same collective,
+// compute every lane's result, release them) whose steps share the warp's
+// state and read best top to bottom.
+
 uint64_t GridRun::Collective(WarpOp op, unsigned mask, uint64_t value, int arg,
                              int width, const Site& site) {
   ThreadState& me = *current_;
