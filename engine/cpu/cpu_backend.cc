@@ -341,7 +341,6 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCpuBackend(
       const BackendOptions resolved,
       ResolveKvOptions(options, checkpoint.config(), sizeof(float)));
   auto backend = std::make_unique<CpuBackend>(checkpoint.config(), resolved);
-
   SKIPSERVE_RETURN_IF_ERROR(backend->Init(checkpoint, progress));
   return backend;
 }

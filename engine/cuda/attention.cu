@@ -31,7 +31,6 @@ struct SoftmaxState {
 // running softmax per warp, merge the warps in shared memory) share the
 // query, the softmax state and the accumulators in registers and read best
 // top to bottom; device helpers would only pass that state around.
-
 template <int kPerLane>
 __global__ void __launch_bounds__(kWarps * 32)
     PagedAttentionKernel(AttentionParams p) {

@@ -382,7 +382,6 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(
   }
   SKIPSERVE_RETURN_IF_ERROR(CudaDeviceStatus());
   auto backend = std::make_unique<cuda::CudaBackend>(config, resolved);
-
   SKIPSERVE_RETURN_IF_ERROR(backend->Init(checkpoint, progress));
   return backend;
 }

@@ -144,7 +144,6 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(
   if (fs::exists(index_path, ec)) {
     // Tensor name -> shard file name.
     SKIPSERVE_ASSIGN_OR_RETURN(const auto weight_map, ReadIndex(index_path));
-
     // Open each shard once, in name order.
     std::map<std::string, SafetensorsFile*> shards;
     for (const auto& [tensor, shard] : weight_map) {

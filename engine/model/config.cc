@@ -235,7 +235,6 @@ absl::Status ModelConfig::Validate() const {
 // One function: a validation sequence, one field after another in the
 // order of config.json, that reads best top to bottom.
 absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view json,
-
                                                   std::string_view source) {
   const std::string src(source);
   Json root;
@@ -307,7 +306,6 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view json,
       return r.Error(
           "head_dim",
           absl::StrCat("is ", v,
-
                        " but hidden_size / "
                        "num_attention_heads is ",
                        c.head_dim(), "; a separate head_dim is not supported"));

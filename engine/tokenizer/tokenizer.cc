@@ -123,7 +123,6 @@ Tokenizer::~Tokenizer() = default;
 // model's normalizer fill the members of one Tokenizer in order, each step
 // reading what the previous ones set.
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(
-
     const std::string& path) {
   if (const absl::Status module = SentencePieceModuleStatus(); !module.ok()) {
     return WithContext(module,

@@ -316,8 +316,8 @@ void WriteGrid(const std::vector<Json>& lines, const Json& meta,
   }
 }
 
-// Writes a "fatal" line naming the failed stage to the results and returns
-// the status.
+// Run's `fatal`: writes a "fatal" line naming the failed stage to the
+// results and returns the status.
 using FatalFn =
     std::function<absl::Status(const absl::Status& s, const char* stage)>;
 

@@ -368,7 +368,6 @@ absl::Status Runner::EnsureContexts(const Measurement& m, const Needs& needs) {
       pool_.Ensure(needs, m.context, m.context + m.decode_tokens,
                    options_.prefill_tokens,
                    [this](const Batch& batch) { return Forward(batch); }));
-
   if (prefill.sequences == 0) return absl::OkStatus();
   const double tokens_per_s = prefill.tokens / prefill.seconds;
   sink_->Write({{"type", "prefill"},

@@ -133,7 +133,6 @@ absl::StatusOr<Measurement> ParseMeasurement(const Json& j, size_t index,
   } else {
     SKIPSERVE_RETURN_IF_ERROR(ParseDecodeFields(j, where, &m));
   }
-
   return m;
 }
 

@@ -84,7 +84,6 @@ absl::Status Run() {
                                    tokens.begin() + pos + count),
               /*all_logits=*/true);
     status = backend->Forward(
-
         batch, std::span<float>(
                    logits.data() + static_cast<size_t>(pos) * config.vocab_size,
                    static_cast<size_t>(count) * config.vocab_size));

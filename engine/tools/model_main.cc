@@ -130,7 +130,6 @@ absl::Status Info() {
   SKIPSERVE_ASSIGN_OR_RETURN(const std::unique_ptr<Checkpoint> checkpoint,
                              Checkpoint::Open(dir));
   const ModelConfig& c = checkpoint->config();
-
   std::cout << absl::StrFormat(
       "%s\n  layers %d, hidden %d, intermediate %d, heads %d, kv_heads %d, "
       "head_dim %d\n  vocab %d, context %d, rope_theta %g, rms_norm_eps %g, "

@@ -86,6 +86,7 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
   args.insert(args.end(), options.extra_flags.begin(),
               options.extra_flags.end());
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (std::string& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
 

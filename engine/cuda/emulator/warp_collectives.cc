@@ -11,7 +11,6 @@ namespace skipserve::emu::internal {
 // the lanes of the mask, check that they all came to the same collective,
 // compute every lane's result, release them) whose steps share the warp's
 // state and read best top to bottom.
-
 uint64_t GridRun::Collective(WarpOp op, unsigned mask, uint64_t value, int arg,
                              int width, const Site& site) {
   ThreadState& me = *current_;
