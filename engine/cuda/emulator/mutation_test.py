@@ -10,7 +10,9 @@ run fails; the script fails when any mutation survives both orders, no
 longer applies (its text must occur exactly once), or does not compile.
 The sources themselves are never touched.
 
-Usage: mutation_test.py BUILD_DIR [NAME...]   (default: every mutation)
+Usage: mutation_test.py BUILD_DIR TEST_BINARY LIBRARY [NAME...]
+  (default: every mutation; CMake passes the two paths from the targets, so
+  the script follows wherever the build puts them)
 """
 
 import json
@@ -24,8 +26,9 @@ import time
 
 SOURCE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__)))))
-TEST = "engine/cuda/emulator/cuda_emu_test"
-LIBRARY = "engine/cuda/emulator/libskipserve_cuda_emu.a"
+# Paths relative to the build directory, as ninja names them; set by main().
+TEST = None
+LIBRARY = None
 # Everything but the two slowest cases (about 17 s of the 30).
 FILTER = "*-*LongContext*:*MoreRowsThanAGridDimensionHolds*:*ConvertsCheckpoint*"
 
@@ -147,12 +150,16 @@ def run_mutation(build, work, name, filename, text, replacement):
 
 
 def main():
-    if len(sys.argv) < 2:
+    global TEST, LIBRARY
+    if len(sys.argv) < 4:
         raise SystemExit(__doc__)
     build = os.path.abspath(sys.argv[1])
-    wanted = sys.argv[2:]
-    if not os.path.exists(os.path.join(build, TEST)):
-        raise SystemExit(f"{build}/{TEST} is not built")
+    TEST = os.path.relpath(os.path.abspath(sys.argv[2]), build)
+    LIBRARY = os.path.relpath(os.path.abspath(sys.argv[3]), build)
+    wanted = sys.argv[4:]
+    for path in (TEST, LIBRARY):
+        if not os.path.exists(os.path.join(build, path)):
+            raise SystemExit(f"{build}/{path} is not built")
     failures = 0
     for name, filename, text, replacement in MUTATIONS:
         if wanted and name not in wanted:
