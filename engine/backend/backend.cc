@@ -4,8 +4,33 @@
 #include <limits>
 
 #include "absl/strings/str_format.h"
+#include "engine/base/quote.h"
 
 namespace skipserve {
+
+std::string_view CpuWeightsName(CpuWeights weights) {
+  switch (weights) {
+    case CpuWeights::kStored:
+      return "stored";
+    case CpuWeights::kF32:
+      return "f32";
+    case CpuWeights::kF16:
+      return "f16";
+    case CpuWeights::kBF16:
+      return "bf16";
+  }
+  return "?";
+}
+
+absl::StatusOr<CpuWeights> ParseCpuWeights(std::string_view text) {
+  for (CpuWeights w : {CpuWeights::kStored, CpuWeights::kF32, CpuWeights::kF16,
+                       CpuWeights::kBF16}) {
+    if (text == CpuWeightsName(w)) return w;
+  }
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "cpu_weights must be one of stored, f32, f16, bf16; got %s",
+      QuoteInput(text)));
+}
 
 int64_t KvBlockBytes(const ModelConfig& config, int block_size,
                      int element_bytes) {

@@ -25,6 +25,19 @@
 
 namespace skipserve {
 
+// How the CPU backend keeps its weight matrices (embeddings, projections,
+// the output head; norm weights are always f32): kStored in each tensor's
+// checkpoint dtype, or converted at load to one dtype (widening is exact;
+// narrowing an f32 checkpoint rounds to nearest even). Activations,
+// accumulation and the KV cache stay f32 either way. The CUDA backend
+// ignores it (bf16 always).
+enum class CpuWeights { kStored, kF32, kF16, kBF16 };
+
+// "stored", "f32", "f16", "bf16" (the --cpu_weights flag's values).
+std::string_view CpuWeightsName(CpuWeights weights);
+// INVALID_ARGUMENT naming the allowed values for anything else.
+absl::StatusOr<CpuWeights> ParseCpuWeights(std::string_view text);
+
 struct BackendOptions {
   // KV storage: `num_kv_blocks` blocks of `kv_block_size` tokens (each block
   // holds one layer's K and V). When num_kv_blocks is 0 and kv_cache_bytes
@@ -35,6 +48,7 @@ struct BackendOptions {
   int64_t kv_cache_bytes = 0;
   int kv_block_size = 16;
   int num_threads = 0;  // 0 = all cores
+  CpuWeights cpu_weights = CpuWeights::kStored;
 };
 
 // Bytes of one KV block of `config` holding `block_size` tokens' K and V at
@@ -74,6 +88,10 @@ class Backend {
   virtual int kv_block_size() const = 0;
   // Bytes of device (or host) memory one KV block takes in this backend.
   virtual int64_t kv_block_bytes() const = 0;
+  // Bytes per element of the weight matrices as this backend holds them
+  // (4 for f32, 2 for f16/bf16; the largest when they differ), for byte
+  // counts and rooflines.
+  virtual int weight_element_bytes() const = 0;
 
   // Runs one step. `logits` must have room for
   // batch.NumLogitRows() * vocab_size floats: row-major

@@ -11,6 +11,7 @@
 #include "engine/backend/validate_batch.h"
 #include "engine/base/status_macros.h"
 #include "engine/cpu/cpu_kernels.h"
+#include "engine/cpu/weight_matrix.h"
 #include "engine/model/dtype.h"
 
 namespace skipserve {
@@ -18,47 +19,71 @@ namespace {
 
 namespace tn = tensor_names;
 
-// One layer's weights in fp32, with the projections that read the same input
-// fused into one matrix so each sublayer's input goes through one GEMM.
+// One layer's weights, with the projections that read the same input fused
+// into one matrix so each sublayer's input goes through one GEMM. Matrices
+// in the dtype BackendOptions::cpu_weights chose; norm weights in f32.
 struct LayerWeights {
   std::vector<float> attn_norm;  // (hidden)
-  std::vector<float> wqkv;       // (q_dim + 2 * kv_dim, hidden)
-  std::vector<float> wo;         // (hidden, q_dim)
+  cpu::WeightMatrix wqkv;        // (q_dim + 2 * kv_dim, hidden)
+  cpu::WeightMatrix wo;          // (hidden, q_dim)
   std::vector<float> ffn_norm;   // (hidden)
-  std::vector<float> w_gate_up;  // (2 * intermediate, hidden)
-  std::vector<float> w_down;     // (hidden, intermediate)
+  cpu::WeightMatrix w_gate_up;   // (2 * intermediate, hidden)
+  cpu::WeightMatrix w_down;      // (hidden, intermediate)
 };
 
-// Converts checkpoint tensors to f32, stacking several along the first axis.
-class WeightConverter {
+// Reads checkpoint tensors into the backend's layout, reporting progress.
+class WeightLoader {
  public:
-  WeightConverter(const Checkpoint& checkpoint, const ProgressFn& progress)
+  WeightLoader(const Checkpoint& checkpoint, CpuWeights storage,
+               const ProgressFn& progress)
       : checkpoint_(checkpoint),
+        storage_(storage),
         progress_(progress),
         total_(checkpoint.TotalBytes()) {}
 
-  std::vector<float> Stack(std::initializer_list<const WeightView*> views) {
-    int64_t count = 0;
-    for (const WeightView* v : views) count += v->NumElements();
-    std::vector<float> out(count);
-    float* dst = out.data();
-    for (const WeightView* v : views) {
-      ConvertToFloat(v->dtype, v->bytes.data(), v->NumElements(), dst);
-      dst += v->NumElements();
-      done_ += static_cast<int64_t>(v->bytes.size());
-      if (progress_) progress_(done_, total_);
-    }
+  // A matrix stacking `names` (one tensor, or a layer's tensors), in the
+  // dtype `storage` asks for: the first tensor's own for kStored.
+  absl::StatusOr<cpu::WeightMatrix> Matrix(
+      std::string_view name, std::initializer_list<const WeightView*> views) {
+    const DType dtype = StorageDType((*views.begin())->dtype);
+    SKIPSERVE_ASSIGN_OR_RETURN(cpu::WeightMatrix matrix,
+                               cpu::WeightMatrix::Make(name, dtype, views));
+    for (const WeightView* v : views) Done(*v);
+    return matrix;
+  }
+  absl::StatusOr<cpu::WeightMatrix> Matrix(std::string_view name) {
+    return Matrix(name, {&checkpoint_.Get(name)});
+  }
+
+  // A norm weight, in f32.
+  std::vector<float> Vector(const WeightView& view) {
+    std::vector<float> out(view.NumElements());
+    ConvertToFloat(view.dtype, view.bytes.data(), out.size(), out.data());
+    Done(view);
     return out;
-  }
-  std::vector<float> Get(std::string_view name) {
-    return Stack({&checkpoint_.Get(name)});
-  }
-  std::vector<float> Layer(int layer, std::string_view suffix) {
-    return Stack({&checkpoint_.Layer(layer, suffix)});
   }
 
  private:
+  DType StorageDType(DType stored) const {
+    switch (storage_) {
+      case CpuWeights::kStored:
+        return stored;
+      case CpuWeights::kF32:
+        return DType::kF32;
+      case CpuWeights::kF16:
+        return DType::kF16;
+      case CpuWeights::kBF16:
+        return DType::kBF16;
+    }
+    return stored;
+  }
+  void Done(const WeightView& view) {
+    done_ += static_cast<int64_t>(view.bytes.size());
+    if (progress_) progress_(done_, total_);
+  }
+
   const Checkpoint& checkpoint_;
+  CpuWeights storage_;
   const ProgressFn& progress_;
   int64_t total_;
   int64_t done_ = 0;
@@ -81,6 +106,13 @@ class CpuBackend final : public Backend {
   int kv_block_size() const override { return options_.kv_block_size; }
   int64_t kv_block_bytes() const override {
     return KvBlockBytes(config_, options_.kv_block_size, sizeof(float));
+  }
+  int weight_element_bytes() const override {
+    int bytes = static_cast<int>(DTypeSize(embed_.dtype()));
+    for (const LayerWeights& w : layers_) {
+      bytes = std::max(bytes, static_cast<int>(DTypeSize(w.wqkv.dtype())));
+    }
+    return bytes;
   }
 
   using Backend::Forward;
@@ -108,10 +140,10 @@ class CpuBackend final : public Backend {
   BackendOptions options_;
   cpu::RopeTable rope_;
   ThreadPool pool_;
-  std::vector<float> embed_;  // (vocab, hidden)
+  cpu::WeightMatrix embed_;  // (vocab, hidden)
   std::vector<LayerWeights> layers_;
   std::vector<float> final_norm_;  // (hidden)
-  std::vector<float> lm_head_;     // (vocab, hidden); empty when tied
+  cpu::WeightMatrix lm_head_;      // (vocab, hidden); 0 rows when tied
   std::vector<float> kv_;  // (num_blocks, 2, block_size, kv_heads, head_dim)
 
   // Per-step state and scratch, reused across steps.
@@ -134,23 +166,31 @@ absl::Status CpuBackend::Init(const Checkpoint& checkpoint,
   // it for the same cores. (A process-wide setting: OpenBLAS has no
   // per-call thread count.)
   openblas_set_num_threads(1);
-  WeightConverter convert(checkpoint, progress);
-  embed_ = convert.Get(tn::kEmbed);
+  WeightLoader load(checkpoint, options_.cpu_weights, progress);
+  SKIPSERVE_ASSIGN_OR_RETURN(embed_, load.Matrix(tn::kEmbed));
   layers_.resize(config_.num_layers);
   for (int l = 0; l < config_.num_layers; ++l) {
     LayerWeights& w = layers_[l];
-    w.attn_norm = convert.Layer(l, tn::kAttnNorm);
-    w.wqkv = convert.Stack({&checkpoint.Layer(l, tn::kWq),
-                            &checkpoint.Layer(l, tn::kWk),
-                            &checkpoint.Layer(l, tn::kWv)});
-    w.wo = convert.Layer(l, tn::kWo);
-    w.ffn_norm = convert.Layer(l, tn::kFfnNorm);
-    w.w_gate_up = convert.Stack(
-        {&checkpoint.Layer(l, tn::kWGate), &checkpoint.Layer(l, tn::kWUp)});
-    w.w_down = convert.Layer(l, tn::kWDown);
+    auto layer = [&](std::string_view suffix) {
+      return &checkpoint.Layer(l, suffix);
+    };
+    w.attn_norm = load.Vector(*layer(tn::kAttnNorm));
+    SKIPSERVE_ASSIGN_OR_RETURN(
+        w.wqkv, load.Matrix(tn::Layer(l, "self_attn.{q,k,v}_proj.weight"),
+                            {layer(tn::kWq), layer(tn::kWk), layer(tn::kWv)}));
+    SKIPSERVE_ASSIGN_OR_RETURN(
+        w.wo, load.Matrix(tn::Layer(l, tn::kWo), {layer(tn::kWo)}));
+    w.ffn_norm = load.Vector(*layer(tn::kFfnNorm));
+    SKIPSERVE_ASSIGN_OR_RETURN(
+        w.w_gate_up, load.Matrix(tn::Layer(l, "mlp.{gate,up}_proj.weight"),
+                                 {layer(tn::kWGate), layer(tn::kWUp)}));
+    SKIPSERVE_ASSIGN_OR_RETURN(
+        w.w_down, load.Matrix(tn::Layer(l, tn::kWDown), {layer(tn::kWDown)}));
   }
-  final_norm_ = convert.Get(tn::kFinalNorm);
-  if (!config_.tie_word_embeddings) lm_head_ = convert.Get(tn::kLmHead);
+  final_norm_ = load.Vector(checkpoint.Get(tn::kFinalNorm));
+  if (!config_.tie_word_embeddings) {
+    SKIPSERVE_ASSIGN_OR_RETURN(lm_head_, load.Matrix(tn::kLmHead));
+  }
 
   const int64_t kv_floats = static_cast<int64_t>(options_.num_kv_blocks) * 2 *
                             options_.kv_block_size * config_.kv_dim();
@@ -227,8 +267,7 @@ void CpuBackend::Attention(const Batch& batch, int layer,
   cpu::RmsNorm(pool_, input, w.attn_norm.data(), normed_.data(), m, hidden,
                config_.rms_norm_eps);
   qkv_.resize(static_cast<size_t>(m) * stride);
-  cpu::MatMulTransposed(pool_, normed_.data(), w.wqkv.data(), qkv_.data(), m,
-                        hidden, stride);
+  cpu::MatMulTransposed(pool_, normed_.data(), w.wqkv, qkv_.data(), m);
 
   // RoPE, then store this step's keys and values in the paged cache before
   // any row attends (rows of one prefill chunk see each other causally).
@@ -253,8 +292,7 @@ void CpuBackend::Attention(const Batch& batch, int layer,
                       config_.num_kv_heads, config_.head_dim());
 
   delta_.resize(static_cast<size_t>(m) * hidden);
-  cpu::MatMulTransposed(pool_, attn_out_.data(), w.wo.data(), delta_.data(), m,
-                        q_dim, hidden);
+  cpu::MatMulTransposed(pool_, attn_out_.data(), w.wo, delta_.data(), m);
   AddResidual(layer, LayerObserver::Sublayer::kAttention, rows, input,
               delta_.data(), observer);
 }
@@ -271,13 +309,12 @@ void CpuBackend::FeedForward(int layer, const std::vector<int>& rows,
   cpu::RmsNorm(pool_, input, w.ffn_norm.data(), normed_.data(), m, hidden,
                config_.rms_norm_eps);
   gate_up_.resize(static_cast<size_t>(m) * 2 * inter);
-  cpu::MatMulTransposed(pool_, normed_.data(), w.w_gate_up.data(),
-                        gate_up_.data(), m, hidden, 2 * inter);
+  cpu::MatMulTransposed(pool_, normed_.data(), w.w_gate_up, gate_up_.data(),
+                        m);
   act_.resize(static_cast<size_t>(m) * inter);
   cpu::SiluMul(pool_, gate_up_.data(), act_.data(), m, inter);
   delta_.resize(static_cast<size_t>(m) * hidden);
-  cpu::MatMulTransposed(pool_, act_.data(), w.w_down.data(), delta_.data(), m,
-                        inter, hidden);
+  cpu::MatMulTransposed(pool_, act_.data(), w.w_down, delta_.data(), m);
   AddResidual(layer, LayerObserver::Sublayer::kFfn, rows, input, delta_.data(),
               observer);
 }
@@ -302,8 +339,7 @@ absl::Status CpuBackend::Forward(const Batch& batch, std::span<float> logits,
   // x: (rows, hidden) = embedding rows of the batch's tokens.
   x_.resize(static_cast<size_t>(n) * hidden);
   for (int r = 0; r < n; ++r) {
-    std::copy_n(embed_.data() + static_cast<int64_t>(batch.tokens[r]) * hidden,
-                hidden, x_.data() + static_cast<int64_t>(r) * hidden);
+    embed_.WidenRow(batch.tokens[r], x_.data() + static_cast<int64_t>(r) * hidden);
   }
 
   std::vector<int> rows;
@@ -326,9 +362,8 @@ absl::Status CpuBackend::Forward(const Batch& batch, std::span<float> logits,
   normed_.resize(static_cast<size_t>(m) * hidden);
   cpu::RmsNorm(pool_, input, final_norm_.data(), normed_.data(), m, hidden,
                config_.rms_norm_eps);
-  const float* head = lm_head_.empty() ? embed_.data() : lm_head_.data();
-  cpu::MatMulTransposed(pool_, normed_.data(), head, logits.data(), m, hidden,
-                        config_.vocab_size);
+  const cpu::WeightMatrix& head = lm_head_.rows() == 0 ? embed_ : lm_head_;
+  cpu::MatMulTransposed(pool_, normed_.data(), head, logits.data(), m);
   return absl::OkStatus();
 }
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace skipserve::cpu {
 
@@ -12,20 +13,60 @@ namespace {
 constexpr int64_t kMinFeaturesPerThread = 64;
 // Rows per thread below which row-wise kernels stay on one thread.
 constexpr int64_t kMinRowsPerThread = 4;
+// Widened weights per tile of the half-precision GEMM path (1 MiB of f32:
+// the tile stays in L2 while sgemm packs it), and the tile's row bounds.
+constexpr int64_t kTileFloats = int64_t{1} << 18;
+constexpr int64_t kMinTileRows = 16;
+
+// y[:, begin:end] for an f32 weight.
+void MatMulF32(const float* x, const float* w, float* y, int n, int k, int m,
+               int64_t begin, int64_t end) {
+  const int count = static_cast<int>(end - begin);
+  const float* w_slice = w + begin * k;
+  if (n == 1) {
+    // Decode of one row: a matrix-vector product reads each weight once.
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, count, k, 1.0f, w_slice, k, x, 1,
+                0.0f, y + begin, 1);
+  } else {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, count, k, 1.0f, x,
+                k, w_slice, k, 0.0f, y + begin, m);
+  }
+}
+
+// y[:, begin:end] for a half-precision weight with many rows: widen a tile
+// of weight rows, sgemm against it, next tile.
+void MatMulWidenedTiles(HalfIsa isa, const float* x, const WeightMatrix& w,
+                        float* y, int n, int64_t begin, int64_t end) {
+  const int k = static_cast<int>(w.cols());
+  const int64_t m = w.rows();
+  const int64_t tile_rows = std::max(kMinTileRows, kTileFloats / k);
+  // One buffer per pool thread for the life of the process (at most
+  // max(1 MiB, 16 rows of k floats) each), so no step allocates.
+  thread_local std::vector<float> tile;
+  tile.resize(static_cast<size_t>(std::min(tile_rows, end - begin)) * k);
+  for (int64_t j = begin; j < end; j += tile_rows) {
+    const int64_t rows = std::min(tile_rows, end - j);
+    WidenHalf(isa, w.dtype(), w.half() + j * k, rows * k, tile.data());
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n,
+                static_cast<int>(rows), k, 1.0f, x, k, tile.data(), k, 0.0f,
+                y + j, static_cast<int>(m));
+  }
+}
+
 }  // namespace
 
-void MatMulTransposed(ThreadPool& pool, const float* x, const float* w,
-                      float* y, int n, int k, int m) {
+void MatMulTransposed(ThreadPool& pool, const float* x, const WeightMatrix& w,
+                      float* y, int n, HalfIsa isa) {
+  const int k = static_cast<int>(w.cols());
+  const int m = static_cast<int>(w.rows());
   pool.ParallelFor(m, kMinFeaturesPerThread, [&](int64_t begin, int64_t end) {
-    const int count = static_cast<int>(end - begin);
-    const float* w_slice = w + begin * k;
-    if (n == 1) {
-      // Decode of one row: a matrix-vector product reads each weight once.
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, count, k, 1.0f, w_slice, k, x, 1,
-                  0.0f, y + begin, 1);
+    if (w.dtype() == DType::kF32) {
+      MatMulF32(x, w.f32(), y, n, k, m, begin, end);
+    } else if (n <= kMaxHalfGemvRows) {
+      HalfGemv(isa, w.dtype(), w.half() + begin * k, end - begin, k, x, n,
+               y + begin, m);
     } else {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, count, k, 1.0f, x,
-                  k, w_slice, k, 0.0f, y + begin, m);
+      MatMulWidenedTiles(isa, x, w, y, n, begin, end);
     }
   });
 }

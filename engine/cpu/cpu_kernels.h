@@ -1,25 +1,37 @@
 #ifndef SKIPSERVE_ENGINE_CPU_CPU_KERNELS_H_
 #define SKIPSERVE_ENGINE_CPU_CPU_KERNELS_H_
 
-// The CPU backend's numerical building blocks, fp32 throughout. Each takes
+// The CPU backend's numerical building blocks: f32 activations and
+// accumulation; weights in f32, f16 or bf16 (WeightMatrix). Each takes
 // row-major buffers whose shapes are given in the comments. Work is split
-// over a ThreadPool; each thread's share of a GEMM goes to single-threaded
-// OpenBLAS (the backend sets OpenBLAS to one thread so the two pools never
-// compete for cores).
+// over a ThreadPool; each thread's share of an f32 GEMM goes to
+// single-threaded OpenBLAS (the backend sets OpenBLAS to one thread so the
+// two pools never compete for cores).
 
 #include <cstdint>
 #include <span>
 #include <vector>
 
 #include "engine/base/thread_pool.h"
+#include "engine/cpu/half_kernels.h"
+#include "engine/cpu/weight_matrix.h"
 
 namespace skipserve::cpu {
 
 // y = x @ w^T.   x: (n, k)   w: (m, k)   y: (n, m)
-// (w is a PyTorch Linear weight, (out_features, in_features)).
-// Split over the m output features.
-void MatMulTransposed(ThreadPool& pool, const float* x, const float* w,
-                      float* y, int n, int k, int m);
+// (w is a PyTorch Linear weight, (out_features, in_features); k = w.cols(),
+// m = w.rows()). Split over the m output features. By w's dtype:
+//   f32:            OpenBLAS sgemv (n = 1) or sgemm;
+//   f16/bf16, n <= kMaxHalfGemvRows: HalfGemv, widening in registers (the
+//                   decode path: each weight byte is read once per step);
+//   f16/bf16, more rows: each thread widens tiles of its weight rows into
+//                   an f32 scratch buffer (about 1 MiB, kept per thread) and
+//                   runs sgemm on them (prefill: the widening is amortised
+//                   over the n rows).
+// `isa` picks the half-precision kernels (DefaultHalfIsa() unless a test
+// or benchmark forces one).
+void MatMulTransposed(ThreadPool& pool, const float* x, const WeightMatrix& w,
+                      float* y, int n, HalfIsa isa = DefaultHalfIsa());
 
 // y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight.   x, y: (n, d)
 void RmsNorm(ThreadPool& pool, const float* x, const float* weight, float* y,

@@ -6,10 +6,17 @@
 // plan. The engine's own output is never used as the expected value (except
 // for batch invariance, which additionally compares against the reference).
 //
+// Weight storage. Each model runs with the engine keeping its weights as
+// stored (f32, f16 or bf16 in memory, BackendOptions::cpu_weights), and some
+// with the weights converted at load: narrowed (f32 -> bf16/f16, bf16 ->
+// f16) or widened (bf16 -> f32). For a narrowing the reference rounds the
+// same matrices to the same dtype itself (llama_ref.py --weights-as), so
+// both sides compute from identical weight values.
+//
 // Tolerance. The reference computes in float64 from exactly the values the
-// checkpoint stores; the engine upcasts f16/bf16 to f32 exactly and then
-// computes in fp32. So the only difference is fp32 rounding in the engine,
-// the same for every storage dtype. Per logit row we require
+// engine holds; the engine widens f16/bf16 to f32 exactly (in registers or
+// tile by tile) and then computes in fp32. So the only difference is fp32
+// rounding in the engine, the same for every storage dtype. Per logit row we require
 //   max_j |engine[j] - ref[j]| <= kTol * max(1, max_j |ref[j]|)
 // with kTol = 2e-5: about 170 fp32 ulps of the row's largest logit. Observed
 // errors are ~2e-7..1e-6 of that scale (see the printed "max scaled error"),
@@ -72,10 +79,6 @@ struct ModelSpec {
   int seed;
 };
 
-std::ostream& operator<<(std::ostream& os, const ModelSpec& s) {
-  return os << s.name;
-}
-
 // MHA, GQA and MQA; every dtype; 1 and 3 shards; tied and untied.
 const ModelSpec kSpecs[] = {
     {"mha_f32_1shard_untied", 64, 160, 4, 4, 4, 300, "f32", 1, false, 1e4, 1e-5,
@@ -89,6 +92,35 @@ const ModelSpec kSpecs[] = {
     {"mha_bf16_1shard_untied", 64, 128, 4, 2, 2, 300, "bf16", 1, false, 1e4,
      1e-5, 15},
 };
+
+// A model and how the engine keeps its weights.
+struct ParityCase {
+  ModelSpec spec;
+  CpuWeights weights;
+};
+
+std::ostream& operator<<(std::ostream& os, const ParityCase& c) {
+  return os << c.spec.name << " as " << CpuWeightsName(c.weights);
+}
+
+std::vector<ParityCase> Cases() {
+  std::vector<ParityCase> cases;
+  for (const ModelSpec& s : kSpecs) cases.push_back({s, CpuWeights::kStored});
+  cases.push_back({kSpecs[0], CpuWeights::kBF16});  // f32 narrowed to bf16
+  cases.push_back({kSpecs[0], CpuWeights::kF16});   // f32 narrowed to f16
+  cases.push_back({kSpecs[1], CpuWeights::kF32});   // bf16 widened to f32
+  cases.push_back({kSpecs[1], CpuWeights::kF16});   // bf16 narrowed to f16
+  cases.push_back({kSpecs[2], CpuWeights::kBF16});  // f16 narrowed to bf16
+  return cases;
+}
+
+// The reference's --weights-as for `weights`: none when the engine holds
+// the stored values exactly (as stored, or widened to f32).
+std::string WeightsAs(CpuWeights weights) {
+  return weights == CpuWeights::kStored || weights == CpuWeights::kF32
+             ? ""
+             : std::string(CpuWeightsName(weights));
+}
 
 // ---------------------------------------------------------------------------
 // The reference, run once per (model) and per (model, tokens, plan) and
@@ -137,12 +169,13 @@ std::string PlanString(const LayerPlan& plan) {
 
 // Reference logits (T, V) of every position of `tokens` under `plan`.
 absl::StatusOr<std::vector<float>> Reference(const ModelSpec& s,
+                                             const std::string& weights_as,
                                              const std::vector<int32_t>& tokens,
                                              const LayerPlan& plan) {
   static auto* cache = new std::map<std::string, std::vector<float>>();
   const std::string token_text = absl::StrJoin(tokens, ",");
-  const std::string key =
-      absl::StrCat(s.name, "|", token_text, "|", PlanString(plan));
+  const std::string key = absl::StrCat(s.name, "|", weights_as, "|",
+                                       token_text, "|", PlanString(plan));
   auto it = cache->find(key);
   if (it != cache->end()) return it->second;
   absl::StatusOr<std::string> dir = ModelDir(s);
@@ -151,7 +184,9 @@ absl::StatusOr<std::vector<float>> Reference(const ModelSpec& s,
       Root().File(absl::StrCat("ref_", cache->size(), ".bin"));
   const std::string cmd = absl::StrCat(
       ScriptCommand(), " forward --model ", Quote(*dir), " --tokens ",
-      token_text, " --plan ", Quote(PlanString(plan)), " --out ", Quote(out));
+      token_text, " --plan ", Quote(PlanString(plan)),
+      weights_as.empty() ? "" : " --weights-as " + weights_as, " --out ",
+      Quote(out));
   std::string output;
   if (RunCommand(cmd, &output) != 0) {
     return absl::InternalError(absl::StrCat(cmd, " failed:\n", output));
@@ -246,10 +281,10 @@ struct Step {
   bool all_logits;
 };
 
-class ParityTest : public ::testing::TestWithParam<ModelSpec> {
+class ParityTest : public ::testing::TestWithParam<ParityCase> {
  protected:
   void SetUp() override {
-    const ModelSpec& s = GetParam();
+    const ModelSpec& s = spec();
     absl::StatusOr<std::string> dir = ModelDir(s);
     ASSERT_TRUE(dir.ok()) << dir.status();
     absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint =
@@ -266,14 +301,16 @@ class ParityTest : public ::testing::TestWithParam<ModelSpec> {
     absl::StatusOr<std::unique_ptr<Backend>> backend = CreateCpuBackend(
         **checkpoint, BackendOptions{.num_kv_blocks = kNumBlocks,
                                      .kv_block_size = kBlockSize,
-                                     .num_threads = 2});
+                                     .num_threads = 2,
+                                     .cpu_weights = GetParam().weights});
     ASSERT_TRUE(backend.ok()) << backend.status();
     backend_ = std::move(*backend);
     checkpoint->reset();  // the backend keeps its own copy of the weights
   }
 
-  int vocab() const { return GetParam().vocab; }
-  int layers() const { return GetParam().layers; }
+  const ModelSpec& spec() const { return GetParam().spec; }
+  int vocab() const { return spec().vocab; }
+  int layers() const { return spec().layers; }
 
   LayerPlan Plan(const std::string& policy) {
     absl::StatusOr<SkipPolicy> p = SkipPolicy::Parse(policy);
@@ -287,7 +324,7 @@ class ParityTest : public ::testing::TestWithParam<ModelSpec> {
   std::vector<float> Ref(const std::vector<int32_t>& tokens,
                          const LayerPlan& plan) {
     absl::StatusOr<std::vector<float>> ref =
-        Reference(GetParam(), tokens, plan);
+        Reference(spec(), WeightsAs(GetParam().weights), tokens, plan);
     EXPECT_TRUE(ref.ok()) << ref.status();
     return ref.ok() ? *ref : std::vector<float>();
   }
@@ -534,10 +571,15 @@ TEST_P(ParityTest, KvBlocksOnlyForLayersWhoseAttentionRuns) {
   EXPECT_EQ(manager.num_used(), 0);  // Seq released its blocks
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, ParityTest, ::testing::ValuesIn(kSpecs),
-                         [](const ::testing::TestParamInfo<ModelSpec>& info) {
-                           return std::string(info.param.name);
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Models, ParityTest, ::testing::ValuesIn(Cases()),
+    [](const ::testing::TestParamInfo<ParityCase>& info) {
+      const CpuWeights w = info.param.weights;
+      return absl::StrCat(info.param.spec.name, w == CpuWeights::kStored
+                                                    ? ""
+                                                    : "_as_" + std::string(
+                                                          CpuWeightsName(w)));
+    });
 
 }  // namespace
 }  // namespace skipserve

@@ -49,6 +49,7 @@ class CudaBackend final : public Backend {
   int64_t kv_block_bytes() const override {
     return KvBlockBytes(config_, options_.kv_block_size, sizeof(bf16));
   }
+  int weight_element_bytes() const override { return sizeof(bf16); }
 
   using Backend::Forward;
   absl::Status Forward(const Batch& batch, std::span<float> logits,

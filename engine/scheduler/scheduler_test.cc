@@ -304,6 +304,9 @@ class GatedBackend : public Backend {
   int num_kv_blocks() const override { return inner_->num_kv_blocks(); }
   int kv_block_size() const override { return inner_->kv_block_size(); }
   int64_t kv_block_bytes() const override { return inner_->kv_block_bytes(); }
+  int weight_element_bytes() const override {
+    return inner_->weight_element_bytes();
+  }
   absl::Status Forward(const Batch& batch, std::span<float> logits,
                        LayerObserver* observer) override {
     {

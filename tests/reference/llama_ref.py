@@ -17,7 +17,8 @@ Subcommands
       linear weights N(0, 1/in_features), embeddings N(0, 1), norm weights
       1 + N(0, 0.1^2).
 
-  forward --model DIR --tokens 1,5,9 [--plan "1111;1101"] --out FILE
+  forward --model DIR --tokens 1,5,9 [--plan "1111;1101"]
+          [--weights-as f32|f16|bf16] --out FILE
       Runs the causal forward pass over the tokens from position 0 and writes
       the logits of every position as little-endian float32, shape (T, V).
       PLAN is "A;F": A[l] == '1' runs attention at layer l, F[l] likewise the
@@ -25,6 +26,10 @@ Subcommands
           h = x + Attn(RMSNorm(x))  if A[l] else x
           y = h + FFN(RMSNorm(h))   if F[l] else h
       Default: everything runs.
+      --weights-as rounds every matrix (each 2-D tensor: embeddings,
+      projections, lm_head; not the norm weights) from its stored value to
+      that dtype, to nearest even, before computing in float64: the values an
+      engine holds when it converts the weights at load.
 
   analyze --model DIR --tokens 1,5,9 [--tokens 1,7 ...] [--plan PLAN]
           --out FILE
@@ -286,10 +291,24 @@ def parse_plan(text, L):
     return [c == "1" for c in attn], [c == "1" for c in ffn_]
 
 
-def load_model(model_dir):
+def round_to(x, dtype):
+    """float32 array -> the same values rounded to dtype, as float32."""
+    if dtype == "f16":
+        with np.errstate(over="raise"):
+            return x.astype(np.float16).astype(np.float32)
+    if dtype == "bf16":
+        return bf16_bits_to_f32(f32_to_bf16_bits(x))
+    return x
+
+
+def load_model(model_dir, weights_as=None):
     with open(os.path.join(model_dir, "config.json")) as f:
         cfg = json.load(f)
-    W = {k: v.astype(np.float64) for k, v in read_weights(model_dir).items()}
+    W = {}
+    for k, v in read_weights(model_dir).items():
+        if weights_as and v.ndim == 2:
+            v = round_to(v.astype(np.float32), weights_as)
+        W[k] = v.astype(np.float64)
     return cfg, W
 
 
@@ -303,7 +322,7 @@ def parse_tokens(text, cfg):
 
 
 def run_forward(a):
-    cfg, W = load_model(a.model)
+    cfg, W = load_model(a.model, a.weights_as)
     tokens = parse_tokens(a.tokens, cfg)
     run_attn, run_ffn = parse_plan(a.plan, cfg["num_hidden_layers"])
     logits = forward(cfg, W, tokens, run_attn, run_ffn)
@@ -364,6 +383,7 @@ def main(argv):
     fw.add_argument("--model", required=True)
     fw.add_argument("--tokens", required=True)
     fw.add_argument("--plan", default="")
+    fw.add_argument("--weights-as", choices=sorted(CLI_DTYPE))
     fw.add_argument("--out", required=True)
     an = sub.add_parser("analyze")
     an.add_argument("--model", required=True)
