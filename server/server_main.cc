@@ -94,6 +94,9 @@ ABSL_FLAG(std::string, batching, "mixed",
           "mixed: sequences with different policies share a step; grouped: "
           "one policy per step.");
 ABSL_FLAG(int, threads, 0, "CPU threads for the CPU backend; 0 = all.");
+ABSL_FLAG(std::string, cpu_weights, "stored",
+          "How the CPU backend keeps weight matrices: stored (the checkpoint's "
+          "dtype), f32, f16 or bf16 (converted at load). Ignored on CUDA.");
 ABSL_FLAG(int, max_inline_policy_labels, 32,
           "Distinct inline policies labelled in metrics before 'other'.");
 ABSL_FLAG(int, max_request_bytes, 4 << 20,
@@ -274,6 +277,9 @@ absl::StatusOr<ServingModel> OpenModelOnEngine(
       int64_t{absl::GetFlag(FLAGS_kv_cache_mb)} << 20;
   engine_options.backend.kv_block_size = kKvBlockSize;
   engine_options.backend.num_threads = absl::GetFlag(FLAGS_threads);
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      engine_options.backend.cpu_weights,
+      ParseCpuWeights(absl::GetFlag(FLAGS_cpu_weights)));
   int64_t last_percent = -1;
   engine_options.progress = [&](int64_t done, int64_t total) {
     const int64_t percent = total > 0 ? done * 100 / total : 100;

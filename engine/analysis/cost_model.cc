@@ -19,19 +19,21 @@ SublayerSizes Sizes(const ModelConfig& c) {
 }  // namespace
 
 double DecodeBytes(const ModelConfig& config, const LayerPlan& plan,
-                   int context, int bytes_per_element) {
+                   int context, int weight_bytes_per_element,
+                   int kv_bytes_per_element) {
   const SublayerSizes sizes = Sizes(config);
   const double h = config.hidden_size;
-  double elements = h /*embedding row*/ + h /*final norm*/ +
-                    h * config.vocab_size /*output projection*/;
+  double weights = h /*embedding row*/ + h /*final norm*/ +
+                   h * config.vocab_size /*output projection*/;
+  double kv = 0;
   for (int l = 0; l < plan.num_layers(); ++l) {
     if (plan.run_attn[l]) {
-      elements += sizes.attn_weights +
-                  2.0 * (context + 1) * config.kv_dim() /*K and V read*/;
+      weights += sizes.attn_weights;
+      kv += 2.0 * (context + 1) * config.kv_dim() /*K and V read*/;
     }
-    if (plan.run_ffn[l]) elements += sizes.ffn_weights;
+    if (plan.run_ffn[l]) weights += sizes.ffn_weights;
   }
-  return elements * bytes_per_element;
+  return weights * weight_bytes_per_element + kv * kv_bytes_per_element;
 }
 
 double PrefillFlops(const ModelConfig& config, const LayerPlan& plan,

@@ -25,7 +25,12 @@ TEST(CostModel, DecodeBytesCountEveryWeightOfAFullPlanOnce) {
   // Embedding row + final norm + lm_head 10x8; K/V of 6 positions x 4 x 2.
   const double expected = 2 * per_layer + 8 + 8 + 80 + 2 * (6 * 4 * 2);
   EXPECT_DOUBLE_EQ(DecodeBytes(c, full, /*context=*/5, 4), 4 * expected);
-  EXPECT_DOUBLE_EQ(DecodeBytes(c, full, 5, 2), 2 * expected);
+  EXPECT_DOUBLE_EQ(DecodeBytes(c, full, 5, 2, 2), 2 * expected);
+  // bf16 weights beside an f32 cache (the CPU engine's --cpu_weights=bf16):
+  // the weights at 2 bytes, the K/V reads at 4.
+  const double kv = 2 * (6 * 4 * 2);
+  EXPECT_DOUBLE_EQ(DecodeBytes(c, full, 5, 2, 4),
+                   2 * (expected - kv) + 4 * kv);
 }
 
 TEST(CostModel, SkippingAttentionRemovesItsWeightsAndKvReads) {
@@ -34,7 +39,8 @@ TEST(CostModel, SkippingAttentionRemovesItsWeightsAndKvReads) {
   plan.run_attn[1] = false;
   const double attention = 64 + 32 + 32 + 64 + 8 + 6 * 4 * 2;
   EXPECT_DOUBLE_EQ(
-      DecodeBytes(c, LayerPlan::Full(2), 5, 1) - DecodeBytes(c, plan, 5, 1),
+      DecodeBytes(c, LayerPlan::Full(2), 5, 1, 1) -
+          DecodeBytes(c, plan, 5, 1, 1),
       attention);
 }
 

@@ -309,8 +309,7 @@ void CpuBackend::FeedForward(int layer, const std::vector<int>& rows,
   cpu::RmsNorm(pool_, input, w.ffn_norm.data(), normed_.data(), m, hidden,
                config_.rms_norm_eps);
   gate_up_.resize(static_cast<size_t>(m) * 2 * inter);
-  cpu::MatMulTransposed(pool_, normed_.data(), w.w_gate_up, gate_up_.data(),
-                        m);
+  cpu::MatMulTransposed(pool_, normed_.data(), w.w_gate_up, gate_up_.data(), m);
   act_.resize(static_cast<size_t>(m) * inter);
   cpu::SiluMul(pool_, gate_up_.data(), act_.data(), m, inter);
   delta_.resize(static_cast<size_t>(m) * hidden);
@@ -339,7 +338,8 @@ absl::Status CpuBackend::Forward(const Batch& batch, std::span<float> logits,
   // x: (rows, hidden) = embedding rows of the batch's tokens.
   x_.resize(static_cast<size_t>(n) * hidden);
   for (int r = 0; r < n; ++r) {
-    embed_.WidenRow(batch.tokens[r], x_.data() + static_cast<int64_t>(r) * hidden);
+    embed_.WidenRow(batch.tokens[r],
+                    x_.data() + static_cast<int64_t>(r) * hidden);
   }
 
   std::vector<int> rows;

@@ -1,7 +1,7 @@
 // The half-precision weight kernels for AVX2 + FMA + F16C (8 floats per
 // vector), compiled with -mavx2 -mfma -mf16c (CMakeLists.txt). f16 widens
-// with vcvtph2ps; bf16 by zero-extending each 16-bit value to 32 bits and
-// shifting it into the high half, which is exact.
+// with vcvtph2ps; bf16, the high half of an f32, by zero-extending each
+// value to 32 bits and shifting it left by 16. Both are exact.
 
 #include <immintrin.h>
 
@@ -14,6 +14,9 @@ namespace {
 struct Avx2 {
   using V = __m256;
   static constexpr int kWidth = 8;
+  static void Prefetch(const void* p) {
+    _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
+  }
   static V Zero() { return _mm256_setzero_ps(); }
   static V LoadX(const float* p) { return _mm256_loadu_ps(p); }
   static V LoadW(const uint16_t* p, bool bf16) {
@@ -26,8 +29,8 @@ struct Avx2 {
   }
   static V Fma(V a, V b, V acc) { return _mm256_fmadd_ps(a, b, acc); }
   static float Sum(V v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v),
-                          _mm256_extractf128_ps(v, 1));
+    __m128 s =
+        _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);

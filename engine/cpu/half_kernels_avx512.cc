@@ -21,6 +21,9 @@ namespace {
 struct Avx512 {
   using V = __m512;
   static constexpr int kWidth = 16;
+  static void Prefetch(const void* p) {
+    _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
+  }
   static V Zero() { return _mm512_setzero_ps(); }
   static V LoadX(const float* p) { return _mm512_loadu_ps(p); }
   static V LoadW(const uint16_t* p, bool bf16) {
@@ -38,8 +41,8 @@ struct Avx512 {
 
 }  // namespace
 
-void GemvAvx512(bool bf16, const uint16_t* w, int64_t m, int k,
-                const float* x, int n, float* y, int64_t ldy) {
+void GemvAvx512(bool bf16, const uint16_t* w, int64_t m, int k, const float* x,
+                int n, float* y, int64_t ldy) {
   GemvEntry<Avx512>(bf16, w, m, k, x, n, y, ldy);
 }
 

@@ -17,6 +17,7 @@
 //   static V Zero();
 //   static V LoadX(const float* p);                 // kWidth floats
 //   static V LoadW(const uint16_t* p, bool bf16);   // kWidth halves, widened
+//   static void Prefetch(const void* p);             // a hint, may do nothing
 //   static V Fma(V a, V b, V acc);                  // acc + a * b
 //   static float Sum(V v);                          // horizontal sum
 //   static void Store(float* p, V v);               // kWidth floats
@@ -36,68 +37,69 @@ float WidenScalar(uint16_t bits, bool bf16) {
   return bf16 ? BFloat16ToFloat(bits) : HalfToFloat(bits);
 }
 
-// R weight rows times NR activation rows, over the whole k.
-//   w: (R rows at stride k)   x: (NR rows at stride k)
-//   y[r * ldy + q] = dot(w[q], x[r])
-template <class Traits, bool kBf16, int R, int NR>
-void GemvTile(const uint16_t* w, int k, const float* x, float* y,
-              int64_t ldy) {
+// How far ahead of the current element a weight row is prefetched: 1 KiB.
+// Past a row's end it reaches into the next row, which comes next.
+inline constexpr int kPrefetchAhead = 512;
+
+// The rows go one at a time: one sequential stream through the weights.
+// On the development machine four rows at a time (four interleaved
+// streams, each x vector loaded once per four rows) read memory at 65-75%
+// of the single-stream kernel's rate; widening bf16 pairs with a shift and
+// a mask instead of one zero-extension per value made no difference
+// (bench/results/2026-12-03-cpu-dtypes.md).
+
+// One weight row against NR activation rows, over the whole k.
+//   w: (k)   x: (NR rows at stride k)   y[r * ldy] = dot(widen(w), x[r])
+template <class Traits, bool kBf16, int NR>
+void GemvRow(const uint16_t* w, int k, const float* x, float* y, int64_t ldy) {
   using V = typename Traits::V;
   constexpr int kWidth = Traits::kWidth;
-  V acc[R][NR];
-  for (int q = 0; q < R; ++q) {
-    for (int r = 0; r < NR; ++r) acc[q][r] = Traits::Zero();
-  }
+  V acc[NR];
+  for (int r = 0; r < NR; ++r) acc[r] = Traits::Zero();
   int i = 0;
   for (; i + kWidth <= k; i += kWidth) {
-    V xv[NR];
+    Traits::Prefetch(w + i + kPrefetchAhead);
+    const V wv = Traits::LoadW(w + i, kBf16);
     for (int r = 0; r < NR; ++r) {
-      xv[r] = Traits::LoadX(x + static_cast<int64_t>(r) * k + i);
-    }
-    for (int q = 0; q < R; ++q) {
-      const V wv = Traits::LoadW(w + static_cast<int64_t>(q) * k + i, kBf16);
-      for (int r = 0; r < NR; ++r) acc[q][r] = Traits::Fma(wv, xv[r], acc[q][r]);
+      acc[r] = Traits::Fma(
+          wv, Traits::LoadX(x + static_cast<int64_t>(r) * k + i), acc[r]);
     }
   }
-  for (int q = 0; q < R; ++q) {
-    for (int r = 0; r < NR; ++r) {
-      float sum = Traits::Sum(acc[q][r]);
-      for (int t = i; t < k; ++t) {
-        sum += WidenScalar<Traits>(w[static_cast<int64_t>(q) * k + t], kBf16) *
-               x[static_cast<int64_t>(r) * k + t];
-      }
-      y[static_cast<int64_t>(r) * ldy + q] = sum;
+  for (int r = 0; r < NR; ++r) {
+    float sum = Traits::Sum(acc[r]);
+    for (int t = i; t < k; ++t) {
+      sum +=
+          WidenScalar<Traits>(w[t], kBf16) * x[static_cast<int64_t>(r) * k + t];
     }
+    y[static_cast<int64_t>(r) * ldy] = sum;
   }
 }
 
-// Weight rows [0, m) against NR activation rows: four weight rows at a
-// time, so four independent streams are in flight and each activation
-// vector is loaded once per four rows.
-template <class Traits, bool kBf16, int NR>
-void GemvRows(const uint16_t* w, int64_t m, int k, const float* x, float* y,
-              int64_t ldy) {
-  int64_t j = 0;
-  for (; j + 4 <= m; j += 4) {
-    GemvTile<Traits, kBf16, 4, NR>(w + j * k, k, x, y + j, ldy);
-  }
-  for (; j < m; ++j) GemvTile<Traits, kBf16, 1, NR>(w + j * k, k, x, y + j, ldy);
-}
-
-// y (n, ldy) = x (n, k) @ w (m, k)^T for n <= 8, in groups of at most four
-// activation rows (16 accumulators at most). A second group re-reads the
-// same weight rows, from cache: 4 rows of k halves are 32 KiB at k = 4096.
+// y (n, ldy) = x (n, k) @ w (m, k)^T for n <= 8. Each weight row meets the
+// activation rows in groups of at most four (4 accumulators); a second
+// group re-reads the row from L1 or L2, not from memory.
 template <class Traits, bool kBf16>
-void Gemv(const uint16_t* w, int64_t m, int k, const float* x, int n,
-          float* y, int64_t ldy) {
-  for (int r = 0; r < n; r += 4) {
-    const float* xr = x + static_cast<int64_t>(r) * k;
-    float* yr = y + static_cast<int64_t>(r) * ldy;
-    switch (n - r < 4 ? n - r : 4) {
-      case 1: GemvRows<Traits, kBf16, 1>(w, m, k, xr, yr, ldy); break;
-      case 2: GemvRows<Traits, kBf16, 2>(w, m, k, xr, yr, ldy); break;
-      case 3: GemvRows<Traits, kBf16, 3>(w, m, k, xr, yr, ldy); break;
-      default: GemvRows<Traits, kBf16, 4>(w, m, k, xr, yr, ldy); break;
+void Gemv(const uint16_t* w, int64_t m, int k, const float* x, int n, float* y,
+          int64_t ldy) {
+  for (int64_t j = 0; j < m; ++j) {
+    const uint16_t* wj = w + j * k;
+    for (int r = 0; r < n; r += 4) {
+      const float* xr = x + static_cast<int64_t>(r) * k;
+      float* yr = y + static_cast<int64_t>(r) * ldy + j;
+      switch (n - r < 4 ? n - r : 4) {
+        case 1:
+          GemvRow<Traits, kBf16, 1>(wj, k, xr, yr, ldy);
+          break;
+        case 2:
+          GemvRow<Traits, kBf16, 2>(wj, k, xr, yr, ldy);
+          break;
+        case 3:
+          GemvRow<Traits, kBf16, 3>(wj, k, xr, yr, ldy);
+          break;
+        default:
+          GemvRow<Traits, kBf16, 4>(wj, k, xr, yr, ldy);
+          break;
+      }
     }
   }
 }

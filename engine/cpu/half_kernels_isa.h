@@ -21,8 +21,8 @@ void GemvAvx2(bool bf16, const uint16_t* w, int64_t m, int k, const float* x,
 void WidenAvx2(bool bf16, const uint16_t* src, int64_t count, float* dst);
 
 // x86-64 only (AVX-512 F and BW).
-void GemvAvx512(bool bf16, const uint16_t* w, int64_t m, int k,
-                const float* x, int n, float* y, int64_t ldy);
+void GemvAvx512(bool bf16, const uint16_t* w, int64_t m, int k, const float* x,
+                int n, float* y, int64_t ldy);
 void WidenAvx512(bool bf16, const uint16_t* src, int64_t count, float* dst);
 
 }  // namespace skipserve::cpu::isa

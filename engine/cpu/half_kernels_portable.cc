@@ -10,10 +10,17 @@ namespace {
 struct Scalar {
   using V = float;
   static constexpr int kWidth = 1;
+  static void Prefetch(const void* p) { (void)p; }
   static V Zero() { return 0.0f; }
   static V LoadX(const float* p) { return *p; }
   static V LoadW(const uint16_t* p, bool bf16) {
-    return WidenScalar<Scalar>(*p, bf16);
+    if (bf16) {  // the high half of an f32, inline (the common case)
+      const uint32_t bits = static_cast<uint32_t>(*p) << 16;
+      float f;
+      __builtin_memcpy(&f, &bits, sizeof(f));
+      return f;
+    }
+    return WidenScalar<Scalar>(*p, false);
   }
   static V Fma(V a, V b, V acc) { return acc + a * b; }
   static float Sum(V v) { return v; }

@@ -57,7 +57,8 @@ Weights RandomWeights(DType dtype, int64_t m, int k, uint32_t seed) {
   std::normal_distribution<float> normal(0.0f, 0.05f);
   std::vector<float> values(static_cast<size_t>(m) * k);
   for (float& v : values) v = normal(gen);
-  Weights w{dtype, m, k, std::vector<std::byte>(values.size() * DTypeSize(dtype)),
+  Weights w{dtype, m, k,
+            std::vector<std::byte>(values.size() * DTypeSize(dtype)),
             std::vector<double>(values.size())};
   ConvertFromFloat(dtype, values, w.bytes.data());
   std::vector<float> widened(values.size());
@@ -130,12 +131,11 @@ TEST(HalfKernelsTest, WidenIsExactForEveryBitPattern) {
         uint32_t got_bits, want_bits;
         std::memcpy(&got_bits, &got[i], 4);
         std::memcpy(&want_bits, &want, 4);
-        const bool same = std::isnan(want) ? std::isnan(got[i])
-                                           : got_bits == want_bits;
+        const bool same =
+            std::isnan(want) ? std::isnan(got[i]) : got_bits == want_bits;
         if (!same) {
-          ADD_FAILURE() << Name(isa, dtype) << ": bits 0x" << std::hex
-                        << all[i] << " widened to " << got[i] << ", want "
-                        << want;
+          ADD_FAILURE() << Name(isa, dtype) << ": bits 0x" << std::hex << all[i]
+                        << " widened to " << got[i] << ", want " << want;
           ++bad;
         }
       }
@@ -157,13 +157,13 @@ TEST(HalfKernelsTest, GemvMatchesADoubleProductForEveryShape) {
             const int64_t ldy = m + 3;
             std::vector<float> y(static_cast<size_t>(n) * ldy, -99.0f);
             HalfGemv(isa, dtype, w.half(), m, k, x.data(), n, y.data(), ldy);
-            const std::string what = absl::StrCat(Name(isa, dtype), " m=", m,
-                                                  " k=", k, " n=", n);
+            const std::string what =
+                absl::StrCat(Name(isa, dtype), " m=", m, " k=", k, " n=", n);
             ExpectProduct(w, x, n, y, ldy, what);
             for (int r = 0; r < n; ++r) {
               for (int64_t j = m; j < ldy; ++j) {
-                ASSERT_EQ(y[r * ldy + j], -99.0f) << what << " wrote column "
-                                                  << j;
+                ASSERT_EQ(y[r * ldy + j], -99.0f)
+                    << what << " wrote column " << j;
               }
             }
           }
@@ -211,8 +211,7 @@ TEST(HalfKernelsTest, MatMulTransposedMatchesADoubleProductOnEveryPath) {
         const std::vector<float> x = RandomActivations(n, k, 30 + n);
         std::vector<float> y(static_cast<size_t>(n) * m, NAN);
         MatMulTransposed(pool, x.data(), *matrix, y.data(), n, isa);
-        ExpectProduct(w, x, n, y, m,
-                      absl::StrCat(Name(isa, dtype), " n=", n));
+        ExpectProduct(w, x, n, y, m, absl::StrCat(Name(isa, dtype), " n=", n));
       }
       if (dtype == DType::kF32) break;  // f32 does not use the half kernels
     }
@@ -227,7 +226,8 @@ TEST(WeightMatrixTest, StacksPartsAndConvertsToTheRequestedDType) {
   const Weights b = RandomWeights(DType::kBF16, 2, 20, 2);
   const WeightView va = a.View(), vb = b.View();
   for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
-    absl::StatusOr<WeightMatrix> w = WeightMatrix::Make("ab", dtype, {&va, &vb});
+    absl::StatusOr<WeightMatrix> w =
+        WeightMatrix::Make("ab", dtype, {&va, &vb});
     ASSERT_TRUE(w.ok()) << w.status();
     EXPECT_EQ(w->dtype(), dtype);
     EXPECT_EQ(w->rows(), 5);
@@ -247,8 +247,8 @@ TEST(WeightMatrixTest, StacksPartsAndConvertsToTheRequestedDType) {
         ConvertFromFloat(dtype, std::span<const float>(&f, 1), one.data());
         float want;
         ConvertToFloat(dtype, one.data(), 1, &want);
-        ASSERT_EQ(row[i], want) << DTypeName(dtype) << " row " << r << " col "
-                                << i;
+        ASSERT_EQ(row[i], want)
+            << DTypeName(dtype) << " row " << r << " col " << i;
       }
     }
   }
@@ -259,9 +259,8 @@ TEST(WeightMatrixTest, ValuesBeyondHalfRangeAreRefusedNamingTheMatrix) {
   const float big = 70000.0f;
   std::memcpy(w.bytes.data() + 4 * 9, &big, 4);
   const WeightView view = w.View();
-  absl::StatusOr<WeightMatrix> f16 =
-      WeightMatrix::Make("model.layers.0.mlp.down_proj.weight", DType::kF16,
-                         {&view});
+  absl::StatusOr<WeightMatrix> f16 = WeightMatrix::Make(
+      "model.layers.0.mlp.down_proj.weight", DType::kF16, {&view});
   ASSERT_FALSE(f16.ok());
   EXPECT_EQ(f16.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(f16.status().message().find("model.layers.0.mlp.down_proj.weight"),
@@ -277,8 +276,8 @@ TEST(WeightMatrixTest, PartsWithOtherColumnsAreRefused) {
   const Weights a = RandomWeights(DType::kF32, 2, 8, 1);
   const Weights b = RandomWeights(DType::kF32, 2, 9, 2);
   const WeightView va = a.View(), vb = b.View();
-  absl::StatusOr<WeightMatrix> w = WeightMatrix::Make("ab", DType::kF32,
-                                                      {&va, &vb});
+  absl::StatusOr<WeightMatrix> w =
+      WeightMatrix::Make("ab", DType::kF32, {&va, &vb});
   ASSERT_FALSE(w.ok());
   EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument);
 }

@@ -70,8 +70,8 @@ absl::StatusOr<WeightMatrix> WeightMatrix::Make(
     if (view->shape.size() != 2 ||
         (out.rows_ > 0 && view->shape[1] != out.cols_)) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "%s (from %s): every part must be 2-D with %d columns",
-          name, view->source, out.cols_));
+          "%s (from %s): every part must be 2-D with %d columns", name,
+          view->source, out.cols_));
     }
     out.cols_ = view->shape[1];
     out.rows_ += view->shape[0];
@@ -82,8 +82,8 @@ absl::StatusOr<WeightMatrix> WeightMatrix::Make(
   out.data_.reset(static_cast<std::byte*>(
       std::aligned_alloc(kAlignment, std::max(padded, kAlignment))));
   if (out.data_ == nullptr) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "cannot allocate %d MiB for %s", bytes >> 20, name));
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("cannot allocate %d MiB for %s", bytes >> 20, name));
   }
   std::byte* dst = out.data_.get();
   for (const WeightView* view : views) {

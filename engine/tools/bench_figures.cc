@@ -24,9 +24,11 @@ FigureWriter::FigureWriter(const ModelConfig& config, FigureOptions options,
 
 double FigureWriter::StepBytes(const LayerPlan& plan, int batch,
                                int context) const {
-  const int bpe = options_.bytes_per_element;
-  const double weights = DecodeBytes(config_, plan, 0, bpe);
-  return weights + batch * (DecodeBytes(config_, plan, context, bpe) - weights);
+  const int wb = options_.weight_bytes_per_element;
+  const int kvb = options_.kv_bytes_per_element;
+  const double weights = DecodeBytes(config_, plan, 0, wb, kvb);
+  return weights +
+         batch * (DecodeBytes(config_, plan, context, wb, kvb) - weights);
 }
 
 void FigureWriter::Ttft(const Measurement& m,

@@ -30,7 +30,8 @@ struct DecodeRounds {
 };
 
 struct FigureOptions {
-  int bytes_per_element = 4;  // of weights and KV, for the byte counts
+  int weight_bytes_per_element = 4;  // as the backend holds them,
+  int kv_bytes_per_element = 4;      // for the byte counts
   double copy_gb_s = 0;       // bandwidth for the roofline; 0 = no roofline
   double read_gb_s = 0;
   bool print = true;  // one line per figure on stdout

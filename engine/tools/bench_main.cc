@@ -46,6 +46,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
@@ -68,6 +69,9 @@ ABSL_FLAG(int, decode_context, 128, "Context before decode is timed.");
 ABSL_FLAG(int, decode_tokens, 32, "Decode steps timed per measurement.");
 ABSL_FLAG(int, rounds, 3, "Interleaved rounds; medians are reported.");
 ABSL_FLAG(int, threads, 0, "Threads; 0 = all cores.");
+ABSL_FLAG(std::string, cpu_weights, "stored",
+          "How the CPU backend keeps weight matrices: stored (the checkpoint's "
+          "dtype), f32, f16 or bf16 (converted at load). Ignored on CUDA.");
 ABSL_FLAG(std::string, policies,
           "none,attn:last=10%,attn:last=25%,attn:last=33%,ffn:last=10%,"
           "ffn:last=25%,ffn:last=33%,layer:last=10%,layer:last=25%,"
@@ -262,12 +266,17 @@ void PrintGridRow(const std::string& policy, const Json& row,
     for (const Json& d : row.value("decode_batches", Json::array())) {
       if (d["batch"] != b) continue;
       found = true;
-      std::printf("  %16.1f %5.3f(%5.3f) %8.1f",
+      std::printf("  %16.1f %5.3f(%5.3f) %8.1f %7.1f %6.1f",
                   d["tokens_per_s"].get<double>(), d.value("speedup", 0.0),
                   d.value("predicted_speedup_bytes", 0.0),
-                  100.0 * d.value("roofline_share", 0.0));
+                  100.0 * d.value("roofline_share", 0.0),
+                  100.0 * d.value("roofline_share_read_bw", 0.0),
+                  d.value("bytes_per_step", 0.0) / d["batch"].get<double>() /
+                      1e6);
     }
-    if (!found) std::printf("  %16s %5s %5s  %8s", "-", "-", "", "-");
+    if (!found) {
+      std::printf("  %16s %5s %5s  %8s %7s %6s", "-", "-", "", "-", "-", "-");
+    }
   }
   std::printf("\n");
 }
@@ -282,10 +291,16 @@ void WriteGrid(const std::vector<Json>& lines, const Json& meta,
               meta["memory_bandwidth_gb_s"]["copy"].get<double>(),
               meta["memory_bandwidth_gb_s"]["read"].get<double>(),
               meta["machine"]["threads_used"].get<int>());
+  std::printf("weights in the engine: %s (%d bytes/element), KV cache %d "
+              "bytes/element\n",
+              meta["model"]["dtype_in_engine"].get<std::string>().c_str(),
+              meta["model"]["weight_bytes_per_element"].get<int>(),
+              meta["model"]["kv_bytes_per_element"].get<int>());
   std::printf("%-16s", "policy");
   for (int n : ttft.prompt_lens) std::printf(" ttft@%-4d speedup(pred)", n);
   for (int b : decode.batches) {
-    std::printf("  decode@b%-3d tok/s speedup(pred) roofline%%", b);
+    std::printf("  decode@b%-3d tok/s speedup(pred) roofline%% read%% MB/tok",
+                b);
   }
   std::printf("\n");
   Json out = meta;
@@ -404,6 +419,24 @@ absl::StatusOr<MemoryBandwidth> MeasureBandwidth(bool on_gpu, int threads,
   return bandwidth;
 }
 
+// Bytes per KV element as `backend` stores its cache.
+int KvElementBytes(const Backend& backend) {
+  return static_cast<int>(backend.kv_block_bytes() /
+                          (int64_t{2} * backend.kv_block_size() *
+                           backend.config().kv_dim()));
+}
+
+// The weights' dtype in the engine: bf16 on a GPU; on the CPU the stored
+// dtype or the one --cpu_weights converted them to.
+std::string WeightsInEngine(const ModelConfig& config, bool on_gpu,
+                            CpuWeights cpu_weights) {
+  if (on_gpu) return "bf16";
+  if (cpu_weights != CpuWeights::kStored) {
+    return std::string(CpuWeightsName(cpu_weights));
+  }
+  return absl::AsciiStrToLower(std::string(DTypeName(config.torch_dtype)));
+}
+
 // The results' "meta" line: machine, device, bandwidth, model and KV pool.
 Json MetaLine(const std::string& spec, const LoadedBackend& loaded, bool on_gpu,
               const Json& device_json, const MemoryBandwidth& bandwidth,
@@ -420,7 +453,12 @@ Json MetaLine(const std::string& spec, const LoadedBackend& loaded, bool on_gpu,
         {"layers", config.num_layers},
         {"hidden", config.hidden_size},
         {"parameters", config.NumParameters()},
-        {"dtype_in_engine", on_gpu ? "bf16" : "f32"},
+        {"dtype_in_engine",
+         WeightsInEngine(config, on_gpu,
+                         ParseCpuWeights(absl::GetFlag(FLAGS_cpu_weights))
+                             .value_or(CpuWeights::kStored))},
+        {"weight_bytes_per_element", loaded.backend->weight_element_bytes()},
+        {"kv_bytes_per_element", KvElementBytes(*loaded.backend)},
         {"build_seconds", loaded.build_s},
         {"backend_seconds", loaded.backend_s}}},
       {"suite", suite_mode ? absl::GetFlag(FLAGS_suite_name) : "flags"},
@@ -432,7 +470,8 @@ Json MetaLine(const std::string& spec, const LoadedBackend& loaded, bool on_gpu,
 
 // The runner's settings; `elapsed_s` is the time already spent, taken from
 // --deadline_s.
-bench::RunnerOptions RunnerOptionsFromFlags(bool on_gpu, bool suite_mode,
+bench::RunnerOptions RunnerOptionsFromFlags(const Backend& backend,
+                                            bool suite_mode,
                                             const MemoryBandwidth& bandwidth,
                                             double elapsed_s) {
   bench::RunnerOptions runner_options;
@@ -441,7 +480,8 @@ bench::RunnerOptions RunnerOptionsFromFlags(bool on_gpu, bool suite_mode,
     runner_options.deadline_s =
         std::max(1e-3, absl::GetFlag(FLAGS_deadline_s) - elapsed_s);
   }
-  runner_options.bytes_per_element = on_gpu ? 2 : 4;
+  runner_options.weight_bytes_per_element = backend.weight_element_bytes();
+  runner_options.kv_bytes_per_element = KvElementBytes(backend);
   runner_options.copy_gb_s = bandwidth.copy_gb_s;
   runner_options.read_gb_s = bandwidth.read_gb_s;
   runner_options.print_figures = suite_mode;
@@ -484,6 +524,8 @@ absl::Status Run() {
                           : omp_get_max_threads();
   BackendOptions options;
   options.num_threads = threads;
+  SKIPSERVE_ASSIGN_OR_RETURN(options.cpu_weights,
+                             ParseCpuWeights(absl::GetFlag(FLAGS_cpu_weights)));
 
   SKIPSERVE_ASSIGN_OR_RETURN(const ModelConfig shape, ModelShape(spec));
   // bf16 KV on a GPU, f32 on the CPU.
@@ -533,7 +575,8 @@ absl::Status Run() {
 
   const int errors = RunSuite(
       suite,
-      RunnerOptionsFromFlags(on_gpu, suite_mode, bandwidth, since_start()),
+      RunnerOptionsFromFlags(*loaded.backend, suite_mode, bandwidth,
+                             since_start()),
       options, loaded.backend.get(), sink.get());
   sink->Write({{"type", "end"}, {"errors", errors}, {"t", since_start()}});
   if (!suite_mode) WriteGrid(sink->lines(), meta, suite);

@@ -32,7 +32,8 @@ std::string PolicyText(const std::string& text) {
 
 FigureOptions FigureOptionsOf(const RunnerOptions& options) {
   FigureOptions out;
-  out.bytes_per_element = options.bytes_per_element;
+  out.weight_bytes_per_element = options.weight_bytes_per_element;
+  out.kv_bytes_per_element = options.kv_bytes_per_element;
   out.copy_gb_s = options.copy_gb_s;
   out.read_gb_s = options.read_gb_s;
   out.print = options.print_figures;

@@ -42,7 +42,8 @@ struct RunnerOptions {
   int prefill_tokens = 8192;  // tokens per Forward when building contexts
   double deadline_s = 0;      // seconds since the Runner was made after
                               // which no new round starts; 0 = none
-  int bytes_per_element = 4;  // of weights and KV, for the byte counts
+  int weight_bytes_per_element = 4;  // as the backend holds them,
+  int kv_bytes_per_element = 4;      // for the byte counts
   double copy_gb_s = 0;       // bandwidth for the roofline
   double read_gb_s = 0;
   bool verbose = true;        // progress on stderr

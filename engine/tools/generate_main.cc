@@ -38,6 +38,9 @@ ABSL_FLAG(int, top_k, 0, "Keep the k most likely tokens; 0 = off.");
 ABSL_FLAG(uint64_t, seed, 0, "Sampling seed: same seed, same tokens.");
 ABSL_FLAG(bool, logprobs, false, "Print each token with its log-probability.");
 ABSL_FLAG(int, threads, 0, "CPU threads; 0 = all cores.");
+ABSL_FLAG(std::string, cpu_weights, "stored",
+          "How the CPU backend keeps weight matrices: stored (the checkpoint's "
+          "dtype), f32, f16 or bf16 (converted at load). Ignored on CUDA.");
 ABSL_FLAG(std::string, device, "auto", "cpu, cuda or auto.");
 
 namespace skipserve {
@@ -84,6 +87,8 @@ absl::StatusOr<std::unique_ptr<Engine>> OpenEngine(const Checkpoint& checkpoint,
                                                    int context) {
   BackendOptions options;
   options.num_threads = absl::GetFlag(FLAGS_threads);
+  SKIPSERVE_ASSIGN_OR_RETURN(options.cpu_weights,
+                             ParseCpuWeights(absl::GetFlag(FLAGS_cpu_weights)));
   options.num_kv_blocks = (context + options.kv_block_size - 1) /
                           options.kv_block_size *
                           checkpoint.config().num_layers;

@@ -171,7 +171,15 @@ TEST(HeavyRequestTest, HealthAndSmallRequestsAnswerWhileLargeInputsRun) {
     absl::SleepFor(absl::Milliseconds(50));
     if (health_ms.size() > 200) break;
   }
-  const int heavy_during_sampling = heavy_done.load();
+  // The heavy calls must make progress too. On an idle machine several
+  // finish while the small calls are sampled; on a loaded one (CI beside a
+  // build) the first may take longer than the sampling, so wait for it up
+  // to a minute rather than fail a machine that is merely slow.
+  const absl::Time progress_deadline = absl::Now() + absl::Seconds(60);
+  while (heavy_done.load() == 0 && absl::Now() < progress_deadline) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  const int heavy_finished = heavy_done.load();
   stop.store(true);
   for (std::thread& t : heavy) t.join();
 
@@ -180,7 +188,7 @@ TEST(HeavyRequestTest, HealthAndSmallRequestsAnswerWhileLargeInputsRun) {
     absl::MutexLock lock(&mu);
     EXPECT_TRUE(heavy_errors.empty()) << absl::StrJoin(heavy_errors, "\n");
   }
-  EXPECT_GE(heavy_during_sampling, 1) << "no heavy call finished at all";
+  EXPECT_GE(heavy_finished, 1) << "no heavy call finished in 60 s";
   EXPECT_LE(Median(health_ms), 100) << "health (ms): " << Describe(health_ms);
   EXPECT_LE(Median(tokenize_ms), 100)
       << "small Tokenize (ms): " << Describe(tokenize_ms);
