@@ -54,11 +54,22 @@ template <class Traits, bool kBf16, int NR>
 void GemvRow(const uint16_t* w, int k, const float* x, float* y, int64_t ldy) {
   using V = typename Traits::V;
   constexpr int kWidth = Traits::kWidth;
-  V acc[NR];
-  for (int r = 0; r < NR; ++r) acc[r] = Traits::Zero();
+  // Two vectors per step into two accumulators each: the FMAs of a step do
+  // not wait for each other.
+  V acc[NR], acc2[NR];
+  for (int r = 0; r < NR; ++r) acc[r] = acc2[r] = Traits::Zero();
   int i = 0;
-  for (; i + kWidth <= k; i += kWidth) {
+  for (; i + 2 * kWidth <= k; i += 2 * kWidth) {
     Traits::Prefetch(w + i + kPrefetchAhead);
+    const V w0 = Traits::LoadW(w + i, kBf16);
+    const V w1 = Traits::LoadW(w + i + kWidth, kBf16);
+    for (int r = 0; r < NR; ++r) {
+      const float* xr = x + static_cast<int64_t>(r) * k + i;
+      acc[r] = Traits::Fma(w0, Traits::LoadX(xr), acc[r]);
+      acc2[r] = Traits::Fma(w1, Traits::LoadX(xr + kWidth), acc2[r]);
+    }
+  }
+  for (; i + kWidth <= k; i += kWidth) {
     const V wv = Traits::LoadW(w + i, kBf16);
     for (int r = 0; r < NR; ++r) {
       acc[r] = Traits::Fma(
@@ -66,7 +77,7 @@ void GemvRow(const uint16_t* w, int k, const float* x, float* y, int64_t ldy) {
     }
   }
   for (int r = 0; r < NR; ++r) {
-    float sum = Traits::Sum(acc[r]);
+    float sum = Traits::Sum(acc[r]) + Traits::Sum(acc2[r]);
     for (int t = i; t < k; ++t) {
       sum +=
           WidenScalar<Traits>(w[t], kBf16) * x[static_cast<int64_t>(r) * k + t];
