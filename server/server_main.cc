@@ -251,6 +251,9 @@ absl::StatusOr<ServingModel> OpenModelOnEngine(
     const std::string& model_spec, const ServeOptions& options,
     const std::function<absl::Status(const ModelConfig&)>& check_config) {
   ServingModel model;
+  // Flags first: a typo must not wait for a model to load.
+  SKIPSERVE_ASSIGN_OR_RETURN(const CpuWeights cpu_weights,
+                             ParseCpuWeights(absl::GetFlag(FLAGS_cpu_weights)));
   std::fprintf(stderr, "loading %s\n", model_spec.c_str());
   SKIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint,
                              OpenModel(model_spec));
@@ -277,9 +280,7 @@ absl::StatusOr<ServingModel> OpenModelOnEngine(
       int64_t{absl::GetFlag(FLAGS_kv_cache_mb)} << 20;
   engine_options.backend.kv_block_size = kKvBlockSize;
   engine_options.backend.num_threads = absl::GetFlag(FLAGS_threads);
-  SKIPSERVE_ASSIGN_OR_RETURN(
-      engine_options.backend.cpu_weights,
-      ParseCpuWeights(absl::GetFlag(FLAGS_cpu_weights)));
+  engine_options.backend.cpu_weights = cpu_weights;
   int64_t last_percent = -1;
   engine_options.progress = [&](int64_t done, int64_t total) {
     const int64_t percent = total > 0 ? done * 100 / total : 100;

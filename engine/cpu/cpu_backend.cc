@@ -41,7 +41,7 @@ class WeightLoader {
         progress_(progress),
         total_(checkpoint.TotalBytes()) {}
 
-  // A matrix stacking `names` (one tensor, or a layer's tensors), in the
+  // A matrix stacking `views` (one tensor, or a layer's tensors), in the
   // dtype `storage` asks for: the first tensor's own for kStored.
   absl::StatusOr<cpu::WeightMatrix> Matrix(
       std::string_view name, std::initializer_list<const WeightView*> views) {

@@ -1,5 +1,9 @@
 #include "engine/cpu/half_kernels.h"
 
+#if defined(SKIPSERVE_X86_KERNELS)
+#include <cpuid.h>
+#endif
+
 #include <cstdlib>
 #include <string>
 
@@ -8,6 +12,16 @@
 
 namespace skipserve::cpu {
 namespace {
+
+#if defined(SKIPSERVE_X86_KERNELS)
+// CPUID leaf 1, ECX bit 29 (clang 14's __builtin_cpu_supports does not know
+// "f16c"). The OS's support for the AVX state it needs is what
+// __builtin_cpu_supports("avx2") checks beside it.
+bool HasF16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & (1u << 29)) != 0;
+}
+#endif
 
 bool IsHalf(DType dtype) {
   return dtype == DType::kF16 || dtype == DType::kBF16;
@@ -44,7 +58,7 @@ bool HalfIsaSupported(HalfIsa isa) {
 #if defined(SKIPSERVE_X86_KERNELS)
     case HalfIsa::kAvx2:
       return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-             __builtin_cpu_supports("f16c");
+             HasF16c();
     case HalfIsa::kAvx512:
       return __builtin_cpu_supports("avx512f") &&
              __builtin_cpu_supports("avx512bw");

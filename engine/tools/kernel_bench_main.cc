@@ -21,6 +21,7 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -174,7 +175,11 @@ Json Measure(ThreadPool& pool, const Shape& s, DType dtype, cpu::HalfIsa isa,
     }
     rates.push_back(calls * static_cast<double>(copies[0].bytes()) / seconds /
                     1e9);
-    reads.push_back(ReadBandwidth(pool, read_buffer, 1));
+    // Let any library thread that spins after a call (OpenBLAS built on
+    // OpenMP) go idle first: in the first run of this tool it took a core
+    // from the read pass and halved it after the f32 rows.
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    reads.push_back(ReadBandwidth(pool, read_buffer, 2));
     shares.push_back(rates.back() / reads.back());
   }
   return {{"model", s.model},

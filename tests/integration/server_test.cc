@@ -1606,6 +1606,37 @@ TEST(KvSizingTest, KvCacheMbIsSizedByTheBackendThatServes) {
   EXPECT_NEAR(blocks[1], 2.0 * blocks[0], 1.0);
 }
 
+// ------------------------------------------------------- --cpu_weights --
+
+// The CPU engine keeps the (f32) embedded model's weights in bf16 or f16
+// when asked, and serves; an unknown value stops the server before any
+// model is loaded, naming the flag and its values.
+TEST(CpuWeightsTest, EachDtypeServesAndAnUnknownOneIsRefused) {
+  for (const char* weights : {"bf16", "f16"}) {
+    SCOPED_TRACE(weights);
+    absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(
+        SKIPSERVE_SERVER_BINARY, {absl::StrCat("--cpu_weights=", weights)});
+    ASSERT_TRUE(server.ok()) << server.status();
+    std::string error;
+    std::unique_ptr<SkipserveClient> client =
+        ConnectOrDie((*server)->target(), &error);
+    ASSERT_NE(client, nullptr) << error;
+    absl::StatusOr<v1::GenerateResponse> response =
+        client->Generate(Request("Once upon a time", 4));
+    ASSERT_TRUE(response.ok()) << response.status();
+    EXPECT_EQ(response->tokens_size(), 4);
+    ServerExit exit = (*server)->Stop();
+    EXPECT_TRUE(exit.exited && exit.exit_code == 0) << exit.stderr_text;
+  }
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start(SKIPSERVE_SERVER_BINARY, {"--cpu_weights=f8"});
+  ASSERT_FALSE(server.ok());
+  EXPECT_TRUE(absl::StrContains(server.status().message(),
+                                "cpu_weights must be one of stored, f32, "
+                                "f16, bf16; got 'f8'"))
+      << server.status();
+}
+
 // ------------------------------------------------------- ServerProcess --
 
 TEST(ServerProcessTest, ReportsAServerThatFailsToStart) {
