@@ -29,8 +29,7 @@ TEST(CostModel, DecodeBytesCountEveryWeightOfAFullPlanOnce) {
   // bf16 weights beside an f32 cache (the CPU engine's --cpu_weights=bf16):
   // the weights at 2 bytes, the K/V reads at 4.
   const double kv = 2 * (6 * 4 * 2);
-  EXPECT_DOUBLE_EQ(DecodeBytes(c, full, 5, 2, 4),
-                   2 * (expected - kv) + 4 * kv);
+  EXPECT_DOUBLE_EQ(DecodeBytes(c, full, 5, 2, 4), 2 * (expected - kv) + 4 * kv);
 }
 
 TEST(CostModel, SkippingAttentionRemovesItsWeightsAndKvReads) {
@@ -38,10 +37,9 @@ TEST(CostModel, SkippingAttentionRemovesItsWeightsAndKvReads) {
   LayerPlan plan = LayerPlan::Full(2);
   plan.run_attn[1] = false;
   const double attention = 64 + 32 + 32 + 64 + 8 + 6 * 4 * 2;
-  EXPECT_DOUBLE_EQ(
-      DecodeBytes(c, LayerPlan::Full(2), 5, 1, 1) -
-          DecodeBytes(c, plan, 5, 1, 1),
-      attention);
+  EXPECT_DOUBLE_EQ(DecodeBytes(c, LayerPlan::Full(2), 5, 1, 1) -
+                       DecodeBytes(c, plan, 5, 1, 1),
+                   attention);
 }
 
 TEST(CostModel, PrefillFlopsScaleWithSkippedFfn) {

@@ -16,7 +16,8 @@
 // Tolerance. The reference computes in float64 from exactly the values the
 // engine holds; the engine widens f16/bf16 to f32 exactly (in registers or
 // tile by tile) and then computes in fp32. So the only difference is fp32
-// rounding in the engine, the same for every storage dtype. Per logit row we require
+// rounding in the engine, the same for every storage dtype.
+// Per logit row we require
 //   max_j |engine[j] - ref[j]| <= kTol * max(1, max_j |ref[j]|)
 // with kTol = 2e-5: about 170 fp32 ulps of the row's largest logit. Observed
 // errors are ~2e-7..1e-6 of that scale (see the printed "max scaled error"),
@@ -174,8 +175,8 @@ absl::StatusOr<std::vector<float>> Reference(const ModelSpec& s,
                                              const LayerPlan& plan) {
   static auto* cache = new std::map<std::string, std::vector<float>>();
   const std::string token_text = absl::StrJoin(tokens, ",");
-  const std::string key = absl::StrCat(s.name, "|", weights_as, "|",
-                                       token_text, "|", PlanString(plan));
+  const std::string key = absl::StrCat(s.name, "|", weights_as, "|", token_text,
+                                       "|", PlanString(plan));
   auto it = cache->find(key);
   if (it != cache->end()) return it->second;
   absl::StatusOr<std::string> dir = ModelDir(s);
@@ -571,15 +572,15 @@ TEST_P(ParityTest, KvBlocksOnlyForLayersWhoseAttentionRuns) {
   EXPECT_EQ(manager.num_used(), 0);  // Seq released its blocks
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Models, ParityTest, ::testing::ValuesIn(Cases()),
-    [](const ::testing::TestParamInfo<ParityCase>& info) {
-      const CpuWeights w = info.param.weights;
-      return absl::StrCat(info.param.spec.name, w == CpuWeights::kStored
-                                                    ? ""
-                                                    : "_as_" + std::string(
-                                                          CpuWeightsName(w)));
-    });
+INSTANTIATE_TEST_SUITE_P(Models, ParityTest, ::testing::ValuesIn(Cases()),
+                         [](const ::testing::TestParamInfo<ParityCase>& info) {
+                           const CpuWeights w = info.param.weights;
+                           return absl::StrCat(
+                               info.param.spec.name,
+                               w == CpuWeights::kStored
+                                   ? ""
+                                   : "_as_" + std::string(CpuWeightsName(w)));
+                         });
 
 }  // namespace
 }  // namespace skipserve

@@ -32,7 +32,7 @@ struct DecodeRounds {
 struct FigureOptions {
   int weight_bytes_per_element = 4;  // as the backend holds them,
   int kv_bytes_per_element = 4;      // for the byte counts
-  double copy_gb_s = 0;       // bandwidth for the roofline; 0 = no roofline
+  double copy_gb_s = 0;  // bandwidth for the roofline; 0 = no roofline
   double read_gb_s = 0;
   bool print = true;  // one line per figure on stdout
 };

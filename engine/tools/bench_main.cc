@@ -266,13 +266,13 @@ void PrintGridRow(const std::string& policy, const Json& row,
     for (const Json& d : row.value("decode_batches", Json::array())) {
       if (d["batch"] != b) continue;
       found = true;
-      std::printf("  %16.1f %5.3f(%5.3f) %8.1f %7.1f %6.1f",
-                  d["tokens_per_s"].get<double>(), d.value("speedup", 0.0),
-                  d.value("predicted_speedup_bytes", 0.0),
-                  100.0 * d.value("roofline_share", 0.0),
-                  100.0 * d.value("roofline_share_read_bw", 0.0),
-                  d.value("bytes_per_step", 0.0) / d["batch"].get<double>() /
-                      1e6);
+      std::printf(
+          "  %16.1f %5.3f(%5.3f) %8.1f %7.1f %6.1f",
+          d["tokens_per_s"].get<double>(), d.value("speedup", 0.0),
+          d.value("predicted_speedup_bytes", 0.0),
+          100.0 * d.value("roofline_share", 0.0),
+          100.0 * d.value("roofline_share_read_bw", 0.0),
+          d.value("bytes_per_step", 0.0) / d["batch"].get<double>() / 1e6);
     }
     if (!found) {
       std::printf("  %16s %5s %5s  %8s %7s %6s", "-", "-", "", "-", "-", "-");
@@ -291,11 +291,12 @@ void WriteGrid(const std::vector<Json>& lines, const Json& meta,
               meta["memory_bandwidth_gb_s"]["copy"].get<double>(),
               meta["memory_bandwidth_gb_s"]["read"].get<double>(),
               meta["machine"]["threads_used"].get<int>());
-  std::printf("weights in the engine: %s (%d bytes/element), KV cache %d "
-              "bytes/element\n",
-              meta["model"]["dtype_in_engine"].get<std::string>().c_str(),
-              meta["model"]["weight_bytes_per_element"].get<int>(),
-              meta["model"]["kv_bytes_per_element"].get<int>());
+  std::printf(
+      "weights in the engine: %s (%d bytes/element), KV cache %d "
+      "bytes/element\n",
+      meta["model"]["dtype_in_engine"].get<std::string>().c_str(),
+      meta["model"]["weight_bytes_per_element"].get<int>(),
+      meta["model"]["kv_bytes_per_element"].get<int>());
   std::printf("%-16s", "policy");
   for (int n : ttft.prompt_lens) std::printf(" ttft@%-4d speedup(pred)", n);
   for (int b : decode.batches) {
@@ -421,9 +422,9 @@ absl::StatusOr<MemoryBandwidth> MeasureBandwidth(bool on_gpu, int threads,
 
 // Bytes per KV element as `backend` stores its cache.
 int KvElementBytes(const Backend& backend) {
-  return static_cast<int>(backend.kv_block_bytes() /
-                          (int64_t{2} * backend.kv_block_size() *
-                           backend.config().kv_dim()));
+  return static_cast<int>(
+      backend.kv_block_bytes() /
+      (int64_t{2} * backend.kv_block_size() * backend.config().kv_dim()));
 }
 
 // The weights' dtype in the engine: bf16 on a GPU; on the CPU the stored
@@ -573,11 +574,11 @@ absl::Status Run() {
                              suite_mode, threads);
   sink->Write(meta);
 
-  const int errors = RunSuite(
-      suite,
-      RunnerOptionsFromFlags(*loaded.backend, suite_mode, bandwidth,
-                             since_start()),
-      options, loaded.backend.get(), sink.get());
+  const int errors =
+      RunSuite(suite,
+               RunnerOptionsFromFlags(*loaded.backend, suite_mode, bandwidth,
+                                      since_start()),
+               options, loaded.backend.get(), sink.get());
   sink->Write({{"type", "end"}, {"errors", errors}, {"t", since_start()}});
   if (!suite_mode) WriteGrid(sink->lines(), meta, suite);
   if (errors > 0) {

@@ -44,7 +44,7 @@ struct RunnerOptions {
                               // which no new round starts; 0 = none
   int weight_bytes_per_element = 4;  // as the backend holds them,
   int kv_bytes_per_element = 4;      // for the byte counts
-  double copy_gb_s = 0;       // bandwidth for the roofline
+  double copy_gb_s = 0;              // bandwidth for the roofline
   double read_gb_s = 0;
   bool verbose = true;        // progress on stderr
   bool print_figures = true;  // one line per figure on stdout

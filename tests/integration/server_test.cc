@@ -1614,8 +1614,9 @@ TEST(KvSizingTest, KvCacheMbIsSizedByTheBackendThatServes) {
 TEST(CpuWeightsTest, EachDtypeServesAndAnUnknownOneIsRefused) {
   for (const char* weights : {"bf16", "f16"}) {
     SCOPED_TRACE(weights);
-    absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(
-        SKIPSERVE_SERVER_BINARY, {absl::StrCat("--cpu_weights=", weights)});
+    absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+        ServerProcess::Start(SKIPSERVE_SERVER_BINARY,
+                             {absl::StrCat("--cpu_weights=", weights)});
     ASSERT_TRUE(server.ok()) << server.status();
     std::string error;
     std::unique_ptr<SkipserveClient> client =
