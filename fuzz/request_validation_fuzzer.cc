@@ -24,11 +24,13 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <variant>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/base/check.h"
 #include "engine/model/config.h"
+#include "engine/scheduler/sequence.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "grpcpp/grpcpp.h"
 #include "server/admin/policy_registry.h"
@@ -187,7 +189,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     CheckPrompt(job->spec.prompt, f);
     const int prompt = static_cast<int>(job->spec.prompt.size());
     const int max_new_tokens =
-        std::get<Generation>(job->spec.kind).max_new_tokens;
+        std::get<skipserve::Generation>(job->spec.kind).max_new_tokens;
     SKIPSERVE_CHECK(max_new_tokens >= 1) << max_new_tokens;
     SKIPSERVE_CHECK(prompt + max_new_tokens <= f.config.max_position_embeddings)
         << prompt << " + " << max_new_tokens;
@@ -208,7 +210,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       CheckPrompt(spec.prompt, f);
       const int prompt = static_cast<int>(spec.prompt.size());
       SKIPSERVE_CHECK(prompt <= f.config.max_position_embeddings) << prompt;
-      const int score_from = std::get<Scoring>(spec.kind).from;
+      const int score_from = std::get<skipserve::Scoring>(spec.kind).from;
       SKIPSERVE_CHECK(score_from >= 1 && score_from < prompt)
           << score_from << " of " << prompt;
     }
