@@ -114,7 +114,7 @@ absl::Status Create() {
   }
   SKIPSERVE_ASSIGN_OR_RETURN(
       const std::unique_ptr<Checkpoint> checkpoint,
-      MakeSyntheticCheckpoint(config, DType::kF32, absl::GetFlag(FLAGS_seed)));
+      MakeSyntheticCheckpoint(config, *dtype, absl::GetFlag(FLAGS_seed)));
   ModelWriteOptions options;
   options.dtype = *dtype;
   options.num_shards = shards;
