@@ -44,6 +44,12 @@ void GenerateStreamCall::OnDone() {
   if (std::optional<absl::Status> s = rejection_.AtDone(cancel_.status())) {
     RecordRejected(env_.metrics, "GenerateStream", *s, arrival_);
   }
+  // OnWriteDone may Finish() while it holds mu_; gRPC runs OnDone only once
+  // that reaction has returned, but orders the two with its own atomics,
+  // which ThreadSanitizer cannot see (it reported mu_ destroyed while
+  // OnWriteDone unlocked it). Taking mu_ once more makes the order visible;
+  // it is uncontended by then.
+  { absl::MutexLock lock(&mu_); }
   OwnedReactor::OnDone();
 }
 
