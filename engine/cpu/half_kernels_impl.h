@@ -42,11 +42,13 @@ float WidenScalar(uint16_t bits, bool bf16) {
 inline constexpr int kPrefetchAhead = 512;
 
 // The rows go one at a time: one sequential stream through the weights.
-// On the development machine four rows at a time (four interleaved
-// streams, each x vector loaded once per four rows) read memory at 65-75%
-// of the single-stream kernel's rate; widening bf16 pairs with a shift and
-// a mask instead of one zero-extension per value made no difference
-// (bench/results/2026-12-03-cpu-dtypes.md).
+// On the development machine (2 threads, a 32000 x 768 and a 2048 x 768
+// bf16 GEMV, each against the read bandwidth measured in between, in an
+// early form of skipserve-kernel-bench) four rows at a time (four
+// interleaved streams, each x vector loaded once per four rows) reached
+// 53-80% of the read bandwidth and one row at a time 88-98%; widening bf16
+// pairs with a shift and a mask instead of a zero-extension per value was
+// slower (82-89%), so the simple widening stays.
 
 // One weight row against NR activation rows, over the whole k.
 //   w: (k)   x: (NR rows at stride k)   y[r * ldy] = dot(widen(w), x[r])
