@@ -440,8 +440,9 @@ std::string WeightsInEngine(const ModelConfig& config, bool on_gpu,
 
 // The results' "meta" line: machine, device, bandwidth, model and KV pool.
 Json MetaLine(const std::string& spec, const LoadedBackend& loaded, bool on_gpu,
-              const Json& device_json, const MemoryBandwidth& bandwidth,
-              const bench::SuitePlan& plan, bool suite_mode, int threads) {
+              CpuWeights cpu_weights, const Json& device_json,
+              const MemoryBandwidth& bandwidth, const bench::SuitePlan& plan,
+              bool suite_mode, int threads) {
   const ModelConfig& config = loaded.config;
   Json meta = {
       {"type", "meta"},
@@ -454,10 +455,7 @@ Json MetaLine(const std::string& spec, const LoadedBackend& loaded, bool on_gpu,
         {"layers", config.num_layers},
         {"hidden", config.hidden_size},
         {"parameters", config.NumParameters()},
-        {"dtype_in_engine",
-         WeightsInEngine(config, on_gpu,
-                         ParseCpuWeights(absl::GetFlag(FLAGS_cpu_weights))
-                             .value_or(CpuWeights::kStored))},
+        {"dtype_in_engine", WeightsInEngine(config, on_gpu, cpu_weights)},
         {"weight_bytes_per_element", loaded.backend->weight_element_bytes()},
         {"kv_bytes_per_element", KvElementBytes(*loaded.backend)},
         {"build_seconds", loaded.build_s},
@@ -570,8 +568,8 @@ absl::Status Run() {
   SKIPSERVE_ASSIGN_OR_RETURN(
       const MemoryBandwidth bandwidth,
       MeasureBandwidth(on_gpu, threads, fatal, &device_json));
-  const Json meta = MetaLine(spec, loaded, on_gpu, device_json, bandwidth, plan,
-                             suite_mode, threads);
+  const Json meta = MetaLine(spec, loaded, on_gpu, options.cpu_weights,
+                             device_json, bandwidth, plan, suite_mode, threads);
   sink->Write(meta);
 
   const int errors =
