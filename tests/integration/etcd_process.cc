@@ -527,15 +527,21 @@ absl::Status EtcdCluster::WaitForLeader(absl::Duration timeout) {
         EtcdctlOnce({"endpoint", "status", "-w", "json"}, "");
     if (out.ok()) {
       nlohmann::json reply = nlohmann::json::parse(*out, nullptr, false);
-      std::set<uint64_t> ids;
-      std::set<uint64_t> leaders;
+      // Ids are compared as their JSON text: they are 64-bit unsigned and
+      // need not fit a double or int64.
+      std::set<std::string> ids;
+      std::set<std::string> leaders;
       int answered = 0;
       if (reply.is_array()) {
         for (const nlohmann::json& endpoint : reply) {
           if (!endpoint.contains("Status")) continue;
           const nlohmann::json& status = endpoint["Status"];
-          ids.insert(status["header"]["member_id"].get<uint64_t>());
-          leaders.insert(status["leader"].get<uint64_t>());
+          if (!status.contains("leader") || !status.contains("header") ||
+              !status["header"].contains("member_id")) {
+            continue;
+          }
+          ids.insert(status["header"]["member_id"].dump());
+          leaders.insert(status["leader"].dump());
           ++answered;
         }
       }
