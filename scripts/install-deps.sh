@@ -28,6 +28,8 @@ DEV_PACKAGES=(
   # serving
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   prometheus-cpp-dev
+  # the registry's etcd store (its HTTP client) and the etcd its tests run
+  libcurl4-openssl-dev etcd-server etcd-client
   # tests
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-numpy python3-grpcio python3-grpc-tools python3-yaml python3-sentencepiece

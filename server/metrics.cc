@@ -1,5 +1,7 @@
 #include "server/metrics.h"
 
+#include <optional>
+
 #include "absl/strings/str_format.h"
 #include "prometheus/collectable.h"
 #include "prometheus/counter.h"
@@ -102,12 +104,18 @@ class Metrics::EngineCollector : public prometheus::Collectable {
     absl::MutexLock lock(&mu_);
     stats_ = std::move(stats);
   }
+  void SetRegistryStats(std::function<RegistryStats()> stats) {
+    absl::MutexLock lock(&mu_);
+    registry_stats_ = std::move(stats);
+  }
 
   std::vector<prometheus::MetricFamily> Collect() const override {
     SchedulerStats stats;
+    std::optional<RegistryStats> registry;
     {
       absl::MutexLock lock(&mu_);
       if (stats_) stats = stats_();
+      if (registry_stats_) registry = registry_stats_();
     }
     const std::vector<prometheus::ClientMetric::Label> model = {
         {"model", info_.model}};
@@ -157,6 +165,20 @@ class Metrics::EngineCollector : public prometheus::Collectable {
          {"dtype", info_.dtype},
          {"layers", std::to_string(info_.num_layers)},
          {"model", info_.model}});
+    if (registry.has_value()) {
+      add("skipserve_registry_version",
+          "The policy registry's version this replica serves.",
+          MetricType::Gauge, static_cast<double>(registry->version), model);
+      add("skipserve_registry_staleness_seconds",
+          "Seconds since this replica last confirmed with its registry store "
+          "that its registry is current (0 for the state file).",
+          MetricType::Gauge, registry->staleness_seconds, model);
+      add("skipserve_registry_store_reachable",
+          "1 while the registry store can be reached (admin changes are "
+          "refused while 0).",
+          MetricType::Gauge, registry->store_reachable ? 1 : 0,
+          {{"model", info_.model}, {"store", registry->store}});
+    }
     return out;
   }
 
@@ -164,6 +186,7 @@ class Metrics::EngineCollector : public prometheus::Collectable {
   const ServerInfo info_;
   mutable absl::Mutex mu_;
   std::function<SchedulerStats()> stats_ ABSL_GUARDED_BY(mu_);
+  std::function<RegistryStats()> registry_stats_ ABSL_GUARDED_BY(mu_);
 };
 
 absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
@@ -191,6 +214,10 @@ Metrics::~Metrics() = default;
 
 void Metrics::SetEngineStats(std::function<SchedulerStats()> stats) {
   engine_collector_->SetStats(std::move(stats));
+}
+
+void Metrics::SetRegistryStats(std::function<RegistryStats()> stats) {
+  engine_collector_->SetRegistryStats(std::move(stats));
 }
 
 int Metrics::port() const {

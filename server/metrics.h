@@ -14,6 +14,7 @@
 //
 // Thread safety: all methods may be called concurrently.
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -30,6 +31,14 @@ class Registry;
 }  // namespace prometheus
 
 namespace skipserve::server {
+
+// The policy registry as the metrics see it (read at scrape time).
+struct RegistryStats {
+  uint64_t version = 0;
+  std::string store;  // "file", "etcd"
+  bool store_reachable = true;
+  double staleness_seconds = 0;
+};
 
 // What one finished request contributes. Durations in seconds; intervals
 // as defined in docs/metrics.md; a negative value means "not reached".
@@ -72,6 +81,9 @@ class Metrics {
   // `stats` at scrape time, so they are current even when the engine idles.
   // Call once, before serving.
   void SetEngineStats(std::function<SchedulerStats()> stats);
+  // The same for the registry gauges (skipserve_registry_version,
+  // _staleness_seconds, _store_reachable); `stats` must not block.
+  void SetRegistryStats(std::function<RegistryStats()> stats);
   ~Metrics();
 
   // The label value for a request's policy (see above): `name` when not

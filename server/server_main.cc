@@ -37,9 +37,12 @@
 #include "server/admin/auth.h"
 #include "server/admin/policies_service.h"
 #include "server/admin/policy_registry.h"
+#include "server/admin/registry_store.h"
+#include "server/admin/state_file.h"
 #include "server/base/raw_message.h"
 #include "server/inference_service.h"
 #include "server/metrics.h"
+#include "server/registry_health.h"
 #include "server/work_pool.h"
 
 ABSL_FLAG(std::string, model, SKIPSERVE_DEFAULT_MODEL_DIR,
@@ -65,6 +68,24 @@ ABSL_FLAG(std::string, state_file, "",
           "Where policy and experiment changes made through the admin API "
           "are kept; restored at startup (it then wins over "
           "--policies_file).");
+ABSL_FLAG(std::string, registry, "",
+          "Where the policy registry is kept: empty (the default) or "
+          "file:PATH for a state file of this process (see --state_file); "
+          "etcd://HOST:PORT[,HOST:PORT...]/PREFIX to share one registry with "
+          "every replica pointed at the same etcd and prefix "
+          "(docs/ab-testing.md).");
+ABSL_FLAG(std::string, etcd_ca, "",
+          "PEM CA bundle: talk to etcd over TLS (https) and check its "
+          "certificate against this.");
+ABSL_FLAG(std::string, etcd_cert, "",
+          "PEM client certificate for etcd (with --etcd_key).");
+ABSL_FLAG(std::string, etcd_key, "", "PEM private key of --etcd_cert.");
+ABSL_FLAG(std::string, etcd_user, "", "etcd user (etcd auth); optional.");
+ABSL_FLAG(std::string, etcd_password_file, "",
+          "File whose first line is --etcd_user's password.");
+ABSL_FLAG(absl::Duration, registry_startup_timeout, absl::Seconds(30),
+          "How long a starting server retries an unreachable registry store "
+          "before it exits (it never serves before it has the registry).");
 ABSL_FLAG(std::string, admin_token_file, "",
           "Bearer token of the Policies admin API (one line); without it the "
           "admin API refuses every call (docs/security.md).");
@@ -217,14 +238,69 @@ absl::StatusOr<ServeOptions> ValidateFlags() {
   return options;
 }
 
-// The registry of named policies and experiments (--policies_file,
-// --state_file) for a model of `num_layers`, after checking that
-// --default_policy compiles for it.
+// The registry store --registry names, with --etcd_*'s TLS and auth.
+absl::StatusOr<std::unique_ptr<RegistryStore>> OpenStore() {
+  RegistryStoreOptions options;
+  options.url = absl::GetFlag(FLAGS_registry);
+  options.state_file = absl::GetFlag(FLAGS_state_file);
+  options.etcd.ca_file = absl::GetFlag(FLAGS_etcd_ca);
+  options.etcd.cert_file = absl::GetFlag(FLAGS_etcd_cert);
+  options.etcd.key_file = absl::GetFlag(FLAGS_etcd_key);
+  options.etcd.user = absl::GetFlag(FLAGS_etcd_user);
+  if (options.etcd.cert_file.empty() != options.etcd.key_file.empty()) {
+    return absl::InvalidArgumentError("--etcd_cert and --etcd_key go together");
+  }
+  const std::string password_file = absl::GetFlag(FLAGS_etcd_password_file);
+  if (options.etcd.user.empty() != password_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--etcd_user and --etcd_password_file go together");
+  }
+  if (!password_file.empty()) {
+    absl::StatusOr<std::string> text = ReadWholeFile(password_file);
+    if (!text.ok()) {
+      return absl::Status(
+          text.status().code(),
+          absl::StrCat("--etcd_password_file: ", text.status().message()));
+    }
+    options.etcd.password = text->substr(0, text->find_first_of("\r\n"));
+  }
+  return OpenRegistryStore(options);
+}
+
+// Waits until `store` answers (a Load that is not UNAVAILABLE), up to
+// --registry_startup_timeout; UNAVAILABLE naming the store after it.
+absl::Status WaitForStore(RegistryStore& store) {
+  const absl::Time deadline =
+      absl::Now() + absl::GetFlag(FLAGS_registry_startup_timeout);
+  for (absl::Duration backoff = absl::Milliseconds(100);;
+       backoff = std::min(backoff * 2, absl::Seconds(2))) {
+    absl::StatusOr<std::optional<StoredState>> loaded = store.Load();
+    if (loaded.ok() ||
+        loaded.status().code() != absl::StatusCode::kUnavailable) {
+      return absl::OkStatus();  // Restore reports any other error
+    }
+    if (absl::Now() + backoff > deadline) {
+      return absl::UnavailableError(absl::StrFormat(
+          "registry: %s (gave up after --registry_startup_timeout=%s)",
+          loaded.status().message(),
+          absl::FormatDuration(absl::GetFlag(FLAGS_registry_startup_timeout))));
+    }
+    std::fprintf(stderr, "registry: waiting for %s\n",
+                 store.Describe().c_str());
+    absl::SleepFor(backoff);
+  }
+}
+
+// The registry of named policies and experiments (--registry,
+// --policies_file, --state_file) for a model of `num_layers`, after
+// checking that --default_policy compiles for it.
 absl::StatusOr<std::unique_ptr<PolicyRegistry>> RestorePolicies(
     int num_layers, const SkipPolicy& default_policy) {
   auto policies = std::make_unique<PolicyRegistry>(num_layers);
-  SKIPSERVE_RETURN_IF_ERROR(policies->Restore(
-      absl::GetFlag(FLAGS_policies_file), absl::GetFlag(FLAGS_state_file)));
+  SKIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<RegistryStore> store, OpenStore());
+  SKIPSERVE_RETURN_IF_ERROR(WaitForStore(*store));
+  SKIPSERVE_RETURN_IF_ERROR(
+      policies->Restore(absl::GetFlag(FLAGS_policies_file), std::move(store)));
   if (absl::Status s = default_policy.Compile(num_layers).status(); !s.ok()) {
     return absl::InvalidArgumentError(
         absl::StrFormat("--default_policy: %s", s.message()));
@@ -376,11 +452,10 @@ void PrintBanner(const std::string& model_spec, const ServingModel& model,
   const RegistryStatePtr state = policies.Snapshot();
   std::fprintf(
       stderr,
-      "registry version %llu: %zu policies, %zu experiments%s; admin API "
-      "%s; inference %s; %s\n",
+      "registry version %llu: %zu policies, %zu experiments in %s; admin "
+      "API %s; inference %s; %s\n",
       static_cast<unsigned long long>(state->version), state->policies.size(),
-      state->experiments.size(),
-      absl::GetFlag(FLAGS_state_file).empty() ? " (not persisted)" : "",
+      state->experiments.size(), policies.StoreDescription().c_str(),
       access.admin.mode() == TokenAuth::Mode::kToken ? "needs a token"
                                                      : "disabled",
       access.inference.mode() == TokenAuth::Mode::kToken ? "needs a token"
@@ -402,10 +477,12 @@ void PrintBanner(const std::string& model_spec, const ServingModel& model,
 // the tokenize pool runs what it still holds (refused by the scheduler).
 void WaitAndDrain(const sigset_t& signals, grpc::Server& server,
                   InferenceService& service, Scheduler& scheduler,
-                  WorkPool& tokenize_pool) {
+                  WorkPool& tokenize_pool,
+                  RegistryHealthReporter& registry_health) {
   int signal_number = 0;
   sigwait(&signals, &signal_number);
   std::fprintf(stderr, "signal %d: draining\n", signal_number);
+  registry_health.Stop();
   server.GetHealthCheckService()->SetServingStatus(false);
   service.StartDraining();
   if (!scheduler.WaitIdleFor(absl::GetFlag(FLAGS_drain_timeout))) {
@@ -444,6 +521,12 @@ absl::Status Serve() {
       }));
   Scheduler& scheduler = model.engine->scheduler();
   metrics->SetEngineStats([&scheduler] { return scheduler.Stats(); });
+  metrics->SetRegistryStats([registry = policies.get()] {
+    const RegistryStoreStatus store = registry->StoreStatus();
+    return RegistryStats{registry->version(), store.kind,
+                         store.health.reachable,
+                         absl::ToDoubleSeconds(store.health.staleness)};
+  });
   WorkPool tokenize_pool(options.tokenize_threads,
                          absl::GetFlag(FLAGS_max_tokenize_queue));
 
@@ -466,9 +549,12 @@ absl::Status Serve() {
       std::unique_ptr<grpc::Server> server,
       StartServer(options.access, {&service, &policies_service}, &port));
   server->GetHealthCheckService()->SetServingStatus(true);
+  RegistryHealthReporter registry_health(server->GetHealthCheckService(),
+                                         policies.get());
   WritePortFile(port);
   PrintBanner(model_spec, model, port, *metrics, *policies, options.access);
-  WaitAndDrain(signals, *server, service, scheduler, tokenize_pool);
+  WaitAndDrain(signals, *server, service, scheduler, tokenize_pool,
+               registry_health);
   return absl::OkStatus();
 }
 

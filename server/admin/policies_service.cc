@@ -2,9 +2,12 @@
 
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/time.h"
 #include "engine/base/quote.h"
 #include "engine/base/status_macros.h"
 #include "server/base/raw_message.h"
@@ -100,12 +103,54 @@ grpc::ServerUnaryReactor* PoliciesService::Serve(
       LogUndecodable(method, status);
     }
   }
-  Response response;
-  if (status.ok()) status = (this->*impl)(request, &response);
-  if (status.ok()) status = SerializeResponse(response, raw_response);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
+  auto run = [this, impl, reactor, raw_response](const Request& request,
+                                                 absl::Status status) {
+    Response response;
+    if (status.ok()) status = (this->*impl)(request, &response);
+    if (status.ok()) status = SerializeResponse(response, raw_response);
+    reactor->Finish(ToGrpcStatus(status));
+  };
+  if (!status.ok() || !IsChange(method)) {
+    run(request, status);
+    return reactor;
+  }
+  // A change may wait on the store (etcd: a round trip, seconds when a
+  // member is down): it runs on a thread of its own, not gRPC's.
+  if (!changes_.TryAcquire()) {
+    reactor->Finish(ToGrpcStatus(absl::ResourceExhaustedError(
+        absl::StrFormat("%d admin changes are already in flight; retry later",
+                        kMaxChangesInFlight))));
+    return reactor;
+  }
+  std::thread([this, run, request = std::move(request)] {
+    run(request, absl::OkStatus());
+    changes_.Release();
+  }).detach();
   return reactor;
+}
+
+bool PoliciesService::ChangeSlots::TryAcquire() {
+  absl::MutexLock lock(&mu_);
+  if (in_flight_ >= kMaxChangesInFlight) return false;
+  ++in_flight_;
+  return true;
+}
+
+void PoliciesService::ChangeSlots::Release() {
+  absl::MutexLock lock(&mu_);
+  --in_flight_;
+}
+
+PoliciesService::ChangeSlots::~ChangeSlots() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(
+      +[](int* n) { return *n == 0; }, &in_flight_));
+}
+
+bool PoliciesService::IsChange(const char* method) {
+  const absl::string_view m = method;
+  return absl::StrContains(m, "/Put") || absl::StrContains(m, "/Delete");
 }
 
 absl::Status PoliciesService::DoListPolicies(
@@ -115,6 +160,12 @@ absl::Status PoliciesService::DoListPolicies(
     *response->add_policies() = ToProto(entry);
   }
   response->set_version(state->version);
+  const RegistryStoreStatus store = registry_->StoreStatus();
+  v1::RegistryStatus* registry = response->mutable_registry();
+  registry->set_store(store.kind);
+  registry->set_store_reachable(store.health.reachable);
+  registry->set_staleness_seconds(
+      absl::ToDoubleSeconds(store.health.staleness));
   return absl::OkStatus();
 }
 

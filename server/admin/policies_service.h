@@ -8,14 +8,18 @@
 // the server builds this service with TokenAuth::Closed, so every call is
 // PERMISSION_DENIED. Methods are registered raw (raw_message.h): a request
 // that is no valid message gets INVALID_ARGUMENT with a message (after the
-// token check). Calls finish before the handler returns; a change
-// holds a gRPC thread while the state file is written and fsync'ed, which
-// admin traffic can afford.
+// token check). Reads finish before the handler returns; a change (Put*,
+// Delete*) may wait on the registry's store (a file's fsync, an etcd round
+// trip), so it runs on a thread of its own and finishes from there; at most
+// kMaxChangesInFlight at once (the registry applies them one at a time),
+// more get RESOURCE_EXHAUSTED. The destructor waits for those in flight.
 //
 // Thread safety: gRPC calls the handlers concurrently; the registry
 // serializes changes.
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "server/admin/auth.h"
 #include "server/admin/policy_registry.h"
@@ -37,6 +41,8 @@ using RawPoliciesService = v1::Policies::WithRawCallbackMethod_ListPolicies<
 
 class PoliciesService final : public RawPoliciesService {
  public:
+  static constexpr int kMaxChangesInFlight = 16;
+
   // Both must outlive the service.
   PoliciesService(PolicyRegistry* registry, const TokenAuth* auth);
 
@@ -91,8 +97,23 @@ class PoliciesService final : public RawPoliciesService {
   absl::Status DoDeleteExperiment(const v1::DeleteExperimentRequest& request,
                                   v1::DeleteExperimentResponse* response);
 
+  static bool IsChange(const char* method);
+
+  // Counts the changes running on their own threads.
+  class ChangeSlots {
+   public:
+    ~ChangeSlots();  // waits until none is in flight
+    bool TryAcquire();
+    void Release();
+
+   private:
+    absl::Mutex mu_;
+    int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  };
+
   PolicyRegistry* const registry_;
   const TokenAuth* const auth_;
+  ChangeSlots changes_;  // last: destroyed (waited for) first
 };
 
 // The registry's entries as API messages.

@@ -1,6 +1,5 @@
 #include "server/admin/policy_registry.h"
 
-#include <limits>
 #include <random>
 #include <utility>
 
@@ -157,180 +156,72 @@ absl::Status PolicyRegistry::LoadJson(const std::string& json,
     const std::string name = entry.name;
     next->policies.emplace(name, std::move(entry));
   }
-  absl::MutexLock lock(&write_mu_);
-  return Commit(std::move(next)).status();
-}
-
-absl::StatusOr<PolicyRegistry::MutableState> PolicyRegistry::FromStored(
-    const StoredState& stored, const std::string& source) const {
-  auto next = std::make_shared<RegistryState>();
-  next->version = stored.version;
-  for (size_t i = 0; i < stored.policies.size(); ++i) {
-    const PolicyRecord& p = stored.policies[i];
-    const std::string where = absl::StrFormat("%s: policies[%d]", source, i);
-    SKIPSERVE_ASSIGN_OR_RETURN(NamedPolicyEntry entry,
-                               Compile(p.name, p.spec, p.description, where));
-    if (!next->policies.emplace(p.name, std::move(entry)).second) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("%s: policy name '%s' appears twice", where, p.name));
-    }
-  }
-  for (size_t i = 0; i < stored.experiments.size(); ++i) {
-    const std::string where = absl::StrFormat("%s: experiments[%d]", source, i);
-    SKIPSERVE_ASSIGN_OR_RETURN(
-        ExperimentEntry entry,
-        CompileExperiment(stored.experiments[i], *next, where));
-    const std::string name = entry.experiment.name;
-    if (!next->experiments.emplace(name, std::move(entry)).second) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: experiment name '%s' appears twice", where, name));
-    }
-  }
-  return next;
-}
-
-absl::Status PolicyRegistry::Restore(const std::string& policies_file,
-                                     const std::string& state_file) {
-  if (!state_file.empty()) {
-    if (absl::StatusOr<int> removed = RemoveStaleTemporaries(state_file);
-        !removed.ok()) {
-      return absl::Status(
-          removed.status().code(),
-          absl::StrCat("state file: ", removed.status().message()));
-    }
-    absl::StatusOr<std::string> text = ReadWholeFile(state_file);
-    if (text.ok()) {
-      const std::string source = absl::StrCat("state file ", state_file);
-      SKIPSERVE_ASSIGN_OR_RETURN(StoredState stored, ParseState(*text, source));
-      SKIPSERVE_ASSIGN_OR_RETURN(MutableState next, FromStored(stored, source));
-      absl::MutexLock write_lock(&write_mu_);
-      state_file_ = state_file;
-      absl::MutexLock lock(&mu_);
-      state_ = std::move(next);
-      return absl::OkStatus();
-    }
-    if (text.status().code() != absl::StatusCode::kNotFound) {
-      return absl::Status(text.status().code(),
-                          absl::StrCat("state file: ", text.status().message(),
-                                       " (the file is left as it is)"));
-    }
-  }
-  if (!policies_file.empty()) {
-    SKIPSERVE_RETURN_IF_ERROR(LoadFile(policies_file));
-  }
-  if (state_file.empty()) return absl::OkStatus();
-  absl::MutexLock write_lock(&write_mu_);
-  state_file_ = state_file;
-  return Persist(*Snapshot());
-}
-
-RegistryStatePtr PolicyRegistry::Snapshot() const {
-  absl::MutexLock lock(&mu_);
-  return state_;
-}
-
-absl::StatusOr<PolicyRegistry::MutableState> PolicyRegistry::BeginChange(
-    std::optional<uint64_t> expected_version) const {
-  RegistryStatePtr current = Snapshot();
-  if (expected_version.has_value() && *expected_version != current->version) {
-    return absl::AbortedError(absl::StrFormat(
-        "expected_version %d does not match the registry's version %d; read "
-        "it again and retry",
-        *expected_version, current->version));
-  }
-  return std::make_shared<RegistryState>(*current);
-}
-
-absl::Status PolicyRegistry::Persist(const RegistryState& state) {
-  if (state_file_.empty()) return absl::OkStatus();
-  StoredState stored;
-  stored.version = state.version;
-  for (const auto& [name, entry] : state.policies) {
-    stored.policies.push_back(
-        {name, entry.policy.ToString(), entry.description});
-  }
-  for (const auto& [name, entry] : state.experiments) {
-    stored.experiments.push_back(entry.experiment);
-  }
-  return WriteFileAtomically(state_file_, SerializeState(stored));
-}
-
-absl::StatusOr<RegistryStatePtr> PolicyRegistry::Commit(MutableState next) {
-  const uint64_t current = Snapshot()->version;
-  if (current == std::numeric_limits<uint64_t>::max()) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "the registry's version is %d, the largest there is, so no change "
-        "can be made (the next version would wrap to 0); the change was not "
-        "made. Lower registry_version in the state file and restart",
-        current));
-  }
-  next->version = current + 1;
-  if (absl::Status s = Persist(*next); !s.ok()) {
-    return absl::InternalError(
-        absl::StrCat(s.message(), "; the change was not made"));
-  }
-  RegistryStatePtr made = std::move(next);
-  absl::MutexLock lock(&mu_);
-  state_ = made;
-  return made;
+  return Change(std::nullopt,
+                [&next](RegistryState& state) {
+                  state.policies = std::move(next->policies);
+                  state.experiments.clear();
+                  return absl::OkStatus();
+                })
+      .status();
 }
 
 absl::StatusOr<RegistryStatePtr> PolicyRegistry::PutPolicy(
     const std::string& name, const std::string& spec,
     const std::string& description, std::optional<uint64_t> expected_version) {
-  SKIPSERVE_ASSIGN_OR_RETURN(NamedPolicyEntry entry,
+  SKIPSERVE_ASSIGN_OR_RETURN(const NamedPolicyEntry entry,
                              Compile(name, spec, description, "policy"));
-  absl::MutexLock lock(&write_mu_);
-  SKIPSERVE_ASSIGN_OR_RETURN(MutableState next, BeginChange(expected_version));
-  next->policies.insert_or_assign(name, std::move(entry));
-  return Commit(std::move(next));
+  return Change(expected_version, [&](RegistryState& next) {
+    next.policies.insert_or_assign(name, entry);
+    return absl::OkStatus();
+  });
 }
 
 absl::StatusOr<RegistryStatePtr> PolicyRegistry::DeletePolicy(
     const std::string& name, std::optional<uint64_t> expected_version) {
-  absl::MutexLock lock(&write_mu_);
-  SKIPSERVE_ASSIGN_OR_RETURN(MutableState next, BeginChange(expected_version));
-  if (next->policies.erase(name) == 0) {
-    return absl::NotFoundError(
-        absl::StrFormat("no policy named %s", QuoteInput(name)));
-  }
-  for (const auto& [experiment, entry] : next->experiments) {
-    for (const ExperimentArm& arm : entry.experiment.arms) {
-      if (arm.named && arm.policy == name) {
-        return absl::FailedPreconditionError(absl::StrFormat(
-            "policy '%s' is used by arm '%s' of experiment '%s'; change or "
-            "delete the experiment first",
-            name, arm.name, experiment));
+  return Change(expected_version, [&](RegistryState& next) {
+    if (next.policies.erase(name) == 0) {
+      return absl::NotFoundError(
+          absl::StrFormat("no policy named %s", QuoteInput(name)));
+    }
+    for (const auto& [experiment, entry] : next.experiments) {
+      for (const ExperimentArm& arm : entry.experiment.arms) {
+        if (arm.named && arm.policy == name) {
+          return absl::FailedPreconditionError(absl::StrFormat(
+              "policy '%s' is used by arm '%s' of experiment '%s'; change or "
+              "delete the experiment first",
+              name, arm.name, experiment));
+        }
       }
     }
-  }
-  return Commit(std::move(next));
+    return absl::OkStatus();
+  });
 }
 
 absl::StatusOr<RegistryStatePtr> PolicyRegistry::PutExperiment(
     Experiment experiment, std::optional<uint64_t> expected_version) {
-  absl::MutexLock lock(&write_mu_);
-  SKIPSERVE_ASSIGN_OR_RETURN(MutableState next, BeginChange(expected_version));
-  for (ExperimentArm& arm : experiment.arms) {
-    arm.named = next->policies.contains(arm.policy);
-  }
-  SKIPSERVE_ASSIGN_OR_RETURN(
-      ExperimentEntry entry,
-      CompileExperiment(std::move(experiment), *next, "experiment"));
-  const std::string name = entry.experiment.name;
-  next->experiments.insert_or_assign(name, std::move(entry));
-  return Commit(std::move(next));
+  return Change(expected_version, [&](RegistryState& next) -> absl::Status {
+    Experiment candidate = experiment;
+    for (ExperimentArm& arm : candidate.arms) {
+      arm.named = next.policies.contains(arm.policy);
+    }
+    SKIPSERVE_ASSIGN_OR_RETURN(
+        ExperimentEntry entry,
+        CompileExperiment(std::move(candidate), next, "experiment"));
+    const std::string name = entry.experiment.name;
+    next.experiments.insert_or_assign(name, std::move(entry));
+    return absl::OkStatus();
+  });
 }
 
 absl::StatusOr<RegistryStatePtr> PolicyRegistry::DeleteExperiment(
     const std::string& name, std::optional<uint64_t> expected_version) {
-  absl::MutexLock lock(&write_mu_);
-  SKIPSERVE_ASSIGN_OR_RETURN(MutableState next, BeginChange(expected_version));
-  if (next->experiments.erase(name) == 0) {
-    return absl::NotFoundError(
-        absl::StrFormat("no experiment named %s", QuoteInput(name)));
-  }
-  return Commit(std::move(next));
+  return Change(expected_version, [&](RegistryState& next) {
+    if (next.experiments.erase(name) == 0) {
+      return absl::NotFoundError(
+          absl::StrFormat("no experiment named %s", QuoteInput(name)));
+    }
+    return absl::OkStatus();
+  });
 }
 
 absl::Status PolicyRegistry::Put(const std::string& name,

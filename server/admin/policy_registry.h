@@ -3,7 +3,8 @@
 
 // Named skip policies and A/B experiments (server/admin/experiment.h), compiled
 // for the served model. Seeded from --policies_file, changed at runtime by
-// the Policies admin service, persisted to --state_file.
+// the Policies admin service, kept in a store (registry_store.h): the state
+// file (--state_file) of one process, or etcd, shared by a fleet.
 //
 // Policies file format (JSON):
 //   {
@@ -17,16 +18,22 @@
 // unique. Every spec must parse and compile for the model. Any problem is
 // INVALID_ARGUMENT naming the file, the entry and the field.
 //
-// Startup (Restore): when the state file exists it is the whole truth and
-// the policies file is not read; otherwise the policies file (if any)
-// seeds the registry and the state file (if any) is written at once. A
-// state file that cannot be read or is invalid is an error naming it, and
-// it is left untouched.
+// Startup (Restore): when the store holds a registry it is the whole truth
+// and the policies file is not read; otherwise the policies file (if any)
+// seeds the registry and the store is written at once (when another
+// replica seeds an empty etcd store first, its registry is taken). A
+// stored registry that cannot be read or is invalid is an error naming it,
+// and it is left untouched.
 //
 // Versions: the registry (policies and experiments together) has one
 // version, +1 with every change, kept in the state file so it only grows.
 // Every change takes an optional expected version (compare-and-set):
-// ABORTED when the registry's version differs. A registry at the largest
+// ABORTED when the registry's version differs. Each change is also a
+// compare-and-set against the store on the version it was built from: when
+// another replica changed the store first, its state is taken and the
+// change is built again on it (without an expected version; up to 8 times)
+// or refused with ABORTED naming the new version (with one). A store that
+// cannot be reached refuses the change (UNAVAILABLE). A registry at the largest
 // version (2^64-1, which only an edited state file reaches) refuses every
 // change with FAILED_PRECONDITION rather than wrap to 0.
 //
@@ -36,12 +43,16 @@
 // Consistency: the contents are an immutable snapshot replaced whole by
 // each change. A request resolves its policy against one snapshot, so it
 // sees all of a change or none of it; sequences already submitted keep the
-// plan they were given. Changes are serialized; with a state file each one
-// is written (state_file.h: atomically) before it becomes visible, and a
-// change that cannot be written is not made (INTERNAL).
+// plan they were given; the request path never waits on the store. Changes
+// are serialized; each one is written to the store before it becomes
+// visible, and a change that cannot be written is not made (INTERNAL for a
+// file). States other replicas write reach the snapshot through the store's
+// watch (newer versions only); one that does not compile for this model is
+// logged and skipped.
 //
 // Thread safety: all methods may be called concurrently.
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -53,6 +64,7 @@
 #include "absl/synchronization/mutex.h"
 #include "engine/policy/skip_policy.h"
 #include "server/admin/experiment.h"
+#include "server/admin/registry_store.h"
 #include "server/admin/state_file.h"
 
 namespace skipserve::server {
@@ -85,6 +97,12 @@ struct RegistryState {
 
 using RegistryStatePtr = std::shared_ptr<const RegistryState>;
 
+// Where the registry is kept and how current it is.
+struct RegistryStoreStatus {
+  std::string kind;  // "file", "etcd"; "memory" before Restore
+  StoreHealth health;
+};
+
 // Which arm serves a request, and with what.
 struct Assignment {
   std::string experiment;
@@ -96,6 +114,7 @@ struct Assignment {
 class PolicyRegistry {
  public:
   explicit PolicyRegistry(int num_layers);
+  ~PolicyRegistry();  // stops the store's watch first
 
   // Replaces the registry's contents (policies; no experiments) with the
   // policies file's.
@@ -107,10 +126,18 @@ class PolicyRegistry {
   // is written to `state_file` (when not empty).
   absl::Status Restore(const std::string& policies_file,
                        const std::string& state_file);
+  // The same with any store, which then receives every change and whose
+  // watch feeds the registry. Call once.
+  absl::Status Restore(const std::string& policies_file,
+                       std::unique_ptr<RegistryStore> store);
 
   // The current contents; never null.
   RegistryStatePtr Snapshot() const;
   uint64_t version() const { return Snapshot()->version; }
+  // Never waits on the store.
+  RegistryStoreStatus StoreStatus() const;
+  // The store's Describe() ("memory" before Restore).
+  std::string StoreDescription() const;
 
   // Changes. Each returns the state it made (whose version is the new
   // version), even when a later change has already replaced it.
@@ -150,6 +177,9 @@ class PolicyRegistry {
 
  private:
   using MutableState = std::shared_ptr<RegistryState>;
+  // Edits a copy of the current state; an error leaves the registry as it
+  // is.
+  using Mutation = std::function<absl::Status(RegistryState&)>;
 
   absl::StatusOr<NamedPolicyEntry> Compile(const std::string& name,
                                            const std::string& spec,
@@ -160,25 +190,25 @@ class PolicyRegistry {
   absl::StatusOr<ExperimentEntry> CompileExperiment(
       Experiment experiment, const RegistryState& state,
       const std::string& where) const;
-  // A copy of the current state for a change, after the version check.
-  absl::StatusOr<MutableState> BeginChange(
-      std::optional<uint64_t> expected_version) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  // Bumps the version, persists and publishes `next`.
-  absl::StatusOr<RegistryStatePtr> Commit(MutableState next)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  // Writes `state` to the state file, if there is one.
-  absl::Status Persist(const RegistryState& state)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  // The state file's contents as a registry state.
+  // One change (see Versions above): the version check, `mutate` on a copy,
+  // the version bump, the store's compare-and-set, then publication.
+  absl::StatusOr<RegistryStatePtr> Change(
+      std::optional<uint64_t> expected_version, const Mutation& mutate);
+  // Makes `state` the snapshot unless the snapshot is already as new.
+  void Publish(RegistryStatePtr state);
+  // A state the store holds (another replica's change): compiled and
+  // published when newer; logged and skipped when it does not compile.
+  void ApplyStored(const StoredState& stored);
+  // The stored form as a registry state; `source` names it in errors.
   absl::StatusOr<MutableState> FromStored(const StoredState& stored,
                                           const std::string& source) const;
+  std::shared_ptr<RegistryStore> store() const;
 
   const int num_layers_;
-  absl::Mutex write_mu_;  // serializes changes (held across file writes)
-  std::string state_file_ ABSL_GUARDED_BY(write_mu_);
-  mutable absl::Mutex mu_;  // guards the pointer only
+  absl::Mutex write_mu_;    // serializes changes (held across store writes)
+  mutable absl::Mutex mu_;  // guards the two pointers only
   RegistryStatePtr state_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<RegistryStore> store_ ABSL_GUARDED_BY(mu_);  // after Restore
 };
 
 }  // namespace skipserve::server
