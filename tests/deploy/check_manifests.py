@@ -12,7 +12,21 @@ and the rendered objects are checked against what the server needs
 (server/server_main.cc): gRPC health probes on the gRPC port, a grace period
 that covers the drain, a locked-down security context, resources, the GPU
 only where --device=cuda, Services, HPA, PDB and ServiceMonitor that agree
-with the pods. When `kustomize` or `kubectl` is on PATH the overlays are also
+with the pods. The overlays etcd and etcd-external (the policy registry in
+etcd, issue #13) are also checked for what the etcd store needs: a
+--registry=etcd://HOST:PORT,.../PREFIX that names the etcd client Service
+(or a member) on its client port, no --state_file and no writable PVC, TLS
+(--etcd_ca) and authentication, every file a flag names (--etcd_ca,
+--etcd_cert, --etcd_key, --etcd_password_file, --admin_token_file) mounted
+read-only from a Secret that lists it, no probe on the registry's health
+service skipserve.v1.Policies; and the etcd cluster (objects labelled
+app.kubernetes.io/name=etcd): 3 members started in parallel, an odd
+--initial-cluster naming exactly the StatefulSet's pods at their peer URLs
+in the headless Service, advertised URLs that agree with it, https on both
+ports with client certificates required and TLS files from a Secret,
+auto-compaction, a data volume per member, requests, anti-affinity, /health
+probes on the plain-HTTP metrics port, and a PodDisruptionBudget that keeps
+the quorum. When `kustomize` or `kubectl` is on PATH the overlays are also
 rendered with it and must agree with the rendering here (set
 SKIPSERVE_DEPLOY_NO_KUSTOMIZE=1 to skip that).
 
@@ -475,9 +489,7 @@ def check_overlay(c, root, name, objects, generated):
                          pod_labels))
 
     containers = pod.get("containers", [])
-    server = next((x for x in containers if any(
-        str(a).startswith("--model") for a in x.get("args", []) or [])),
-        containers[0] if containers else None)
+    server = server_container(containers)
     if not c.check(f"{tag}: a server container", server is not None):
         return
     args = [str(a) for a in server.get("args", []) or []]
@@ -772,6 +784,486 @@ def check_adapter_rules(c, root, tag, metric_names):
                 f"rule {rule}")
 
 
+# --------------------------------------------------------------------------
+# The policy registry in etcd (overlays etcd, etcd-external; issue #13)
+
+
+ETCD_NAME_LABEL = ("app.kubernetes.io/name", "etcd")
+# The server's flags for the etcd store; any of them without
+# --registry=etcd://... is a mistake.
+ETCD_FLAGS = ("etcd_ca", "etcd_cert", "etcd_key", "etcd_user",
+              "etcd_password_file")
+# The named health service that reports the registry store; no probe may use
+# it (a replica keeps serving inference while etcd is down).
+REGISTRY_HEALTH_SERVICE = "skipserve.v1.Policies"
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*"
+                        r"[A-Za-z0-9])?):(\d{1,5})\Z")
+
+
+def split_etcd_objects(objects):
+    """(skipserve's objects, the etcd cluster's objects): the etcd cluster
+    is what carries app.kubernetes.io/name=etcd."""
+    key, value = ETCD_NAME_LABEL
+    mine, etcd = [], []
+    for o in objects:
+        labels = (o.get("metadata") or {}).get("labels") or {}
+        (etcd if labels.get(key) == value else mine).append(o)
+    return mine, etcd
+
+
+def server_container(containers):
+    """The container that runs skipserve-server (the one with --model)."""
+    return next((x for x in containers if any(
+        str(a).startswith("--model") for a in x.get("args", []) or [])),
+        containers[0] if containers else None)
+
+
+def parse_registry_url(text):
+    """etcd://HOST:PORT[,HOST:PORT...]/PREFIX -> ([(host, port)], prefix),
+    or None."""
+    m = re.fullmatch(r"etcd://([^/]+)/(.+)", text or "")
+    if not m:
+        return None
+    hosts = []
+    for hp in m.group(1).split(","):
+        hm = _HOST_PORT.match(hp)
+        if not hm or not 0 < int(hm.group(3)) < 65536:
+            return None
+        hosts.append((hm.group(1), int(hm.group(3))))
+    prefix = m.group(2)
+    # The server's rule (server/admin/registry_store.h).
+    if not re.fullmatch(r"[A-Za-z0-9_./-]+", prefix):
+        return None
+    return hosts, prefix
+
+
+def bool_flag(args, name):
+    """A Go-style boolean flag (--name, --name=true|false; the last one
+    wins): True, False, or None when absent or not a boolean."""
+    value = None
+    for arg in args:
+        for prefix in ("--" + name, "-" + name):
+            if arg == prefix:
+                value = True
+            elif arg.startswith(prefix + "="):
+                text = arg[len(prefix) + 1:].lower()
+                value = {"true": True, "1": True, "t": True, "false": False,
+                         "0": False, "f": False}.get(text)
+    return value
+
+
+def parse_url(text):
+    """scheme://host:port -> (scheme, host, port) or None."""
+    m = re.fullmatch(r"(https?)://([^/:]+|\[[^\]]+\]):(\d+)/?", text or "")
+    return (m.group(1), m.group(2), int(m.group(3))) if m else None
+
+
+def in_namespace_host(name, namespace):
+    """A regex for the names a Service (or a pod of a headless Service)
+    answers to from its own namespace: NAME, NAME.NS, NAME.NS.svc,
+    NAME.NS.svc.cluster.local (NS: any namespace when the rendering sets
+    none)."""
+    ns = (re.escape(namespace) if namespace
+          else r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+    return re.compile(re.escape(name) + r"(\." + ns +
+                      r"(\.svc(\.cluster\.local)?)?)?\Z")
+
+
+def mount_for_path(mounts, path):
+    best = None
+    for m in mounts:
+        mp = str(m.get("mountPath", "")).rstrip("/")
+        if path == mp or path.startswith(mp + "/"):
+            if best is None or len(mp) > len(best["mountPath"].rstrip("/")):
+                best = m
+    return best
+
+
+def secret_file(mounts, volumes, path):
+    """Where a file named by a flag comes from: (secret name, key, None), or
+    (None, None, why not) unless it is a read-only Secret mount holding that
+    file (through `items` when the volume lists them)."""
+    if not path or not path.startswith("/"):
+        return None, None, f"{path!r} is not an absolute path"
+    m = mount_for_path(mounts, path)
+    if m is None:
+        return None, None, f"nothing is mounted at {path}"
+    vol = volumes.get(m.get("name"), {})
+    secret = vol.get("secret")
+    if not isinstance(secret, dict) or not secret.get("secretName"):
+        return None, None, (f"{path} is on volume {m.get('name')!r}, which "
+                            "is not a Secret")
+    if m.get("readOnly") is not True:
+        return None, None, f"the mount at {m['mountPath']} is not readOnly"
+    if m.get("subPath"):
+        return None, None, f"the mount at {m['mountPath']} uses subPath"
+    rel = os.path.relpath(path, m["mountPath"])
+    items = secret.get("items")
+    if items:
+        item = next((i for i in items if i.get("path") == rel), None)
+        if item is None:
+            return None, None, (f"Secret {secret['secretName']} mounted at "
+                                f"{m['mountPath']} lists no item with path "
+                                f"{rel!r} (items "
+                                f"{[i.get('path') for i in items]})")
+        return secret["secretName"], item.get("key"), None
+    return secret["secretName"], rel, None
+
+
+def check_registry(c, name, objects, etcd_objects):
+    """The --registry flag of every overlay, and for etcd the flags, files,
+    probes and (when the rendering has one) the etcd cluster."""
+    tag = f"k8s/{name}"
+    deployments = [o for o in objects if o.get("kind") == "Deployment"]
+    if len(deployments) != 1:
+        return  # check_overlay reported it
+    dep = deployments[0]
+    namespace = dep.get("metadata", {}).get("namespace")
+    pod = dep["spec"]["template"]["spec"]
+    server = server_container(pod.get("containers", []) or [])
+    if server is None:
+        return
+    args = [str(a) for a in server.get("args", []) or []]
+    registry = flag_value(args, "registry") or ""
+    wants_etcd = name.startswith("etcd")
+    if wants_etcd:
+        c.check(f"{tag}: --registry=etcd://...", registry.startswith(
+            "etcd://"), f"--registry={registry!r}")
+    if not registry.startswith("etcd://"):
+        set_flags = [f for f in ETCD_FLAGS if flag_value(args, f)]
+        c.check(f"{tag}: no --etcd_* flags without --registry=etcd://",
+                not set_flags, f"set: {set_flags}")
+        if not wants_etcd:
+            c.check(f"{tag}: no etcd cluster objects without "
+                    "--registry=etcd://", not etcd_objects,
+                    str([(o.get("kind"), o["metadata"].get("name"))
+                         for o in etcd_objects]))
+        return
+
+    parsed = parse_registry_url(registry)
+    c.check(f"{tag}: --registry parses as etcd://HOST:PORT[,...]/PREFIX",
+            parsed is not None, f"--registry={registry!r}")
+    hosts, prefix = parsed if parsed else ([], "")
+
+    state_file = flag_value(args, "state_file")
+    c.check(f"{tag}: no --state_file with the etcd registry (the server "
+            "refuses both)", not state_file, f"--state_file={state_file}")
+    volumes = {v["name"]: v for v in pod.get("volumes", []) or []}
+    mounts = server.get("volumeMounts", []) or []
+    writable_pvcs = [m.get("mountPath") for m in mounts
+                     if "persistentVolumeClaim" in volumes.get(
+                         m.get("name"), {}) and m.get("readOnly") is not True]
+    c.check(f"{tag}: no writable PersistentVolumeClaim in the server pods "
+            "(state is shared through etcd)", not writable_pvcs,
+            f"writable PVC mounts {writable_pvcs}")
+
+    for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+        probe = server.get(kind) or {}
+        service = (probe.get("grpc") or {}).get("service", "")
+        c.check(f"{tag}: {kind} is not on {REGISTRY_HEALTH_SERVICE} (a "
+                "replica keeps serving inference while etcd is down)",
+                service != REGISTRY_HEALTH_SERVICE,
+                f"{kind}.grpc.service={service!r}")
+
+    timeout_text = flag_value(args, "registry_startup_timeout")
+    if timeout_text is not None:
+        timeout = parse_duration(timeout_text)
+        budget = probe_budget(server.get("startupProbe") or {})
+        c.check(f"{tag}: --registry_startup_timeout parses and fits in the "
+                f"startupProbe's {budget:g}s",
+                timeout is not None and 0 < timeout < budget,
+                f"--registry_startup_timeout={timeout_text}")
+
+    # TLS and authentication, and where each file comes from.
+    ca = flag_value(args, "etcd_ca")
+    cert, key = flag_value(args, "etcd_cert"), flag_value(args, "etcd_key")
+    user = flag_value(args, "etcd_user")
+    password = flag_value(args, "etcd_password_file")
+    c.check(f"{tag}: TLS to etcd (--etcd_ca)", bool(ca))
+    c.check(f"{tag}: --etcd_cert and --etcd_key together",
+            bool(cert) == bool(key), f"--etcd_cert={cert} --etcd_key={key}")
+    c.check(f"{tag}: --etcd_user and --etcd_password_file together",
+            bool(user) == bool(password),
+            f"--etcd_user={user} --etcd_password_file={password}")
+    c.check(f"{tag}: etcd authentication (a client certificate or a user "
+            "and password)", bool(cert and key) or bool(user and password))
+    admin = flag_value(args, "admin_token_file")
+    c.check(f"{tag}: --admin_token_file (the admin API changes the shared "
+            "registry; without it every call is refused)", bool(admin))
+    for flag in ETCD_FLAGS + ("admin_token_file",):
+        path = flag_value(args, flag)
+        if not path or flag == "etcd_user":
+            continue
+        secret, _, why = secret_file(mounts, volumes, path)
+        c.check(f"{tag}: --{flag}={path} is mounted read-only from a "
+                "Secret", secret is not None, why)
+
+    if not etcd_objects:
+        c.check(f"{tag}: --registry lists at least one etcd endpoint",
+                len(hosts) >= 1, registry)
+        return
+    check_etcd_cluster(c, tag, etcd_objects, namespace, hosts,
+                       bool(cert and key))
+
+
+def check_etcd_cluster(c, tag, objects, namespace, registry_hosts,
+                       skipserve_has_client_cert):
+    kinds = {}
+    for o in objects:
+        kinds.setdefault(o.get("kind"), []).append(o)
+    sets = kinds.get("StatefulSet", [])
+    if not c.check(f"{tag}: one etcd StatefulSet", len(sets) == 1,
+                   f"found {len(sets)}"):
+        return
+    sts = sets[0]
+    sts_name = sts["metadata"]["name"]
+    spec = sts["spec"]
+    replicas = spec.get("replicas", 1)
+    c.check(f"{tag}: etcd StatefulSet has 3 replicas", replicas == 3,
+            f"replicas: {replicas}")
+    c.check(f"{tag}: etcd member count is odd", replicas % 2 == 1,
+            f"replicas: {replicas}")
+    c.check(f"{tag}: etcd podManagementPolicy Parallel (all members start "
+            "together to form the first quorum)",
+            spec.get("podManagementPolicy") == "Parallel",
+            f"podManagementPolicy: {spec.get('podManagementPolicy')}")
+    tmpl = spec["template"]
+    pod = tmpl["spec"]
+    pod_labels = tmpl.get("metadata", {}).get("labels", {})
+    c.check(f"{tag}: etcd selector matches its pod labels",
+            labels_match(spec.get("selector", {}).get("matchLabels"),
+                         pod_labels))
+    containers = pod.get("containers", []) or []
+    etcd = next((x for x in containers if x.get("name") == "etcd"),
+                containers[0] if containers else None)
+    if not c.check(f"{tag}: an etcd container", etcd is not None):
+        return
+    args = [str(a) for a in (etcd.get("command", []) or [])[1:] +
+            (etcd.get("args", []) or [])]
+    ports = {p.get("name"): p.get("containerPort")
+             for p in etcd.get("ports", []) or []}
+    client_port, peer_port = ports.get("client"), ports.get("peer")
+    c.check(f"{tag}: etcd container ports 'client' and 'peer'",
+            client_port is not None and peer_port is not None,
+            f"ports {ports}")
+    image = str(etcd.get("image", ""))
+    c.check(f"{tag}: etcd image pinned to a version",
+            re.search(r"(:v?\d+\.\d+\.\d+|@sha256:[0-9a-f]{64})$", image)
+            is not None, image)
+
+    # Services.
+    services = {s["metadata"]["name"]: s for s in kinds.get("Service", [])}
+    headless_name = spec.get("serviceName")
+    headless = services.get(headless_name)
+    if c.check(f"{tag}: etcd serviceName {headless_name} is a headless "
+               "Service of the rendering",
+               headless is not None and
+               headless["spec"].get("clusterIP") == "None"):
+        c.check(f"{tag}: etcd headless Service publishes members before "
+                "they are ready (they must find each other first)",
+                headless["spec"].get("publishNotReadyAddresses") is True)
+    for sname, svc in services.items():
+        c.check(f"{tag}: Service {sname} selects the etcd pods",
+                labels_match(svc["spec"].get("selector"), pod_labels),
+                f"selector {svc['spec'].get('selector')}")
+        for p in svc["spec"].get("ports", []):
+            target = p.get("targetPort", p.get("port"))
+            c.check(f"{tag}: Service {sname} port {p.get('name')} targets an "
+                    "etcd container port",
+                    target in ports or target in ports.values(),
+                    f"targetPort {target}")
+
+    def service_port_to(svc, container_port):
+        for p in svc["spec"].get("ports", []):
+            target = p.get("targetPort", p.get("port"))
+            if ports.get(target, target) == container_port:
+                return p.get("port")
+        return None
+
+    clients = {n: s for n, s in services.items()
+               if s["spec"].get("clusterIP") != "None" and
+               service_port_to(s, client_port) is not None}
+    c.check(f"{tag}: an etcd client Service (ClusterIP) on the client port",
+            len(clients) >= 1, f"services {sorted(services)}")
+
+    # --initial-cluster and the URLs each member advertises.
+    member_names = [f"{sts_name}-{i}" for i in range(replicas)]
+    dns = {m: in_namespace_host(f"{m}.{headless_name}", namespace)
+           for m in member_names}
+    initial = flag_value(args, "initial-cluster") or ""
+    entries = [e.partition("=") for e in initial.split(",") if e]
+    members = {}
+    for mname, _, url in entries:
+        members.setdefault(mname, []).append(url)
+    count = len(members)
+    c.check(f"{tag}: --initial-cluster has an odd number of members",
+            count % 2 == 1, f"{count} members: {sorted(members)}")
+    c.check(f"{tag}: --initial-cluster names the {replicas} StatefulSet pods "
+            f"{sts_name}-0..{replicas - 1}",
+            sorted(members) == sorted(member_names),
+            f"members {sorted(members)}")
+    for mname, urls in sorted(members.items()):
+        for url in urls:
+            u = parse_url(url)
+            c.check(f"{tag}: --initial-cluster {mname} is "
+                    f"https://{mname}.{headless_name}:{peer_port}",
+                    u is not None and u[0] == "https" and mname in dns and
+                    dns[mname].match(u[1]) is not None and u[2] == peer_port,
+                    url)
+
+    def per_member(flag, want_port):
+        value = flag_value(args, flag) or ""
+        c.check(f"{tag}: --{flag} is https://$(POD_NAME).{headless_name}:"
+                f"{want_port}",
+                "$(POD_NAME)" in value and all(
+                    (lambda u: u is not None and u[0] == "https" and
+                     dns[m].match(u[1]) is not None and u[2] == want_port)(
+                        parse_url(value.replace("$(POD_NAME)", m)))
+                    for m in member_names), f"--{flag}={value}")
+        return value
+
+    advertised = per_member("initial-advertise-peer-urls", peer_port)
+    for m in member_names:
+        if m in members:
+            c.check(f"{tag}: {m} advertises the peer URL --initial-cluster "
+                    "gives it", advertised.replace("$(POD_NAME)", m) in
+                    members[m], f"{advertised} vs {members[m]}")
+    per_member("advertise-client-urls", client_port)
+    env = {e.get("name"): e for e in etcd.get("env", []) or []}
+    c.check(f"{tag}: --name=$(POD_NAME), POD_NAME from metadata.name",
+            flag_value(args, "name") == "$(POD_NAME)" and
+            ((env.get("POD_NAME") or {}).get("valueFrom") or {}).get(
+                "fieldRef", {}).get("fieldPath") == "metadata.name",
+            f"--name={flag_value(args, 'name')}")
+    for flag, port in (("listen-peer-urls", peer_port),
+                       ("listen-client-urls", client_port)):
+        urls = [parse_url(u) for u in (flag_value(args, flag) or "").split(
+            ",")]
+        c.check(f"{tag}: --{flag} is https on port {port}",
+                urls and all(u is not None and u[0] == "https" and
+                             u[2] == port for u in urls),
+                f"--{flag}={flag_value(args, flag)}")
+    c.check(f"{tag}: --initial-cluster-state=new",
+            flag_value(args, "initial-cluster-state") == "new")
+    c.check(f"{tag}: --initial-cluster-token",
+            bool(flag_value(args, "initial-cluster-token")))
+
+    # The hosts skipserve's --registry names.
+    allowed = []
+    for sname, svc in clients.items():
+        allowed.append((in_namespace_host(sname, namespace),
+                        service_port_to(svc, client_port), sname))
+    for m in member_names:
+        allowed.append((dns[m], client_port, m))
+    for host, port in registry_hosts:
+        hit = next((a for a in allowed if a[0].match(host)), None)
+        c.check(f"{tag}: --registry host {host}:{port} is the etcd client "
+                "Service (or a member) on its client port",
+                hit is not None and hit[1] == port,
+                f"client Services {sorted(clients)} ports "
+                f"{[service_port_to(s, client_port) for s in clients.values()]}"
+                f", members {member_names} port {client_port}")
+    c.check(f"{tag}: --registry lists at least one etcd endpoint",
+            len(registry_hosts) >= 1)
+
+    # TLS: both ports, client certificates required, files from a Secret.
+    volumes = {v["name"]: v for v in pod.get("volumes", []) or []}
+    mounts = etcd.get("volumeMounts", []) or []
+    for flag in ("client-cert-auth", "peer-client-cert-auth"):
+        value = bool_flag(args, flag)
+        c.check(f"{tag}: etcd --{flag}", value is True,
+                f"--{flag}: {value}")
+    c.check(f"{tag}: skipserve has a client certificate for "
+            "--client-cert-auth (--etcd_cert, --etcd_key)",
+            skipserve_has_client_cert)
+    for flag in ("trusted-ca-file", "cert-file", "key-file",
+                 "peer-trusted-ca-file", "peer-cert-file", "peer-key-file"):
+        path = flag_value(args, flag)
+        if not c.check(f"{tag}: etcd --{flag}", bool(path)):
+            continue
+        secret, _, why = secret_file(mounts, volumes, path)
+        c.check(f"{tag}: etcd --{flag}={path} is mounted read-only from a "
+                "Secret", secret is not None, why)
+
+    # Compaction, data, resources, placement, security, probes.
+    mode = flag_value(args, "auto-compaction-mode") or "periodic"
+    retention = flag_value(args, "auto-compaction-retention")
+    if mode == "revision":
+        ok = retention is not None and retention.isdigit() and \
+            int(retention) > 0
+    else:
+        seconds = (float(retention) * 3600 if retention and
+                   re.fullmatch(r"\d+(\.\d+)?", retention)
+                   else parse_duration(retention) if retention else None)
+        ok = mode == "periodic" and seconds is not None and seconds > 0
+    c.check(f"{tag}: etcd --auto-compaction-retention (mode {mode})", ok,
+            f"--auto-compaction-retention={retention}")
+    data_dir = flag_value(args, "data-dir") or ""
+    m = mount_for_path(mounts, data_dir)
+    templates = {t["metadata"]["name"] for t in
+                 spec.get("volumeClaimTemplates", []) or []}
+    c.check(f"{tag}: etcd --data-dir is on a volumeClaimTemplate",
+            m is not None and m.get("name") in templates and
+            not m.get("readOnly"), f"--data-dir={data_dir}, mount {m}")
+    res = etcd.get("resources", {}) or {}
+    requests = res.get("requests", {}) or {}
+    limits = res.get("limits", {}) or {}
+    for r in ("cpu", "memory"):
+        c.check(f"{tag}: etcd resource request {r}",
+                parse_quantity(requests.get(r)) not in (None, 0),
+                f"requests {requests}")
+    c.check(f"{tag}: etcd memory limit >= request",
+            parse_quantity(limits.get("memory")) not in (None, 0) and
+            parse_quantity(limits["memory"]) >=
+            (parse_quantity(requests.get("memory")) or 0), f"limits {limits}")
+    anti = ((pod.get("affinity") or {}).get("podAntiAffinity") or {})
+    terms = list(anti.get("requiredDuringSchedulingIgnoredDuringExecution")
+                 or []) + [t.get("podAffinityTerm", {}) for t in anti.get(
+                     "preferredDuringSchedulingIgnoredDuringExecution") or []]
+    c.check(f"{tag}: etcd members avoid sharing a node (podAntiAffinity on "
+            "kubernetes.io/hostname)", any(
+                t.get("topologyKey") == "kubernetes.io/hostname" and
+                labels_match((t.get("labelSelector") or {}).get(
+                    "matchLabels"), pod_labels) for t in terms),
+            f"podAntiAffinity {anti}")
+    psc = pod.get("securityContext", {}) or {}
+    csc = etcd.get("securityContext", {}) or {}
+    c.check(f"{tag}: etcd runAsNonRoot",
+            csc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True)
+    c.check(f"{tag}: etcd readOnlyRootFilesystem",
+            csc.get("readOnlyRootFilesystem") is True)
+    c.check(f"{tag}: etcd allowPrivilegeEscalation false",
+            csc.get("allowPrivilegeEscalation") is False)
+    c.check(f"{tag}: etcd capabilities drop ALL",
+            "ALL" in ((csc.get("capabilities") or {}).get("drop") or []))
+    metrics = [parse_url(u) for u in (flag_value(args, "listen-metrics-urls")
+                                      or "").split(",") if u]
+    http_ports = {u[2] for u in metrics if u and u[0] == "http"}
+    for kind in ("livenessProbe", "readinessProbe"):
+        probe = etcd.get(kind) or {}
+        port = (probe.get("httpGet") or {}).get("port")
+        port = ports.get(port, port)
+        c.check(f"{tag}: etcd {kind} asks /health over the plain-HTTP "
+                "--listen-metrics-urls port",
+                port in http_ports and str((probe.get("httpGet") or {}).get(
+                    "path", "")).startswith("/health"),
+                f"{kind} {probe}, metrics URLs {metrics}")
+
+    # Disruptions: never below a quorum.
+    pdbs = kinds.get("PodDisruptionBudget", [])
+    quorum = replicas // 2 + 1
+    if c.check(f"{tag}: one etcd PodDisruptionBudget", len(pdbs) == 1):
+        pdb = pdbs[0]
+        c.check(f"{tag}: etcd PDB is policy/v1",
+                pdb.get("apiVersion") == "policy/v1")
+        c.check(f"{tag}: etcd PDB minAvailable {quorum} (the quorum of "
+                f"{replicas})", pdb["spec"].get("minAvailable") == quorum,
+                f"minAvailable: {pdb['spec'].get('minAvailable')}")
+        c.check(f"{tag}: etcd PDB selector matches the etcd pods",
+                labels_match(pdb["spec"].get("selector", {}).get(
+                    "matchLabels"), pod_labels))
+
+
 def check_k8s(c, root):
     k8s = os.path.join(root, "deploy", "k8s")
     base_policies = os.path.join(k8s, "base", "policies.json")
@@ -787,6 +1279,9 @@ def check_k8s(c, root):
         if os.path.isdir(overlays_dir) else []
     c.check("k8s: overlays cpu and gpu exist",
             {"cpu", "gpu"} <= set(overlays), f"overlays {overlays}")
+    c.check("k8s: overlays etcd and etcd-external exist (the policy "
+            "registry in etcd)", {"etcd", "etcd-external"} <= set(overlays),
+            f"overlays {overlays}")
     for name in overlays:
         directory = os.path.join(overlays_dir, name)
         try:
@@ -811,7 +1306,9 @@ def check_k8s(c, root):
         elif tool:
             print(f"SKIP  k8s/{name}: no external rendering ({tool})")
         try:
-            check_overlay(c, root, name, objects, generated)
+            mine, etcd_objects = split_etcd_objects(objects)
+            check_overlay(c, root, name, mine, generated)
+            check_registry(c, name, mine, etcd_objects)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             c.fail(f"k8s/{name}: well-formed objects",
                    f"{type(e).__name__}: {e}")

@@ -48,13 +48,13 @@ def text_edit(rel, old, new):
     return apply
 
 
-def container(docs):
-    dep = next(d for d in docs if d["kind"] == "Deployment")
+def container(docs, kind="Deployment"):
+    dep = next(d for d in docs if d["kind"] == kind)
     return dep["spec"]["template"]["spec"]["containers"][0]
 
 
-def pod(docs):
-    return next(d for d in docs if d["kind"] == "Deployment")[
+def pod(docs, kind="Deployment"):
+    return next(d for d in docs if d["kind"] == kind)[
         "spec"]["template"]["spec"]
 
 
@@ -65,9 +65,51 @@ def of_kind(kind, name=None):
     return get
 
 
+def drop_op(pred):
+    """Removes the JSON-patch operations (of a patch file's only document)
+    for which pred(op) holds; at least one must."""
+    def edit(docs):
+        ops = docs[0]
+        keep = [op for op in ops if not pred(op)]
+        if len(keep) == len(ops):
+            raise AssertionError("no JSON-patch operation matched: update "
+                                 "this mutation")
+        ops[:] = keep
+    return edit
+
+
+def op_value(op):
+    return op.get("value") if isinstance(op.get("value"), str) else None
+
+
+def add_ops(*new_ops):
+    def edit(docs):
+        docs[0].extend(new_ops)
+    return edit
+
+
+def secret_items(docs, volume):
+    """The `items` of the Secret volume a JSON patch adds."""
+    op = next(op for op in docs[0] if isinstance(op.get("value"), dict)
+              and op["value"].get("name") == volume and "secret" in
+              op["value"])
+    return op["value"]["secret"]["items"]
+
+
+def sts_items(docs):
+    return next(v for v in pod(docs, "StatefulSet")["volumes"]
+                if v["name"] == "tls")["secret"]["items"]
+
+
 DEP = "deploy/k8s/base/deployment.yaml"
 SVC = "deploy/k8s/base/service.yaml"
 CPU_PATCH = "deploy/k8s/overlays/cpu/deployment-patch.yaml"
+STS = "deploy/k8s/overlays/etcd/etcd-statefulset.yaml"
+ETCD_SVC = "deploy/k8s/overlays/etcd/etcd-service.yaml"
+ETCD_PDB = "deploy/k8s/overlays/etcd/etcd-pdb.yaml"
+ETCD_PATCH = "deploy/k8s/overlays/etcd/deployment-patch.yaml"
+EXT_PATCH = "deploy/k8s/overlays/etcd-external/deployment-patch.yaml"
+ARGS = "/spec/template/spec/containers/0/args/-"
 
 # (description, mutation, text expected in a FAIL line)
 MUTATIONS = [
@@ -219,6 +261,138 @@ MUTATIONS = [
     (".dockerignore letting build trees in",
      text_edit(".dockerignore", "\nbuild\nbuild-*\n", "\n"),
      ".dockerignore keeps build trees out"),
+
+    # The policy registry in etcd (overlays etcd and etcd-external).
+    ("a member dropped from --initial-cluster",
+     text_edit(STS, ",skipserve-etcd-2=https://skipserve-etcd-2."
+               "skipserve-etcd:2380", ""),
+     "k8s/etcd: --initial-cluster has an odd number of members"),
+    ("etcd scaled to 4 members",
+     yaml_edit(STS, lambda d: d[0]["spec"].update(replicas=4)),
+     "k8s/etcd: etcd member count is odd"),
+    ("etcd scaled to 5 members, --initial-cluster still lists 3",
+     yaml_edit(STS, lambda d: d[0]["spec"].update(replicas=5)),
+     "k8s/etcd: --initial-cluster names the 5 StatefulSet pods"),
+    ("a member's peer URL on another Service",
+     text_edit(STS, "skipserve-etcd-1=https://skipserve-etcd-1."
+               "skipserve-etcd:2380",
+               "skipserve-etcd-1=https://skipserve-etcd-1.etcd:2380"),
+     "k8s/etcd: --initial-cluster skipserve-etcd-1 is"),
+    ("members advertising a peer URL on the wrong port",
+     text_edit(STS, "--initial-advertise-peer-urls=https://$(POD_NAME)."
+               "skipserve-etcd:2380", "--initial-advertise-peer-urls="
+               "https://$(POD_NAME).skipserve-etcd:2390"),
+     "k8s/etcd: --initial-advertise-peer-urls is https://"),
+    ("every member advertising member 0's peer URL",
+     text_edit(STS, "--initial-advertise-peer-urls=https://$(POD_NAME).",
+               "--initial-advertise-peer-urls=https://skipserve-etcd-0."),
+     "k8s/etcd: skipserve-etcd-1 advertises the peer URL"),
+    ("etcd started one member at a time (OrderedReady)",
+     yaml_edit(STS, lambda d: d[0]["spec"].pop("podManagementPolicy")),
+     "k8s/etcd: etcd podManagementPolicy Parallel"),
+    ("etcd without client certificate authentication",
+     text_edit(STS, "--client-cert-auth=true", "--client-cert-auth=false"),
+     "k8s/etcd: etcd --client-cert-auth"),
+    ("etcd peer key not in the TLS Secret's items",
+     yaml_edit(STS, lambda d: sts_items(d).pop()),
+     "k8s/etcd: etcd --peer-key-file=/etc/etcd/tls/peer.key is mounted"),
+    ("etcd without auto-compaction",
+     text_edit(STS, "- --auto-compaction-retention=1h\n", ""),
+     "k8s/etcd: etcd --auto-compaction-retention"),
+    ("etcd members allowed on one node",
+     yaml_edit(STS, lambda d: pod(d, "StatefulSet").pop("affinity")),
+     "k8s/etcd: etcd members avoid sharing a node"),
+    ("etcd without resource requests",
+     yaml_edit(STS, lambda d: container(d, "StatefulSet")["resources"].pop(
+         "requests")),
+     "k8s/etcd: etcd resource request cpu"),
+    ("etcd image not pinned",
+     text_edit(STS, "quay.io/coreos/etcd:v3.5.17", "quay.io/coreos/etcd"),
+     "k8s/etcd: etcd image pinned"),
+    ("etcd headless Service hiding members that are not ready",
+     yaml_edit(ETCD_SVC, lambda d: of_kind("Service", "skipserve-etcd")(d)[
+         "spec"].update(publishNotReadyAddresses=False)),
+     "k8s/etcd: etcd headless Service publishes members"),
+    ("etcd PDB letting two members go",
+     yaml_edit(ETCD_PDB, lambda d: d[0]["spec"].update(minAvailable=1)),
+     "k8s/etcd: etcd PDB minAvailable 2"),
+    ("--registry on the peer port",
+     text_edit(ETCD_PATCH, "skipserve-etcd-client:2379/",
+               "skipserve-etcd-client:2380/"),
+     "k8s/etcd: --registry host skipserve-etcd-client:2380"),
+    ("--registry naming a Service that does not exist",
+     text_edit(ETCD_PATCH, "etcd://skipserve-etcd-client:", "etcd://etcd:"),
+     "k8s/etcd: --registry host etcd:2379"),
+    ("--registry without a prefix",
+     text_edit(ETCD_PATCH, "skipserve-etcd-client:2379/skipserve",
+               "skipserve-etcd-client:2379"),
+     "k8s/etcd: --registry parses"),
+    ("--state_file left in with etcd",
+     yaml_edit(ETCD_PATCH, add_ops({
+         "op": "add", "path": ARGS,
+         "value": "--state_file=/var/lib/skipserve/registry.json"})),
+     "k8s/etcd: no --state_file with the etcd registry"),
+    ("a state-file PVC mounted read-write with etcd",
+     yaml_edit(ETCD_PATCH, add_ops(
+         {"op": "add", "path": "/spec/template/spec/volumes/-",
+          "value": {"name": "state", "persistentVolumeClaim": {
+              "claimName": "skipserve-state"}}},
+         {"op": "add",
+          "path": "/spec/template/spec/containers/0/volumeMounts/-",
+          "value": {"name": "state", "mountPath": "/var/lib/skipserve"}})),
+     "k8s/etcd: no writable PersistentVolumeClaim"),
+    ("the etcd client Secret not mounted",
+     yaml_edit(ETCD_PATCH, drop_op(lambda op: op["path"].endswith(
+         "/volumeMounts/-") and op["value"]["name"] == "etcd-client")),
+     "k8s/etcd: --etcd_ca=/etc/skipserve-etcd/ca.crt is mounted read-only "
+     "from a Secret"),
+    ("the etcd client Secret mounted read-write",
+     yaml_edit(ETCD_PATCH, lambda d: next(
+         op for op in d[0] if op["path"].endswith("/volumeMounts/-") and
+         op["value"]["name"] == "etcd-client")["value"].pop("readOnly")),
+     "k8s/etcd: --etcd_cert=/etc/skipserve-etcd/tls.crt is mounted"),
+    ("--etcd_key not among the client Secret's items",
+     yaml_edit(ETCD_PATCH, lambda d: secret_items(d, "etcd-client").pop()),
+     "k8s/etcd: --etcd_key=/etc/skipserve-etcd/tls.key is mounted"),
+    ("no client certificate for etcd's --client-cert-auth",
+     yaml_edit(ETCD_PATCH, drop_op(lambda op: str(op_value(op)).startswith(
+         ("--etcd_cert=", "--etcd_key=")))),
+     "k8s/etcd: skipserve has a client certificate"),
+    ("no admin token with the shared registry",
+     yaml_edit(ETCD_PATCH, drop_op(lambda op: str(op_value(op)).startswith(
+         "--admin_token_file="))),
+     "k8s/etcd: --admin_token_file"),
+    ("readiness on the registry's health service",
+     yaml_edit(ETCD_PATCH, add_ops({
+         "op": "add",
+         "path": "/spec/template/spec/containers/0/readinessProbe/grpc/"
+                 "service",
+         "value": "skipserve.v1.Policies"})),
+     "k8s/etcd: readinessProbe is not on skipserve.v1.Policies"),
+    ("--registry_startup_timeout beyond the startup probe",
+     text_edit(ETCD_PATCH, "--registry_startup_timeout=2m",
+               "--registry_startup_timeout=20m"),
+     "k8s/etcd: --registry_startup_timeout parses and fits"),
+    ("external etcd without TLS",
+     yaml_edit(EXT_PATCH, drop_op(lambda op: str(op_value(op)).startswith(
+         "--etcd_ca="))),
+     "k8s/etcd-external: TLS to etcd"),
+    ("external etcd user without a password file",
+     yaml_edit(EXT_PATCH, drop_op(lambda op: str(op_value(op)).startswith(
+         "--etcd_password_file="))),
+     "k8s/etcd-external: --etcd_user and --etcd_password_file together"),
+    ("external etcd password not among the Secret's items",
+     yaml_edit(EXT_PATCH, lambda d: secret_items(d, "etcd-client").pop()),
+     "k8s/etcd-external: --etcd_password_file=/etc/skipserve-etcd/password "
+     "is mounted"),
+    ("external --registry with a bad endpoint list",
+     text_edit(EXT_PATCH, "etcd-1.etcd.example.internal:2379,",
+               "etcd-1.etcd.example.internal,"),
+     "k8s/etcd-external: --registry parses"),
+    ("an --etcd_* flag on the file-store cpu overlay",
+     text_edit(CPU_PATCH, "            - --device=cpu\n",
+               "            - --device=cpu\n            - --etcd_ca=/x\n"),
+     "k8s/cpu: no --etcd_* flags without --registry=etcd://"),
 ]
 
 
