@@ -14,8 +14,6 @@ Checks:
     annotations, and a firing case in the unit tests; every skipserve_*
     metric they use is documented in docs/metrics.md; every recorded
     series they use is defined
-    (here and for the dashboard, the registry metrics of REGISTRY_METRICS
-    count as documented until docs/metrics.md lists them)
   * the dashboard: no __inputs, the variables (datasource, model, policy,
     policy_a, policy_b), every panel and target on ${datasource}, unique
     panel ids, sane gridPos, only documented metrics and defined recorded
@@ -39,18 +37,6 @@ import yaml
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import obslib  # noqa: E402
-
-# The policy registry's metrics (issue #13: the registry in etcd), which the
-# dashboard's A/B row charts. The server exports them (with the `model`
-# label; skipserve_registry_store_reachable also has `store`), but
-# docs/metrics.md may not list them yet: they count as documented here.
-# Once docs/metrics.md has their rows this set changes nothing (the doc's
-# types win); remove it then.
-REGISTRY_METRICS = {
-    "skipserve_registry_version": "gauge",
-    "skipserve_registry_staleness_seconds": "gauge",
-    "skipserve_registry_store_reachable": "gauge",
-}
 
 GRAFANA_VARS = {"datasource", "model", "policy", "policy_a", "policy_b",
                 "__rate_interval", "__interval", "__range"}
@@ -280,11 +266,6 @@ def main():
         obslib.source_path(src, obslib.METRICS_DOC_REL))
     c.check(len(documented) >= 20, "docs/metrics.md lists the metrics",
             str(len(documented)))
-    pending = sorted(set(REGISTRY_METRICS) - set(documented))
-    if pending:
-        print(f"NOTE registry metrics not yet in docs/metrics.md, accepted "
-              f"as documented: {', '.join(pending)}")
-    documented = {**REGISTRY_METRICS, **documented}
     parse_all(c, src)
     check_promtool(c, src, promtool)
     check_prometheus_yml(c, src)
