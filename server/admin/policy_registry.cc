@@ -35,8 +35,10 @@ const LayerPlan& RegistryState::ArmPlan(const ExperimentEntry& entry,
   return it->second.plan;
 }
 
-PolicyRegistry::PolicyRegistry(int num_layers)
-    : num_layers_(num_layers), state_(std::make_shared<RegistryState>()) {}
+PolicyRegistry::PolicyRegistry(int num_layers, size_t max_registry_bytes)
+    : num_layers_(num_layers),
+      max_registry_bytes_(max_registry_bytes),
+      state_(std::make_shared<RegistryState>()) {}
 
 absl::Status PolicyRegistry::ValidateName(const std::string& name) {
   return ValidateRegistryName("policy", name);

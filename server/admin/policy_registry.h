@@ -113,7 +113,14 @@ struct Assignment {
 
 class PolicyRegistry {
  public:
-  explicit PolicyRegistry(int num_layers);
+  // The stored document (state_file.h) of the whole registry is at most
+  // this big by default: a change that would pass it is
+  // RESOURCE_EXHAUSTED. It keeps a change one etcd request (etcd refuses
+  // requests over 1.5 MiB) and a replica's copy small.
+  static constexpr size_t kMaxRegistryBytes = 1 << 20;
+
+  explicit PolicyRegistry(int num_layers,
+                          size_t max_registry_bytes = kMaxRegistryBytes);
   ~PolicyRegistry();  // stops the store's watch first
 
   // Replaces the registry's contents (policies; no experiments) with the
@@ -205,6 +212,7 @@ class PolicyRegistry {
   std::shared_ptr<RegistryStore> store() const;
 
   const int num_layers_;
+  const size_t max_registry_bytes_;
   absl::Mutex write_mu_;    // serializes changes (held across store writes)
   mutable absl::Mutex mu_;  // guards the two pointers only
   RegistryStatePtr state_ ABSL_GUARDED_BY(mu_);

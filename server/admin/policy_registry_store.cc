@@ -173,13 +173,22 @@ absl::StatusOr<RegistryStatePtr> PolicyRegistry::Change(
     auto next = std::make_shared<RegistryState>(*base);
     SKIPSERVE_RETURN_IF_ERROR(mutate(*next));
     next->version = base->version + 1;
+    const StoredState stored = ToStored(*next);
+    if (const size_t bytes = SerializeState(stored).size();
+        bytes > max_registry_bytes_) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "the registry would hold %d bytes with this change; at most %d "
+          "are allowed (delete policies or experiments first); the change "
+          "was not made",
+          bytes, max_registry_bytes_));
+    }
     if (s == nullptr) {  // before Restore: memory only
       Publish(next);
       return next;
     }
     std::optional<StoredState> current;
     const absl::Status written =
-        s->CompareAndSwap(base->version, ToStored(*next), &current);
+        s->CompareAndSwap(base->version, stored, &current);
     if (written.ok()) {
       Publish(next);
       return next;

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -114,6 +115,30 @@ TEST(PolicyRegistry, ExpectedVersionIsCompareAndSet) {
             absl::StatusCode::kAborted);
   EXPECT_EQ(registry.PutExperiment(AbExperiment(1, 1), 7u).status().code(),
             absl::StatusCode::kAborted);
+}
+
+TEST(PolicyRegistry, TheWholeRegistryIsBounded) {
+  // Each policy stores about 1.1 KB (a 1 KiB description): 64 KiB hold
+  // fewer than 60 (the server's 1 MiB works the same way).
+  PolicyRegistry registry(8, 64 << 10);
+  const std::string description(1024, 'd');
+  int made = 0;
+  absl::Status refused;
+  for (; made < 200; ++made) {
+    refused = registry
+                  .PutPolicy(absl::StrCat("p", made), "attn:last=10%",
+                             description, std::nullopt)
+                  .status();
+    if (!refused.ok()) break;
+  }
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+  EXPECT_GT(made, 50);
+  EXPECT_LT(made, 60);
+  EXPECT_EQ(registry.version(), static_cast<uint64_t>(made));
+  // Deleting makes room again.
+  ASSERT_TRUE(registry.DeletePolicy("p0", std::nullopt).ok());
+  EXPECT_TRUE(
+      registry.PutPolicy("q", "attn:last=10%", description, std::nullopt).ok());
 }
 
 TEST(PolicyRegistry, ArmsFollowNamedPoliciesWhichCannotBeDeletedWhileUsed) {
