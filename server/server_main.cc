@@ -240,30 +240,16 @@ absl::StatusOr<ServeOptions> ValidateFlags() {
 
 // The registry store --registry names, with --etcd_*'s TLS and auth.
 absl::StatusOr<std::unique_ptr<RegistryStore>> OpenStore() {
-  RegistryStoreOptions options;
-  options.url = absl::GetFlag(FLAGS_registry);
-  options.state_file = absl::GetFlag(FLAGS_state_file);
-  options.etcd.ca_file = absl::GetFlag(FLAGS_etcd_ca);
-  options.etcd.cert_file = absl::GetFlag(FLAGS_etcd_cert);
-  options.etcd.key_file = absl::GetFlag(FLAGS_etcd_key);
-  options.etcd.user = absl::GetFlag(FLAGS_etcd_user);
-  if (options.etcd.cert_file.empty() != options.etcd.key_file.empty()) {
-    return absl::InvalidArgumentError("--etcd_cert and --etcd_key go together");
-  }
-  const std::string password_file = absl::GetFlag(FLAGS_etcd_password_file);
-  if (options.etcd.user.empty() != password_file.empty()) {
-    return absl::InvalidArgumentError(
-        "--etcd_user and --etcd_password_file go together");
-  }
-  if (!password_file.empty()) {
-    absl::StatusOr<std::string> text = ReadWholeFile(password_file);
-    if (!text.ok()) {
-      return absl::Status(
-          text.status().code(),
-          absl::StrCat("--etcd_password_file: ", text.status().message()));
-    }
-    options.etcd.password = text->substr(0, text->find_first_of("\r\n"));
-  }
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      const RegistryStoreOptions options,
+      RegistryStoreOptionsFromFlags(RegistryStoreFlags{
+          .registry = absl::GetFlag(FLAGS_registry),
+          .state_file = absl::GetFlag(FLAGS_state_file),
+          .etcd_ca = absl::GetFlag(FLAGS_etcd_ca),
+          .etcd_cert = absl::GetFlag(FLAGS_etcd_cert),
+          .etcd_key = absl::GetFlag(FLAGS_etcd_key),
+          .etcd_user = absl::GetFlag(FLAGS_etcd_user),
+          .etcd_password_file = absl::GetFlag(FLAGS_etcd_password_file)}));
   return OpenRegistryStore(options);
 }
 

@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "client/cli/commands.h"
 #include "client/cli/output.h"
+#include "client/cli/policies_transfer.h"
 #include "engine/base/status_macros.h"
 
 ABSL_FLAG(std::string, name, "",
@@ -83,7 +84,10 @@ std::string Share(double weight, double total) {
 }  // namespace
 
 std::vector<std::string> PoliciesFlagNames() {
-  return {"name", "spec", "description", "expected_version", "json"};
+  std::vector<std::string> names = {"name", "spec", "description",
+                                    "expected_version", "json"};
+  for (std::string& name : TransferFlagNames()) names.push_back(name);
+  return names;
 }
 
 std::vector<std::string> ExperimentsFlagNames() {
@@ -112,7 +116,10 @@ absl::StatusOr<AdminRequest> AdminRequestFromArgs(const ParsedArgs& args,
   if (action != "list" && action != "get" && action != "put" &&
       action != "delete") {
     return Usage(absl::StrCat("unknown action '", action, "' for ", command,
-                              " (want list, get, put or delete)"));
+                              experiments
+                                  ? " (want list, get, put or delete)"
+                                  : " (want list, get, put, delete, export "
+                                    "or import)"));
   }
   std::vector<std::string> allowed = {"json"};
   if (action != "list") allowed.push_back("name");

@@ -12,6 +12,9 @@
 //   skipserve experiments get|delete --name ab1
 //   skipserve experiments list
 //
+// `skipserve policies export|import` (policies_transfer.h) move a registry
+// between its stores; they talk to the store, not to a server.
+//
 // NAME may also be given as the argument after the action. Every change
 // may carry --expected_version N (compare-and-set). Results go to `out` as
 // text or, with --json, as the response's JSON; each change also reports
@@ -41,7 +44,8 @@ struct AdminRequest {
   bool json = false;
 };
 
-// The flags the admin commands add (besides the connection flags).
+// The flags the admin commands add (besides the connection flags);
+// PoliciesFlagNames() includes export's and import's (TransferFlagNames).
 std::vector<std::string> PoliciesFlagNames();
 std::vector<std::string> ExperimentsFlagNames();
 

@@ -41,9 +41,6 @@ ABSL_FLAG(bool, prompt_tokens, false,
           "loadgen: send random token ids in [3, vocab) instead of text.");
 ABSL_FLAG(int, max_workers, 1024,
           "loadgen: open loop, most concurrent requests (worker threads).");
-ABSL_FLAG(std::string, out, "",
-          "loadgen: write the report as JSON to this file (the table still "
-          "goes to stdout unless --json).");
 
 namespace skipserve::client {
 namespace {

@@ -2,7 +2,15 @@
 
 #include <fstream>
 
+#include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+
+// Shared by the commands that write a file (defined here, where each of
+// them links, rather than in one command's file).
+ABSL_FLAG(std::string, out, "",
+          "loadgen: write the report as JSON to this file (the table still "
+          "goes to stdout unless --json). policies export: the state file to "
+          "write (- for stdout).");
 
 namespace skipserve::client {
 

@@ -7,8 +7,12 @@
 #include <cstdio>
 #include <string>
 
+#include "absl/flags/declare.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+
+// --out (loadgen's report, policies export's state file).
+ABSL_DECLARE_FLAG(std::string, out);
 
 namespace skipserve::client {
 

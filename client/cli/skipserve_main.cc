@@ -31,6 +31,7 @@
 #include "client/cli/commands.h"
 #include "client/cli/eval_command.h"
 #include "client/cli/loadgen_command.h"
+#include "client/cli/policies_transfer.h"
 #include "client/lib/client.h"
 #include "engine/base/status_macros.h"
 
@@ -173,6 +174,14 @@ int UsageError(const std::string& command_name, const absl::Status& status);
 // `skipserve policies ...` and `skipserve experiments ...`.
 int RunAdmin(const ParsedArgs& args, bool experiments) {
   const std::string command = experiments ? "experiments" : "policies";
+  if (!experiments && args.positional.size() >= 2 &&
+      IsTransferAction(args.positional[1])) {
+    // export/import: the registry store itself, no server.
+    absl::StatusOr<TransferRequest> transfer = TransferRequestFromArgs(args);
+    if (!transfer.ok()) return UsageError(command, transfer.status());
+    const absl::Status status = RunPoliciesTransfer(*transfer, stdout, stderr);
+    return status.ok() ? 0 : Fail(status);
+  }
   absl::StatusOr<AdminRequest> request =
       AdminRequestFromArgs(args, experiments, absl::GetFlag(FLAGS_json));
   if (!request.ok()) return UsageError(command, request.status());
@@ -383,10 +392,16 @@ const std::vector<Command>& Commands() {
        "each of --policies through Score, with 95% intervals, latency and "
        "speedup (docs/evaluation.md).",
        EvalFlagNames(), &RunEval},
-      {"policies", " list|get|put|delete [NAME]",
+      {"policies", " list|get|put|delete|export|import [NAME]",
        "Named policies on the server (the Policies admin API; needs the "
        "admin token): put --name N --spec S [--description D], get/delete "
-       "--name N, list.",
+       "--name N, list. export --registry URL --out FILE and import "
+       "--registry URL --in FILE move a whole registry (policies and "
+       "experiments) between a state file and a registry store "
+       "(file:PATH or etcd://HOST:PORT/PREFIX, with --etcd_*); they talk to "
+       "the store directly, not to a server, so need no --target or token. "
+       "import checks only the file's structure (the CLI has no model): "
+       "the servers check the specs when they apply it.",
        PoliciesFlagNames(), &RunPolicies},
       {"experiments", " list|get|put|delete [NAME]",
        "A/B experiments on the server (admin API): put --name N --arms "

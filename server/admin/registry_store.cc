@@ -49,6 +49,34 @@ bool IsHostPort(absl::string_view endpoint) {
 
 }  // namespace
 
+absl::StatusOr<RegistryStoreOptions> RegistryStoreOptionsFromFlags(
+    const RegistryStoreFlags& flags) {
+  RegistryStoreOptions options;
+  options.url = flags.registry;
+  options.state_file = flags.state_file;
+  options.etcd.ca_file = flags.etcd_ca;
+  options.etcd.cert_file = flags.etcd_cert;
+  options.etcd.key_file = flags.etcd_key;
+  options.etcd.user = flags.etcd_user;
+  if (options.etcd.cert_file.empty() != options.etcd.key_file.empty()) {
+    return absl::InvalidArgumentError("--etcd_cert and --etcd_key go together");
+  }
+  if (options.etcd.user.empty() != flags.etcd_password_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--etcd_user and --etcd_password_file go together");
+  }
+  if (!flags.etcd_password_file.empty()) {
+    absl::StatusOr<std::string> text = ReadWholeFile(flags.etcd_password_file);
+    if (!text.ok()) {
+      return absl::Status(
+          text.status().code(),
+          absl::StrCat("--etcd_password_file: ", text.status().message()));
+    }
+    options.etcd.password = text->substr(0, text->find_first_of("\r\n"));
+  }
+  return options;
+}
+
 absl::StatusOr<std::unique_ptr<RegistryStore>> OpenRegistryStore(
     const RegistryStoreOptions& options) {
   const std::string& url = options.url;

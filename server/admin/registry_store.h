@@ -100,6 +100,27 @@ struct RegistryStoreOptions {
   absl::Duration poll_interval = absl::Milliseconds(250);
 };
 
+// The flags that choose a store, as given on a command line: the server's
+// --registry, --state_file and --etcd_*, and the same flags of the CLI's
+// `skipserve policies export|import` (which has no --state_file).
+struct RegistryStoreFlags {
+  std::string registry;
+  std::string state_file;
+  std::string etcd_ca;
+  std::string etcd_cert;
+  std::string etcd_key;
+  std::string etcd_user;
+  std::string etcd_password_file;  // its first line is the password
+};
+
+// The options `flags` give, with the password read from
+// --etcd_password_file. INVALID_ARGUMENT for --etcd_cert without
+// --etcd_key or --etcd_user without --etcd_password_file (or the
+// reverse); the password file's read error, prefixed with
+// "--etcd_password_file: ". The URL itself is checked by OpenRegistryStore.
+absl::StatusOr<RegistryStoreOptions> RegistryStoreOptionsFromFlags(
+    const RegistryStoreFlags& flags);
+
 // The store `options` name. INVALID_ARGUMENT naming --registry (quoting at
 // most ~100 bytes of it) for a URL that is not one of the forms above, a
 // host:port that is not one, a prefix with characters other than
