@@ -258,22 +258,25 @@ absl::StatusOr<std::unique_ptr<RegistryStore>> OpenStore() {
 absl::Status WaitForStore(RegistryStore& store) {
   const absl::Time deadline =
       absl::Now() + absl::GetFlag(FLAGS_registry_startup_timeout);
-  for (absl::Duration backoff = absl::Milliseconds(100);;
-       backoff = std::min(backoff * 2, absl::Seconds(2))) {
+  absl::Duration backoff = absl::Milliseconds(100);
+  while (true) {
     absl::StatusOr<std::optional<StoredState>> loaded = store.Load();
     if (loaded.ok() ||
         loaded.status().code() != absl::StatusCode::kUnavailable) {
       return absl::OkStatus();  // Restore reports any other error
     }
-    if (absl::Now() + backoff > deadline) {
+    const absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) {
       return absl::UnavailableError(absl::StrFormat(
           "registry: %s (gave up after --registry_startup_timeout=%s)",
           loaded.status().message(),
           absl::FormatDuration(absl::GetFlag(FLAGS_registry_startup_timeout))));
     }
-    std::fprintf(stderr, "registry: waiting for %s\n",
-                 store.Describe().c_str());
-    absl::SleepFor(backoff);
+    std::fprintf(stderr, "registry: waiting for %s: %s\n",
+                 store.Describe().c_str(),
+                 std::string(loaded.status().message()).c_str());
+    absl::SleepFor(std::min(backoff, left));  // the last try at the deadline
+    backoff = std::min(backoff * 2, absl::Seconds(2));
   }
 }
 

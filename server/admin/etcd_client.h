@@ -125,7 +125,7 @@ class EtcdClient {
 
  private:
   struct Reply {
-    long http_status = 0;  // NOLINT(runtime/int): curl's type
+    long http_status = 0;  // NOLINT(google-runtime-int): curl's type
     std::string body;
   };
   class Connection;

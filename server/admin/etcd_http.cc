@@ -97,8 +97,12 @@ absl::StatusOr<std::optional<EtcdKeyValue>> FirstKv(const Json& range) {
 // stands for; its code is a gRPC code.
 absl::Status ErrorStatus(const Json& error, const std::string& where) {
   int code = static_cast<int>(absl::StatusCode::kUnknown);
-  if (error.contains("code") && error["code"].is_number_integer()) {
-    code = error["code"].get<int>();
+  // Unary answers carry "code"; errors inside a watch stream "grpc_code".
+  for (const char* key : {"code", "grpc_code"}) {
+    if (error.contains(key) && error[key].is_number_integer()) {
+      code = error[key].get<int>();
+      break;
+    }
   }
   std::string message = "(no message)";
   if (error.contains("message") && error["message"].is_string()) {

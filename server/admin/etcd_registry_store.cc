@@ -201,6 +201,7 @@ void EtcdRegistryStore::WatchLoop() {
     start = last_mod_revision_ + 1;
   }
   absl::Duration backoff = absl::Milliseconds(100);
+  std::string last_watch_error;
   while (!stop_.load()) {
     bool compacted = false;
     absl::Status status = client_.Watch(
@@ -217,20 +218,29 @@ void EtcdRegistryStore::WatchLoop() {
         },
         stop_);
     if (stop_.load()) return;
-    if (compacted) {
-      // The revisions after `start - 1` are gone: read the key as it is
-      // now and watch from there.
-      const absl::Time before = absl::Now();
-      absl::StatusOr<EtcdRead> read = client_.Get(key_);
-      if (read.ok()) {
-        if (read->kv.has_value()) Deliver(*read->kv);
-        start = read->revision + 1;
-        Confirm(before);
-        continue;
-      }
-      status = read.status();
+    // The watch ended (a compaction, a member that went away, an error):
+    // whatever happened since, read the key as it is now and watch on from
+    // that read.
+    const absl::Time before = absl::Now();
+    absl::StatusOr<EtcdRead> read = client_.Get(key_);
+    if (read.ok()) {
+      if (read->kv.has_value()) Deliver(*read->kv);
+      start = std::max(start, read->revision + 1);
+      Confirm(before);
+      if (compacted) continue;
+    } else {
+      MarkUnreachable();
     }
-    if (status.code() == absl::StatusCode::kUnavailable) MarkUnreachable();
+    if (!status.ok() && status.code() != absl::StatusCode::kUnavailable &&
+        read.ok()) {
+      // etcd refused the watch itself: say so once per distinct message.
+      const std::string message(status.message());
+      if (message != last_watch_error) {
+        std::fprintf(stderr, "registry: watch of %s: %s\n", key_.c_str(),
+                     message.c_str());
+        last_watch_error = message;
+      }
+    }
     if (!SleepFor(backoff)) return;
     backoff = std::min(backoff * 2, kMaxBackoff);
   }

@@ -31,7 +31,8 @@
 // ABORTED when the registry's version differs. Each change is also a
 // compare-and-set against the store on the version it was built from: when
 // another replica changed the store first, its state is taken and the
-// change is built again on it (without an expected version; up to 8 times)
+// change is built again on it (without an expected version; up to 20 times,
+// after a short random pause)
 // or refused with ABORTED naming the new version (with one). A store that
 // cannot be reached refuses the change (UNAVAILABLE). A registry at the largest
 // version (2^64-1, which only an edited state file reaches) refuses every

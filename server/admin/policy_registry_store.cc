@@ -4,10 +4,12 @@
 
 #include <cstdio>
 #include <limits>
+#include <random>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "engine/base/status_macros.h"
 #include "server/admin/file_registry_store.h"
 #include "server/admin/policy_registry.h"
@@ -16,8 +18,17 @@ namespace skipserve::server {
 namespace {
 
 // How often a change without an expected version is built again on a
-// newer state after another replica's change won the race.
-constexpr int kMaxChangeAttempts = 8;
+// newer state after another replica's change won the race, and how long it
+// waits before each new attempt (a random share of attempt x this, so that
+// two replicas writing in a loop do not keep colliding in lockstep).
+constexpr int kMaxChangeAttempts = 20;
+constexpr absl::Duration kRetryJitter = absl::Milliseconds(5);
+
+// A uniform draw in [0, 1) from a per-thread generator.
+double Jitter() {
+  thread_local std::mt19937_64 rng(std::random_device{}());
+  return static_cast<double>(rng() >> 11) * 0x1.0p-53;
+}
 
 StoredState ToStored(const RegistryState& state) {
   StoredState stored;
@@ -215,6 +226,7 @@ absl::StatusOr<RegistryStatePtr> PolicyRegistry::Change(
                                 attempt),
           current->version));
     }
+    absl::SleepFor(kRetryJitter * attempt * Jitter());
   }
 }
 
