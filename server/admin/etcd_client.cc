@@ -40,9 +40,14 @@ size_t AppendBody(char* data, size_t size, size_t count, void* user) {
 }  // namespace
 
 EtcdClient::EtcdClient(EtcdOptions options) : options_(std::move(options)) {
-  etcd_internal::InitCurlOnce();
+  absl::StatusOr<const CurlApi*> api = LoadCurl();
+  if (api.ok()) {
+    api_ = *api;
+  } else {
+    api_status_ = api.status();
+  }
   absl::MutexLock lock(&mu_);
-  connection_ = std::make_unique<Connection>();
+  if (api_ != nullptr) connection_ = std::make_unique<Connection>(*api_);
 }
 
 EtcdClient::~EtcdClient() = default;
@@ -68,23 +73,24 @@ std::string EtcdClient::CurrentToken() const {
 absl::StatusOr<EtcdClient::Reply> EtcdClient::Post(const std::string& url,
                                                    const std::string& body,
                                                    const std::string& token) {
+  if (api_ == nullptr) return api_status_;
   CURL* curl = connection_->get();
   if (curl == nullptr) return absl::InternalError("curl_easy_init failed");
-  curl_easy_reset(curl);
-  Headers headers(token);
-  Configure(curl, options_, url, body, headers);
+  api_->easy_reset(curl);
+  Headers headers(*api_, token);
+  Configure(*api_, curl, options_, url, body, headers);
   Reply reply;
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, AppendBody);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &reply.body);
-  curl_easy_setopt(
+  api_->easy_setopt(curl, CURLOPT_WRITEFUNCTION, AppendBody);
+  api_->easy_setopt(curl, CURLOPT_WRITEDATA, &reply.body);
+  api_->easy_setopt(
       curl, CURLOPT_TIMEOUT_MS,
       static_cast<long>(absl::ToInt64Milliseconds(options_.request_timeout)));
-  const CURLcode code = curl_easy_perform(curl);
+  const CURLcode code = api_->easy_perform(curl);
   if (code != CURLE_OK) {
     return absl::UnavailableError(
-        absl::StrFormat("%s: %s", url, curl_easy_strerror(code)));
+        absl::StrFormat("%s: %s", url, api_->easy_strerror(code)));
   }
-  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &reply.http_status);
+  api_->easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &reply.http_status);
   return reply;
 }
 

@@ -7,7 +7,8 @@
 //
 // Transport: etcd's JSON gateway (HTTP/1.1 POST of the v3 API's messages in
 // proto3 JSON form at /v3/kv/range, /v3/kv/txn, /v3/watch,
-// /v3/auth/authenticate), through libcurl. Why not etcd's gRPC service,
+// /v3/auth/authenticate), through libcurl, loaded at run time
+// (curl_library.h says why). Why not etcd's gRPC service,
 // which would suit a gRPC server better: Debian ships etcd's .proto files
 // only inside golang-etcd-server-dev (about 150 Go source packages, a
 // systemd upgrade among them), and they import gogoproto and
@@ -29,7 +30,8 @@
 // endpoint and curl's reason), or the request timed out; the etcd error's
 // gRPC code and message otherwise (PERMISSION_DENIED, UNAUTHENTICATED,
 // INVALID_ARGUMENT ...); INTERNAL for an answer that is not the JSON
-// expected. Messages quote at most ~100 bytes of what etcd sent.
+// expected; FAILED_PRECONDITION for every request when libcurl could not be
+// loaded. Messages quote at most ~100 bytes of what etcd sent.
 //
 // Thread safety: Get and PutIfModRevision may be called from any thread
 // (they share one connection, one request at a time); each Watch call uses
@@ -48,6 +50,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/admin/curl_library.h"
 
 namespace skipserve::server {
 
@@ -145,6 +148,10 @@ class EtcdClient {
   std::string CurrentToken() const;
 
   const EtcdOptions options_;
+  // libcurl (curl_library.h); null when it could not be loaded, and every
+  // request then answers api_status_.
+  const CurlApi* api_ = nullptr;
+  absl::Status api_status_;
   mutable absl::Mutex mu_;
   std::unique_ptr<Connection> connection_ ABSL_GUARDED_BY(mu_);
   size_t endpoint_ ABSL_GUARDED_BY(mu_) = 0;  // the one that last answered

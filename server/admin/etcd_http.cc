@@ -1,7 +1,5 @@
 #include "server/admin/etcd_http.h"
 
-#include <mutex>
-
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -26,33 +24,29 @@ absl::StatusOr<std::string> Base64Field(const Json& object, const char* key) {
 
 }  // namespace
 
-void InitCurlOnce() {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
-
 // The options every request sets: the URL, a POST of `body`, TLS, timeouts.
-void Configure(CURL* curl, const EtcdOptions& options, const std::string& url,
-               const std::string& body, const Headers& headers) {
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl, CURLOPT_POST, 1L);
-  curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.data());
-  curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
-  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers.get());
-  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(
+void Configure(const CurlApi& api, CURL* curl, const EtcdOptions& options,
+               const std::string& url, const std::string& body,
+               const Headers& headers) {
+  api.easy_setopt(curl, CURLOPT_URL, url.c_str());
+  api.easy_setopt(curl, CURLOPT_POST, 1L);
+  api.easy_setopt(curl, CURLOPT_POSTFIELDS, body.data());
+  api.easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+  api.easy_setopt(curl, CURLOPT_HTTPHEADER, headers.get());
+  api.easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  api.easy_setopt(
       curl, CURLOPT_CONNECTTIMEOUT_MS,
       static_cast<long>(absl::ToInt64Milliseconds(options.connect_timeout)));
-  curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
-  curl_easy_setopt(curl, CURLOPT_TCP_KEEPIDLE, 2L);
-  curl_easy_setopt(curl, CURLOPT_TCP_KEEPINTVL, 1L);
-  curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+  api.easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
+  api.easy_setopt(curl, CURLOPT_TCP_KEEPIDLE, 2L);
+  api.easy_setopt(curl, CURLOPT_TCP_KEEPINTVL, 1L);
+  api.easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
   if (!options.ca_file.empty()) {
-    curl_easy_setopt(curl, CURLOPT_CAINFO, options.ca_file.c_str());
+    api.easy_setopt(curl, CURLOPT_CAINFO, options.ca_file.c_str());
   }
   if (!options.cert_file.empty()) {
-    curl_easy_setopt(curl, CURLOPT_SSLCERT, options.cert_file.c_str());
-    curl_easy_setopt(curl, CURLOPT_SSLKEY, options.key_file.c_str());
+    api.easy_setopt(curl, CURLOPT_SSLCERT, options.cert_file.c_str());
+    api.easy_setopt(curl, CURLOPT_SSLKEY, options.key_file.c_str());
   }
 }
 

@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
+#include "server/admin/curl_library.h"
 #include "server/admin/etcd_client.h"
 
 namespace skipserve::server::etcd_internal {
@@ -23,31 +24,30 @@ using Json = nlohmann::json;
 // most a few hundred KiB, and etcd refuses requests above 1.5 MiB.
 inline constexpr size_t kMaxReplyBytes = 8 << 20;
 
-// curl_global_init, once per process.
-void InitCurlOnce();
-
 // A header list freed with its owner.
 class Headers {
  public:
-  explicit Headers(const std::string& token) {
-    list_ = curl_slist_append(list_, "Content-Type: application/json");
+  Headers(const CurlApi& api, const std::string& token) : api_(api) {
+    list_ = api_.slist_append(list_, "Content-Type: application/json");
     if (!token.empty()) {
-      list_ = curl_slist_append(list_,
+      list_ = api_.slist_append(list_,
                                 absl::StrCat("Authorization: ", token).c_str());
     }
   }
-  ~Headers() { curl_slist_free_all(list_); }
+  ~Headers() { api_.slist_free_all(list_); }
   Headers(const Headers&) = delete;
   Headers& operator=(const Headers&) = delete;
   curl_slist* get() const { return list_; }
 
  private:
+  const CurlApi& api_;
   curl_slist* list_ = nullptr;
 };
 
 // The options every request sets: the URL, a POST of `body`, TLS, timeouts.
-void Configure(CURL* curl, const EtcdOptions& options, const std::string& url,
-               const std::string& body, const Headers& headers);
+void Configure(const CurlApi& api, CURL* curl, const EtcdOptions& options,
+               const std::string& url, const std::string& body,
+               const Headers& headers);
 
 // proto3 JSON's int64 (a string, or a number); a missing field is 0.
 absl::StatusOr<int64_t> Int64Field(const Json& object, const char* key);
@@ -74,15 +74,16 @@ namespace skipserve::server {
 // A curl easy handle (one connection, kept alive between requests).
 class EtcdClient::Connection {
  public:
-  Connection() : curl_(curl_easy_init()) {}
+  explicit Connection(const CurlApi& api) : api_(api), curl_(api.easy_init()) {}
   ~Connection() {
-    if (curl_ != nullptr) curl_easy_cleanup(curl_);
+    if (curl_ != nullptr) api_.easy_cleanup(curl_);
   }
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
   CURL* get() const { return curl_; }
 
  private:
+  const CurlApi& api_;
   CURL* curl_;
 };
 

@@ -121,21 +121,22 @@ absl::Status EtcdClient::Watch(
                          {{"key", absl::Base64Escape(key)},
                           {"start_revision", absl::StrCat(start_revision)}}}};
   const std::string body = request.dump();
-  Connection connection;
+  if (api_ == nullptr) return api_status_;
+  Connection connection(*api_);
   CURL* curl = connection.get();
   if (curl == nullptr) return absl::InternalError("curl_easy_init failed");
-  Headers headers(CurrentToken());
-  Configure(curl, options_, url, body, headers);
+  Headers headers(*api_, CurrentToken());
+  Configure(*api_, curl, options_, url, body, headers);
   WatchStream stream;
   stream.on_created = &on_created;
   stream.on_message = &on_message;
   stream.stop = &stop;
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, WatchWrite);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &stream);
-  curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
-  curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, WatchProgress);
-  curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &stream);
-  const CURLcode code = curl_easy_perform(curl);
+  api_->easy_setopt(curl, CURLOPT_WRITEFUNCTION, WatchWrite);
+  api_->easy_setopt(curl, CURLOPT_WRITEDATA, &stream);
+  api_->easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+  api_->easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, WatchProgress);
+  api_->easy_setopt(curl, CURLOPT_XFERINFODATA, &stream);
+  const CURLcode code = api_->easy_perform(curl);
   if (stop.load() || stream.canceled) return absl::OkStatus();
   if (!stream.error.ok()) {
     if (IsTokenError(stream.error)) {
@@ -151,10 +152,10 @@ absl::Status EtcdClient::Watch(
     endpoint_ = (endpoint_ + 1) % options_.endpoints.size();
   }
   long http_status = 0;  // NOLINT(google-runtime-int): curl's type
-  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &http_status);
+  api_->easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &http_status);
   return absl::UnavailableError(absl::StrFormat(
       "etcd watch at %s ended: %s (HTTP %d)", url,
-      code == CURLE_OK ? "the stream closed" : curl_easy_strerror(code),
+      code == CURLE_OK ? "the stream closed" : api_->easy_strerror(code),
       http_status));
 }
 

@@ -2,6 +2,7 @@
 // as compare-and-set against the store, and states other replicas wrote.
 // The rest of the class is in policy_registry.cc.
 
+#include <cstdint>
 #include <cstdio>
 #include <limits>
 #include <random>
@@ -24,10 +25,17 @@ namespace {
 constexpr int kMaxChangeAttempts = 20;
 constexpr absl::Duration kRetryJitter = absl::Milliseconds(5);
 
-// A uniform draw in [0, 1) from a per-thread generator.
+// A uniform draw in [0, 1): splitmix64 on a per-thread word. Eight bytes
+// of thread-local state on purpose: static TLS comes out of every thread's
+// stack, and civetweb's /metrics threads have little to spare (a 2.5 KB
+// std::mt19937_64 here made a scrape overflow; curl_library.h).
 double Jitter() {
-  thread_local std::mt19937_64 rng(std::random_device{}());
-  return static_cast<double>(rng() >> 11) * 0x1.0p-53;
+  thread_local uint64_t state = std::random_device{}();
+  uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  z ^= z >> 31;
+  return static_cast<double>(z >> 11) * 0x1.0p-53;
 }
 
 StoredState ToStored(const RegistryState& state) {

@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "engine/base/quote.h"
+#include "server/admin/curl_library.h"
 #include "server/admin/etcd_registry_store.h"
 #include "server/admin/file_registry_store.h"
 
@@ -123,6 +124,10 @@ absl::StatusOr<std::unique_ptr<RegistryStore>> OpenRegistryStore(
   absl::ConsumeSuffix(&prefix, "/");
   if (prefix.empty()) prefix = "skipserve";
   if (prefix.size() > 200) return BadUrl(url, "the prefix is over 200 bytes");
+  if (absl::StatusOr<const CurlApi*> curl = LoadCurl(); !curl.ok()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "--registry=%s: %s", QuoteInput(url), curl.status().message()));
+  }
   return std::make_unique<EtcdRegistryStore>(
       std::move(etcd), absl::StrCat("/", prefix, "/"), options.poll_interval);
 }

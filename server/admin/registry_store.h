@@ -125,8 +125,9 @@ absl::StatusOr<RegistryStoreOptions> RegistryStoreOptionsFromFlags(
 // most ~100 bytes of it) for a URL that is not one of the forms above, a
 // host:port that is not one, a prefix with characters other than
 // [A-Za-z0-9_.-/], or --state_file given with an etcd URL (the replicas
-// share their state through etcd; a file would diverge). Opens no
-// connection: Load() is the first.
+// share their state through etcd; a file would diverge);
+// FAILED_PRECONDITION for an etcd URL when libcurl cannot be loaded
+// (curl_library.h). Opens no connection: Load() is the first.
 absl::StatusOr<std::unique_ptr<RegistryStore>> OpenRegistryStore(
     const RegistryStoreOptions& options);
 
