@@ -17,7 +17,18 @@ libs=$(mktemp)
 pkgs=$(mktemp)
 trap 'rm -f "$libs" "$pkgs"' EXIT
 
+# "--also LIB": a library the binaries dlopen() (libcurl, for the etcd
+# registry store): its own package and those of its libraries.
+also=0
 for f in "$@"; do
+  if [ "$f" = "--also" ]; then
+    also=1
+    continue
+  fi
+  if [ "$also" -eq 1 ]; then
+    also=0
+    readlink -f "$f" >>"$libs"
+  fi
   out=$(ldd "$f") || { echo "ldd failed on $f" >&2; exit 1; }
   if printf '%s\n' "$out" | grep -q 'not found'; then
     echo "$f: unresolved libraries:" >&2

@@ -21,6 +21,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The etcd registry store dlopen()s libcurl: with nothing listening on the
+# given port, the server must get as far as trying etcd (and give up at
+# once), not stop for a missing libcurl.
+if "$server" --registry=etcd://127.0.0.1:9/smoke \
+    --registry_startup_timeout=0s >"$work/etcd-log" 2>&1; then
+  echo "smoke-test: the server started without its etcd registry" >&2
+  exit 1
+fi
+if ! grep -q "gave up after --registry_startup_timeout" "$work/etcd-log"; then
+  echo "smoke-test: the etcd registry store cannot be used:" >&2
+  cat "$work/etcd-log" >&2
+  exit 1
+fi
+
 "$server" --host=127.0.0.1 --port=0 --metrics_port=0 \
     --port_file="$work/port" --drain_timeout=5s "$@" >"$work/log" 2>&1 &
 pid=$!
