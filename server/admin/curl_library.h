@@ -23,6 +23,9 @@
 
 namespace skipserve::server {
 
+// curl_easy_setopt's integer options are C longs.
+using CurlLong = long;  // NOLINT(google-runtime-int): curl's type
+
 // The libcurl functions the etcd client uses (same names without curl_).
 struct CurlApi {
   CURL* (*easy_init)();

@@ -82,9 +82,9 @@ absl::StatusOr<EtcdClient::Reply> EtcdClient::Post(const std::string& url,
   Reply reply;
   api_->easy_setopt(curl, CURLOPT_WRITEFUNCTION, AppendBody);
   api_->easy_setopt(curl, CURLOPT_WRITEDATA, &reply.body);
-  api_->easy_setopt(
-      curl, CURLOPT_TIMEOUT_MS,
-      static_cast<long>(absl::ToInt64Milliseconds(options_.request_timeout)));
+  api_->easy_setopt(curl, CURLOPT_TIMEOUT_MS,
+                    static_cast<CurlLong>(
+                        absl::ToInt64Milliseconds(options_.request_timeout)));
   const CURLcode code = api_->easy_perform(curl);
   if (code != CURLE_OK) {
     return absl::UnavailableError(

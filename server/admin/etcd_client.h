@@ -128,7 +128,7 @@ class EtcdClient {
 
  private:
   struct Reply {
-    long http_status = 0;  // NOLINT(google-runtime-int): curl's type
+    CurlLong http_status = 0;
     std::string body;
   };
   class Connection;

@@ -31,12 +31,13 @@ void Configure(const CurlApi& api, CURL* curl, const EtcdOptions& options,
   api.easy_setopt(curl, CURLOPT_URL, url.c_str());
   api.easy_setopt(curl, CURLOPT_POST, 1L);
   api.easy_setopt(curl, CURLOPT_POSTFIELDS, body.data());
-  api.easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+  api.easy_setopt(curl, CURLOPT_POSTFIELDSIZE,
+                  static_cast<CurlLong>(body.size()));
   api.easy_setopt(curl, CURLOPT_HTTPHEADER, headers.get());
   api.easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-  api.easy_setopt(
-      curl, CURLOPT_CONNECTTIMEOUT_MS,
-      static_cast<long>(absl::ToInt64Milliseconds(options.connect_timeout)));
+  api.easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
+                  static_cast<CurlLong>(
+                      absl::ToInt64Milliseconds(options.connect_timeout)));
   api.easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
   api.easy_setopt(curl, CURLOPT_TCP_KEEPIDLE, 2L);
   api.easy_setopt(curl, CURLOPT_TCP_KEEPINTVL, 1L);

@@ -151,7 +151,7 @@ absl::Status EtcdClient::Watch(
     absl::MutexLock lock(&mu_);
     endpoint_ = (endpoint_ + 1) % options_.endpoints.size();
   }
-  long http_status = 0;  // NOLINT(google-runtime-int): curl's type
+  CurlLong http_status = 0;
   api_->easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &http_status);
   return absl::UnavailableError(absl::StrFormat(
       "etcd watch at %s ended: %s (HTTP %d)", url,

@@ -4,6 +4,8 @@
 // its reload after a compaction), an unreachable etcd and its return.
 // The fleet of real servers is in fleet_test.cc.
 
+#include "server/admin/etcd_registry_store.h"
+
 #include <algorithm>
 #include <atomic>
 #include <memory>
@@ -15,7 +17,6 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
-#include "server/admin/etcd_registry_store.h"
 #include "server/admin/policy_registry.h"
 #include "tests/integration/etcd_process.h"
 
@@ -73,9 +74,9 @@ TEST_F(EtcdRegistryStoreTest, CompareAndSwapOnTheBaseVersion) {
 
   // Both seed; the second finds the first's registry.
   std::optional<StoredState> current;
-  ASSERT_TRUE(a->CompareAndSwap(std::nullopt, StateWithPolicy(0, "seed-a"),
-                                &current)
-                  .ok());
+  ASSERT_TRUE(
+      a->CompareAndSwap(std::nullopt, StateWithPolicy(0, "seed-a"), &current)
+          .ok());
   absl::Status lost =
       b->CompareAndSwap(std::nullopt, StateWithPolicy(0, "seed-b"), &current);
   EXPECT_EQ(lost.code(), absl::StatusCode::kAborted) << lost;
@@ -175,11 +176,9 @@ TEST_F(EtcdRegistryStoreTest, WatchFromACompactedRevisionReloads) {
   ASSERT_TRUE(etcd_->Compact().ok());
   std::atomic<uint64_t> latest{0};
   reader->Watch([&](const StoredState& s) { latest = s.version; });
-  EXPECT_TRUE(WaitFor([&] { return latest == 4; }, absl::Seconds(5)))
-      << latest;
+  EXPECT_TRUE(WaitFor([&] { return latest == 4; }, absl::Seconds(5))) << latest;
   ASSERT_TRUE(writer->CompareAndSwap(4, StateWithPolicy(5, "p"), nullptr).ok());
-  EXPECT_TRUE(WaitFor([&] { return latest == 5; }, absl::Seconds(5)))
-      << latest;
+  EXPECT_TRUE(WaitFor([&] { return latest == 5; }, absl::Seconds(5))) << latest;
 }
 
 TEST_F(EtcdRegistryStoreTest, UnreachableThenBack) {
@@ -192,14 +191,14 @@ TEST_F(EtcdRegistryStoreTest, UnreachableThenBack) {
   ASSERT_TRUE(reader->Load().ok());
   std::atomic<uint64_t> latest{0};
   reader->Watch([&](const StoredState& s) { latest = s.version; });
-  ASSERT_TRUE(WaitFor([&] { return reader->Health().staleness <
-                                   absl::Milliseconds(500); },
-                      absl::Seconds(5)));
+  ASSERT_TRUE(WaitFor(
+      [&] { return reader->Health().staleness < absl::Milliseconds(500); },
+      absl::Seconds(5)));
   EXPECT_TRUE(reader->Health().reachable);
 
   etcd_->Kill(0);
-  ASSERT_TRUE(WaitFor([&] { return !reader->Health().reachable; },
-                      absl::Seconds(5)));
+  ASSERT_TRUE(
+      WaitFor([&] { return !reader->Health().reachable; }, absl::Seconds(5)));
   const absl::Duration stale = reader->Health().staleness;
   absl::SleepFor(absl::Seconds(1));
   EXPECT_GE(reader->Health().staleness, stale + absl::Milliseconds(900));
@@ -209,8 +208,8 @@ TEST_F(EtcdRegistryStoreTest, UnreachableThenBack) {
   ASSERT_TRUE(etcd_->Restart(0).ok());
   ASSERT_TRUE(writer->CompareAndSwap(0, StateWithPolicy(1, "p"), nullptr).ok());
   EXPECT_TRUE(WaitFor([&] { return latest == 1; }, absl::Seconds(5)));
-  EXPECT_TRUE(WaitFor([&] { return reader->Health().reachable; },
-                      absl::Seconds(5)));
+  EXPECT_TRUE(
+      WaitFor([&] { return reader->Health().reachable; }, absl::Seconds(5)));
   EXPECT_LT(reader->Health().staleness, absl::Seconds(2));
 }
 
@@ -232,9 +231,9 @@ TEST_F(EtcdRegistryStoreTest, AnUnreadableDocumentIsSkipped) {
   absl::SleepFor(absl::Milliseconds(500));
   EXPECT_EQ(calls, 0);
   // Whoever fixes the key with a valid document is followed again.
-  ASSERT_TRUE(etcd_->Put("/test/registry",
-                         SerializeState(StateWithPolicy(7, "fixed")))
-                  .ok());
+  ASSERT_TRUE(
+      etcd_->Put("/test/registry", SerializeState(StateWithPolicy(7, "fixed")))
+          .ok());
   EXPECT_TRUE(WaitFor([&] { return latest == 7; }, absl::Seconds(5)));
 }
 
@@ -270,9 +269,9 @@ TEST_F(RegistryOnEtcdTest, ConcurrentChangesAllLand) {
   auto writer = [](PolicyRegistry* r, const std::string& tag,
                    std::vector<absl::Status>* out) {
     for (int i = 0; i < kEach; ++i) {
-      out->push_back(r->PutPolicy(absl::StrCat(tag, i), "ffn:last=10%", "",
-                                  std::nullopt)
-                         .status());
+      out->push_back(
+          r->PutPolicy(absl::StrCat(tag, i), "ffn:last=10%", "", std::nullopt)
+              .status());
     }
   };
   std::vector<absl::Status> from_a, from_b;
@@ -284,8 +283,8 @@ TEST_F(RegistryOnEtcdTest, ConcurrentChangesAllLand) {
   for (const absl::Status& s : from_b) EXPECT_TRUE(s.ok()) << s;
   // Nothing acknowledged is lost, on either replica.
   for (PolicyRegistry* r : {a.get(), b.get()}) {
-    ASSERT_TRUE(WaitFor([&] { return r->version() == 2 * kEach; },
-                        absl::Seconds(5)))
+    ASSERT_TRUE(
+        WaitFor([&] { return r->version() == 2 * kEach; }, absl::Seconds(5)))
         << r->version();
     EXPECT_EQ(r->List().size(), 2u * kEach);
   }
