@@ -26,7 +26,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "engine/base/status_macros.h"
 #include "nlohmann/json.hpp"
+#include "tests/integration/child_process.h"
 
 #ifndef SKIPSERVE_ETCD_BINARY
 #define SKIPSERVE_ETCD_BINARY "/usr/bin/etcd"
@@ -105,20 +107,6 @@ void KillAndReap(pid_t pid) {
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-}
-
-// Clean signal state for an exec'd child: ignored signals stay ignored
-// across exec, and the mask is inherited. Async-signal-safe.
-void ResetSignals() {
-  struct sigaction dfl;
-  std::memset(&dfl, 0, sizeof(dfl));
-  dfl.sa_handler = SIG_DFL;
-  for (int sig : {SIGTERM, SIGINT, SIGPIPE, SIGHUP, SIGCHLD}) {
-    sigaction(sig, &dfl, nullptr);
-  }
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, nullptr);
 }
 
 // GET `path` from 127.0.0.1:`port` with a short timeout; "" on failure.
@@ -315,46 +303,16 @@ absl::Status EtcdCluster::Spawn(int i) {
       "--logger=zap",
       "--log-outputs=stderr",
   };
-  std::vector<char*> argv;
-  for (std::string& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-
   // Appended to: a restarted member's log follows its first life's.
-  const int log_fd = open(member.log_path.c_str(),
-                          O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (log_fd < 0) {
-    return absl::InternalError(absl::StrCat("cannot create ", member.log_path,
-                                            ": ", std::strerror(errno)));
-  }
-  {
-    const std::string header =
-        absl::StrCat("=== EtcdCluster: ", absl::StrJoin(args, " "), "\n");
-    (void)!write(log_fd, header.data(), header.size());
-  }
-  const int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  const pid_t parent = getpid();
-  const pid_t pid = fork();
-  if (pid < 0) {
-    const int error = errno;
-    close(log_fd);
-    if (null_fd >= 0) close(null_fd);
-    return absl::InternalError(absl::StrCat("fork: ", std::strerror(error)));
-  }
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(127);
-    if (null_fd >= 0) dup2(null_fd, STDIN_FILENO);
-    dup2(log_fd, STDOUT_FILENO);
-    dup2(log_fd, STDERR_FILENO);
-    ResetSignals();
-    execv(argv[0], argv.data());
-    static const char kMessage[] = "EtcdCluster: execv failed\n";
-    (void)!write(STDERR_FILENO, kMessage, sizeof(kMessage) - 1);
-    _exit(127);
-  }
-  close(log_fd);
-  if (null_fd >= 0) close(null_fd);
-  member.pid = pid;
+  ChildOptions child;
+  child.log_path = member.log_path;
+  child.append_log = true;
+  child.log_header =
+      absl::StrCat("=== EtcdCluster: ", absl::StrJoin(args, " "), "\n");
+  child.who = "EtcdCluster";
+  absl::StatusOr<pid_t> pid = SpawnChild(std::move(args), child);
+  if (!pid.ok()) return pid.status();
+  member.pid = *pid;
   return absl::OkStatus();
 }
 
@@ -427,49 +385,19 @@ absl::StatusOr<std::string> EtcdCluster::EtcdctlOnce(
       absl::StrCat("--endpoints=", absl::StrJoin(endpoints, ",")),
       "--dial-timeout=3s", "--command-timeout=15s"};
   args.insert(args.end(), extra.begin(), extra.end());
-  std::vector<char*> argv;
-  for (std::string& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
   std::vector<std::string> env_strings;
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
     if (!absl::StartsWith(*e, "ETCDCTL_")) env_strings.push_back(*e);
   }
   env_strings.push_back("ETCDCTL_API=3");
-  std::vector<char*> envp;
-  for (std::string& e : env_strings) envp.push_back(e.data());
-  envp.push_back(nullptr);
-
-  const int in_fd = open(in_path.c_str(), O_RDONLY | O_CLOEXEC);
-  const int out_fd =
-      open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  const int err_fd =
-      open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  auto close_all = [&] {
-    for (int fd : {in_fd, out_fd, err_fd}) {
-      if (fd >= 0) close(fd);
-    }
-  };
-  if (in_fd < 0 || out_fd < 0 || err_fd < 0) {
-    close_all();
-    return absl::InternalError(
-        absl::StrCat("cannot create etcdctl files in ", dir_));
-  }
-  const pid_t pid = fork();
-  if (pid < 0) {
-    const int error = errno;
-    close_all();
-    return absl::InternalError(absl::StrCat("fork: ", std::strerror(error)));
-  }
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    dup2(in_fd, STDIN_FILENO);
-    dup2(out_fd, STDOUT_FILENO);
-    dup2(err_fd, STDERR_FILENO);
-    ResetSignals();
-    execve(argv[0], argv.data(), envp.data());
-    _exit(127);
-  }
-  close_all();
+  ChildOptions child;
+  child.log_path = out_path;
+  child.stderr_path = err_path;
+  child.stdin_path = in_path;
+  child.env = std::move(env_strings);
+  child.who = "etcdctl";
+  SKIPSERVE_ASSIGN_OR_RETURN(const pid_t pid,
+                             SpawnChild(std::vector<std::string>(args), child));
   const absl::Time give_up = absl::Now() + absl::Seconds(40);
   int status = 0;
   bool timed_out = false;

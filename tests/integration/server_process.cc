@@ -20,6 +20,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "tests/integration/child_process.h"
 
 namespace skipserve::testing {
 namespace {
@@ -85,53 +86,12 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
   };
   args.insert(args.end(), options.extra_flags.begin(),
               options.extra_flags.end());
-  std::vector<char*> argv;
-  argv.reserve(args.size() + 1);
-  for (std::string& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-
-  const int log_fd = open(server->stderr_path_.c_str(),
-                          O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (log_fd < 0) {
-    return absl::InternalError(absl::StrCat(
-        "cannot create ", server->stderr_path_, ": ", std::strerror(errno)));
-  }
-  const int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  const pid_t parent = getpid();
-
-  const pid_t pid = fork();
-  if (pid < 0) {
-    const int error = errno;
-    close(log_fd);
-    if (null_fd >= 0) close(null_fd);
-    return absl::InternalError(absl::StrCat("fork: ", std::strerror(error)));
-  }
-  if (pid == 0) {
-    // Child.
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(127);  // the parent already died
-    if (null_fd >= 0) dup2(null_fd, STDIN_FILENO);
-    dup2(log_fd, STDOUT_FILENO);
-    dup2(log_fd, STDERR_FILENO);
-    // A clean signal state: ignored signals stay ignored across exec, and
-    // the mask is inherited.
-    struct sigaction dfl;
-    std::memset(&dfl, 0, sizeof(dfl));
-    dfl.sa_handler = SIG_DFL;
-    for (int sig : {SIGTERM, SIGINT, SIGPIPE, SIGHUP, SIGCHLD}) {
-      sigaction(sig, &dfl, nullptr);
-    }
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    execv(argv[0], argv.data());
-    static const char kMessage[] = "ServerProcess: execv failed\n";
-    (void)!write(STDERR_FILENO, kMessage, sizeof(kMessage) - 1);
-    _exit(127);
-  }
-  close(log_fd);
-  if (null_fd >= 0) close(null_fd);
-  server->pid_ = pid;
+  ChildOptions child;
+  child.log_path = server->stderr_path_;
+  child.who = "ServerProcess";
+  absl::StatusOr<pid_t> pid = SpawnChild(std::move(args), child);
+  if (!pid.ok()) return pid.status();
+  server->pid_ = *pid;
 
   const absl::Time give_up = absl::Now() + options.start_timeout;
   while (true) {
