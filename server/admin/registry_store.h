@@ -4,7 +4,7 @@
 // Where the policy registry (policy_registry.h) keeps its state: the single
 // source of truth behind every replica's in-memory snapshot.
 //
-// Two stores, chosen with --registry (ParseRegistryUrl):
+// Two stores, chosen with --registry (OpenRegistryStore below):
 //   ""  or file:PATH        the file store (file_registry_store.h): one
 //                           process, one state file (--state_file); today's
 //                           behaviour and the default, so `make run` needs
