@@ -25,7 +25,7 @@ trap cleanup EXIT
 # given port, the server must get as far as trying etcd (and give up at
 # once), not stop for a missing libcurl.
 if "$server" --registry=etcd://127.0.0.1:9/smoke \
-    --registry_startup_timeout=0s >"$work/etcd-log" 2>&1; then
+    --registry_startup_timeout=0s "$@" >"$work/etcd-log" 2>&1; then
   echo "smoke-test: the server started without its etcd registry" >&2
   exit 1
 fi
