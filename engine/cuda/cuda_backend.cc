@@ -12,6 +12,7 @@
 #include "engine/cuda/cuda_weights.h"
 #include "engine/cuda/device_buffer.h"
 #include "engine/cuda/gemm.h"
+#include "engine/cuda/gemv.h"
 #include "engine/cuda/kernels.h"
 #include "engine/cuda/launch_plan.h"
 
@@ -267,11 +268,25 @@ absl::Status CudaBackend::FeedForward(const LaunchPlan& plan, int layer,
   const int hidden = config_.hidden_size;
   const int inter = config_.intermediate_size;
   SKIPSERVE_RETURN_IF_ERROR(NormInput(plan, 2 * layer + 1));
-  SKIPSERVE_RETURN_IF_ERROR(gemm_->Run(scratch_.normed.get(), w.w_gate_up.get(),
-                                       scratch_.gate_up.get(), m, hidden,
-                                       2 * inter));
-  CUDA_RETURN_IF_ERROR(
-      SiluMul(scratch_.gate_up.get(), m, inter, scratch_.act.get(), stream_));
+  if (GemvSupported(scratch_.normed.get(), w.w_gate_up.get(), m, hidden)) {
+    // Few rows: gate|up and SwiGLU in one weight-streaming kernel.
+    GemvParams gate_up;
+    gate_up.x = scratch_.normed.get();
+    gate_up.w = w.w_gate_up.get();
+    gate_up.act = scratch_.act.get();
+    gate_up.m = m;
+    gate_up.k = hidden;
+    gate_up.n = inter;
+    gate_up.epilogue = GemvEpilogue::kSiluMulBf16;
+    CUDA_RETURN_IF_ERROR(Gemv(gate_up, stream_));
+  } else {
+    SKIPSERVE_RETURN_IF_ERROR(gemm_->Run(scratch_.normed.get(),
+                                         w.w_gate_up.get(),
+                                         scratch_.gate_up.get(), m, hidden,
+                                         2 * inter));
+    CUDA_RETURN_IF_ERROR(SiluMul(scratch_.gate_up.get(), m, inter,
+                                 scratch_.act.get(), stream_));
+  }
   SKIPSERVE_RETURN_IF_ERROR(gemm_->Run(scratch_.act.get(), w.w_down.get(),
                                        scratch_.delta.get(), m, inter, hidden));
   return AddResidual(plan, 2 * layer + 1, observer);

@@ -1,6 +1,7 @@
 #include "engine/cuda/gemm.h"
 
 #include "engine/cuda/cuda_check.h"
+#include "engine/cuda/gemv.h"
 
 namespace skipserve::cuda {
 
@@ -37,12 +38,24 @@ Gemm::~Gemm() {
 absl::Status Gemm::Init(cudaStream_t stream) {
   CUBLAS_RETURN_IF_ERROR(cublasCreate(&handle_));
   CUBLAS_RETURN_IF_ERROR(cublasSetStream(handle_, stream));
+  stream_ = stream;
   return absl::OkStatus();
 }
 
 absl::Status Gemm::Run(const bf16* x, const bf16* w, float* y, int m, int k,
                        int n) {
   if (m == 0) return absl::OkStatus();
+  if (n >= 1 && GemvSupported(x, w, m, k)) {
+    GemvParams p;
+    p.x = x;
+    p.w = w;
+    p.y = y;
+    p.m = m;
+    p.k = k;
+    p.n = n;
+    CUDA_RETURN_IF_ERROR(Gemv(p, stream_));
+    return absl::OkStatus();
+  }
   // cuBLAS is column-major: the row-major (m, n) y is the column-major
   // (n, m) matrix w (column-major (k, n), transposed) times x (column-major
   // (k, m)).

@@ -1,8 +1,10 @@
 #ifndef SKIPSERVE_ENGINE_CUDA_GEMM_H_
 #define SKIPSERVE_ENGINE_CUDA_GEMM_H_
 
-// The backend's matrix products through cuBLAS: bf16 operands on the tensor
-// cores, fp32 accumulation and fp32 output.
+// The backend's matrix products: bf16 operands, fp32 accumulation and fp32
+// output. Up to kMaxGemvRows rows (decode) through the backend's own
+// weight-streaming kernel (gemv.h) when the operands allow it; otherwise
+// through cuBLAS on the tensor cores.
 //
 // Thread safety: one Gemm per stream; not for concurrent use.
 
@@ -31,6 +33,7 @@ class Gemm {
 
  private:
   cublasHandle_t handle_ = nullptr;
+  cudaStream_t stream_ = nullptr;
 };
 
 }  // namespace skipserve::cuda

@@ -67,6 +67,17 @@ MUTATIONS = [
     ("GEMM without the transpose", "gemm.cc",
      "cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N",
      "cublasGemmEx(handle_, CUBLAS_OP_N, CUBLAS_OP_N"),
+    ("GEMV tail pass skips every other chunk", "gemv.cu",
+     "  for (; c < chunks; c += 32) {",
+     "  for (; c < chunks; c += 64) {"),
+    ("GEMV butterfly misses the top half of the warp", "gemv.cu",
+     "    for (int offset = 16; offset > 0; offset /= 2) {\n"
+     "      acc_gate[r]",
+     "    for (int offset = 8; offset > 0; offset /= 2) {\n"
+     "      acc_gate[r]"),
+    ("SwiGLU epilogue multiplies by the gate", "gemv.cu",
+     "g / (1.0f + __expf(-g)) * acc_up[r]",
+     "g / (1.0f + __expf(-g)) * acc_gate[r]"),
     ("RoPE tables copied on the legacy stream", "cuda_backend.cc",
      "CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(rope_cos_.get(), cos.data(),\n"
      "                                       rope_cos_.bytes(),\n"

@@ -1,0 +1,54 @@
+#ifndef SKIPSERVE_ENGINE_CUDA_GEMV_H_
+#define SKIPSERVE_ENGINE_CUDA_GEMV_H_
+
+// The backend's own matrix product for few rows (gemv.cu): y = x @ w^T for
+// m <= kMaxGemvRows rows of x, which streams each bf16 weight row once with
+// 16-byte loads and applies an epilogue before anything leaves registers.
+// At decode (one row per sequence) every projection is this shape, and it
+// is bound by the bytes of w: cuBLAS's GEMM kernels for M = 1..16 are tiled
+// for larger M and read the weights at well under the memory bandwidth.
+// Gemm::Run (gemm.h) picks it for small m and cuBLAS above.
+//
+// Epilogues:
+//   kStoreF32    y[i, j] = dot(x[i], w[j])                y: (m, n) fp32
+//   kSiluMulBf16 act[i, j] = silu(dot(x[i], w[j])) * dot(x[i], w[n + j])
+//                (w is the fused gate|up projection, (2 * n, k); the SwiGLU
+//                input of the down projection, as SiluMul computes it from
+//                a (m, 2 * n) GEMM output, without that fp32 round trip)
+//                act: (m, n) bf16
+//
+// Requirements (GemvSupported): 1 <= m <= kMaxGemvRows, k a multiple of 8,
+// x and w 16-byte aligned (each row then is, too). Pointers are device
+// pointers; all shapes row-major.
+
+#include <cuda_runtime.h>
+
+#include "engine/cuda/kernels.h"
+
+namespace skipserve::cuda {
+
+inline constexpr int kMaxGemvRows = 16;
+
+enum class GemvEpilogue { kStoreF32, kSiluMulBf16 };
+
+struct GemvParams {
+  const bf16* x = nullptr;  // (m, k)
+  const bf16* w = nullptr;  // (n, k); (2 * n, k) for kSiluMulBf16
+  float* y = nullptr;       // (m, n), kStoreF32 only
+  bf16* act = nullptr;      // (m, n), kSiluMulBf16 only
+  int m = 0;
+  int k = 0;
+  int n = 0;  // output columns
+  GemvEpilogue epilogue = GemvEpilogue::kStoreF32;
+};
+
+// Whether Gemv can run these operands (see the requirements above).
+bool GemvSupported(const bf16* x, const bf16* w, int m, int k);
+
+// Enqueues the product on `stream`; cudaErrorInvalidValue when
+// !GemvSupported or n < 1 (nothing is launched), else cudaGetLastError().
+cudaError_t Gemv(const GemvParams& p, cudaStream_t stream);
+
+}  // namespace skipserve::cuda
+
+#endif  // SKIPSERVE_ENGINE_CUDA_GEMV_H_
