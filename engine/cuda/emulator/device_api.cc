@@ -130,6 +130,12 @@ int LiveStreams() {
   return static_cast<int>(s.streams.size());
 }
 
+int LiveGraphs() {
+  State& s = GetState();
+  std::lock_guard<std::recursive_mutex> lock(s.mu);
+  return s.live_graphs;
+}
+
 int LiveAllocations() {
   State& s = GetState();
   std::lock_guard<std::recursive_mutex> lock(s.mu);
@@ -174,12 +180,15 @@ const char* cudaGetErrorName(cudaError_t error) {
     SKIPSERVE_EMU_ERROR(cudaErrorNoDevice)
     SKIPSERVE_EMU_ERROR(cudaErrorInvalidDevice)
     SKIPSERVE_EMU_ERROR(cudaErrorInvalidResourceHandle)
+    SKIPSERVE_EMU_ERROR(cudaErrorIllegalState)
     SKIPSERVE_EMU_ERROR(cudaErrorNotReady)
     SKIPSERVE_EMU_ERROR(cudaErrorIllegalAddress)
     SKIPSERVE_EMU_ERROR(cudaErrorLaunchOutOfResources)
     SKIPSERVE_EMU_ERROR(cudaErrorAssert)
     SKIPSERVE_EMU_ERROR(cudaErrorLaunchFailure)
     SKIPSERVE_EMU_ERROR(cudaErrorNotSupported)
+    SKIPSERVE_EMU_ERROR(cudaErrorStreamCaptureUnsupported)
+    SKIPSERVE_EMU_ERROR(cudaErrorStreamCaptureInvalidated)
     SKIPSERVE_EMU_ERROR(cudaErrorUnknown)
 #undef SKIPSERVE_EMU_ERROR
   }

@@ -37,6 +37,7 @@ void FailNextCalls(std::string_view name, cudaError_t error, int count = 1);
 // What is alive on the emulated device.
 int LiveEvents();
 int LiveStreams();
+int LiveGraphs();  // cudaGraph_t and cudaGraphExec_t objects
 int LiveAllocations();
 size_t AllocatedBytes();
 

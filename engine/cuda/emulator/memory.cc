@@ -70,6 +70,13 @@ cudaError_t Copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
   }
   const bool to_host = to != Memory::kDevice;
   const bool from_host = from != Memory::kDevice;
+  // A graph replays a copy later: only device and pinned memory can take
+  // part, and nothing may wait for it.
+  if (sync || to == Memory::kPageable || from == Memory::kPageable) {
+    if (cudaError_t e = RefuseDuringCapture(stream, name); e != cudaSuccess) {
+      return e;
+    }
+  }
   if (to_host && from_host) {  // fully synchronous
     Flush(*stream);
     std::memmove(dst, src, bytes);
@@ -141,6 +148,7 @@ using skipserve::emu::internal::Fail;
 using skipserve::emu::internal::GetState;
 using skipserve::emu::internal::Memory;
 using skipserve::emu::internal::Misuse;
+using skipserve::emu::internal::RefuseDuringCapture;
 using skipserve::emu::internal::State;
 using Lock = std::lock_guard<std::recursive_mutex>;
 
@@ -152,6 +160,10 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   if (ptr == nullptr) return Fail(cudaErrorInvalidValue);
   *ptr = nullptr;
   if (cudaError_t e = EnterApi("cudaMalloc"); e != cudaSuccess) return e;
+  if (cudaError_t e = RefuseDuringCapture(nullptr, "cudaMalloc");
+      e != cudaSuccess) {
+    return e;
+  }
   if (bytes == 0) return cudaSuccess;
   if (bytes > s.memory_bytes - s.allocated) {
     return Fail(cudaErrorMemoryAllocation);
@@ -175,6 +187,10 @@ cudaError_t cudaFree(void* ptr) {
   if (it == s.device_memory.end()) {
     return Misuse(cudaErrorInvalidValue,
                   "cudaFree: not a pointer cudaMalloc returned");
+  }
+  if (cudaError_t e = RefuseDuringCapture(nullptr, "cudaFree");
+      e != cudaSuccess) {
+    return e;
   }
   // cudaFree waits for the device; after a fault it still releases the
   // memory but reports the fault.

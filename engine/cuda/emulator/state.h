@@ -31,10 +31,18 @@ struct Work {
   std::function<void()> run;
 };
 
+// What a stream records between cudaStreamBeginCapture and
+// cudaStreamEndCapture (graphs.cc): the work it would have queued, in order.
+struct Capture {
+  std::vector<std::function<void()>> ops;
+  bool invalidated = false;  // a call not allowed during capture was made
+};
+
 struct Stream {
-  bool legacy = false;        // the legacy default stream (0)
-  bool non_blocking = false;  // created with cudaStreamNonBlocking
-  std::deque<Work> queue;     // work not yet run, oldest first
+  bool legacy = false;               // the legacy default stream (0)
+  bool non_blocking = false;         // created with cudaStreamNonBlocking
+  std::deque<Work> queue;            // work not yet run, oldest first
+  std::shared_ptr<Capture> capture;  // while capturing: where work goes
 };
 
 struct Event {
@@ -57,6 +65,7 @@ struct State {
   Stream legacy_stream;
   std::set<CUstream_st*> streams;
   std::set<CUevent_st*> events;
+  int live_graphs = 0;  // cudaGraph_t and cudaGraphExec_t not destroyed
   struct Allocation {
     void* ptr;
     size_t bytes;
@@ -97,7 +106,15 @@ void FlushAll();
 // Queues `op` on `stream` with CUDA's legacy-stream rules: work on the
 // legacy stream waits for the blocking streams' earlier work and vice versa;
 // non-blocking streams wait for nothing.
+// A stream that is capturing records `op` instead (graphs.cc).
 void EnqueueOn(Stream& stream, std::function<void()> op);
+
+// For calls a capturing stream forbids (synchronising with it, copies to or
+// from pageable memory, allocating or freeing): cudaSuccess when `stream`
+// (every stream, when null) is not capturing; otherwise invalidates those
+// captures, as CUDA does, and fails with cudaErrorStreamCaptureUnsupported
+// naming `api`.
+cudaError_t RefuseDuringCapture(Stream* stream, const char* api);
 
 enum class Memory { kDevice, kPinned, kPageable, kStraddles };
 // Where [ptr, ptr + bytes) lies: inside one device allocation, inside one

@@ -98,6 +98,10 @@ void FlushAll() {
 void EnqueueOn(Stream& stream, std::function<void()> op) {
   State& s = GetState();
   if (s.sticky != cudaSuccess) return;
+  if (stream.capture != nullptr) {
+    stream.capture->ops.push_back(std::move(op));
+    return;
+  }
   if (stream.legacy) {
     for (CUstream_st* other : s.streams) {
       if (!other->stream.non_blocking) Flush(other->stream);
@@ -106,6 +110,24 @@ void EnqueueOn(Stream& stream, std::function<void()> op) {
     Flush(s.legacy_stream);
   }
   stream.queue.push_back({s.epoch, std::move(op)});
+}
+
+cudaError_t RefuseDuringCapture(Stream* stream, const char* api) {
+  State& s = GetState();
+  std::vector<Stream*> capturing;
+  if (stream != nullptr) {
+    if (stream->capture != nullptr) capturing.push_back(stream);
+  } else {
+    for (CUstream_st* other : s.streams) {
+      if (other->stream.capture != nullptr) capturing.push_back(&other->stream);
+    }
+  }
+  if (capturing.empty()) return cudaSuccess;
+  for (Stream* c : capturing) c->capture->invalidated = true;
+  return Misuse(cudaErrorStreamCaptureUnsupported,
+                std::string(api) +
+                    ": not allowed while a stream is capturing (the capture "
+                    "is invalidated)");
 }
 
 cudaError_t Enqueue(cudaStream_t handle, std::function<void()> op) {
@@ -188,6 +210,7 @@ using skipserve::emu::State;
 using skipserve::emu::internal::Event;
 using skipserve::emu::internal::Flush;
 using skipserve::emu::internal::FlushAll;
+using skipserve::emu::internal::RefuseDuringCapture;
 using skipserve::emu::internal::Resolve;
 
 namespace {
@@ -216,6 +239,10 @@ cudaError_t cudaDeviceSynchronize() {
   State& s = GetState();
   Lock lock(s.mu);
   if (cudaError_t e = EnterApi("cudaDeviceSynchronize"); e != cudaSuccess) {
+    return e;
+  }
+  if (cudaError_t e = RefuseDuringCapture(nullptr, "cudaDeviceSynchronize");
+      e != cudaSuccess) {
     return e;
   }
   FlushAll();
@@ -283,6 +310,10 @@ cudaError_t cudaStreamSynchronize(cudaStream_t handle) {
   }
   skipserve::emu::internal::Stream* stream = Resolve(handle);
   if (stream == nullptr) return Fail(cudaErrorInvalidResourceHandle);
+  if (cudaError_t e = RefuseDuringCapture(stream, "cudaStreamSynchronize");
+      e != cudaSuccess) {
+    return e;
+  }
   Flush(*stream);
   if (s.order == skipserve::emu::FiberOrder::kReverse) {
     // Other streams' work from before the previous synchronisation lands
@@ -299,6 +330,10 @@ cudaError_t cudaStreamQuery(cudaStream_t handle) {
   Lock lock(s.mu);
   skipserve::emu::internal::Stream* stream = Resolve(handle);
   if (stream == nullptr) return Fail(cudaErrorInvalidResourceHandle);
+  if (cudaError_t e = RefuseDuringCapture(stream, "cudaStreamQuery");
+      e != cudaSuccess) {
+    return e;
+  }
   Flush(*stream);  // so that polling loops make progress
   return Sticky();
 }
@@ -313,6 +348,10 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t handle, cudaEvent_t event,
   skipserve::emu::internal::Stream* stream = Resolve(handle);
   if (stream == nullptr || !LiveEvent(event)) {
     return Fail(cudaErrorInvalidResourceHandle);
+  }
+  if (cudaError_t e = RefuseDuringCapture(stream, "cudaStreamWaitEvent");
+      e != cudaSuccess) {
+    return e;
   }
   std::shared_ptr<Event> waited = event->event;
   if (!waited->recorded || waited->stream == stream) return cudaSuccess;
@@ -351,6 +390,10 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t handle) {
   skipserve::emu::internal::Stream* stream = Resolve(handle);
   if (stream == nullptr || !LiveEvent(event)) {
     return Fail(cudaErrorInvalidResourceHandle);
+  }
+  if (cudaError_t e = RefuseDuringCapture(stream, "cudaEventRecord");
+      e != cudaSuccess) {
+    return e;
   }
   std::shared_ptr<Event> recorded = event->event;
   recorded->stream = stream;
