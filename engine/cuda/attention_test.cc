@@ -1,9 +1,12 @@
 // PagedAttention (attention.cu) against a float64 reference, on the shapes
 // the model-level tests do not reach: every head_dim the kernel's variants
-// serve, GQA groups 1 to 8, KV blocks of 1, 7, 16 and 32 tokens with block
-// tables in scattered order, key splits that are uneven or empty, rows of
-// very different lengths in one launch, and more rows than a grid's y
-// dimension holds. Every K/V slot no row may read, the query columns past
+// serve (the 16-byte path for head_dim % 8 == 0 with keys ending anywhere in
+// a step of keys in flight, the bf16-pair fallback for other even head_dims
+// and for a cache not on 16 bytes), GQA groups 1 to 8, KV blocks of 1, 7, 16
+// and 32 tokens with block tables in scattered order, block tables longer
+// than the kernel's shared-memory stage, key splits that are uneven or empty,
+// rows of very different lengths in one launch, and more rows than a grid's
+// y dimension holds. Every K/V slot no row may read, the query columns past
 // the heads, the outputs and the split workspace start as NaN (0xFF bytes),
 // so reading any of them, or leaving an output unwritten, shows up as a
 // non-finite output.
@@ -41,6 +44,7 @@ struct Case {
   int splits = 1;
   std::vector<int> keys;  // per row: the keys it attends to (position + 1)
   uint32_t seed = 1;
+  int cache_offset = 0;  // p.kv_cache this many elements into its allocation
 };
 
 std::string Describe(const Case& c) {
@@ -51,7 +55,8 @@ std::string Describe(const Case& c) {
   return "heads " + std::to_string(c.heads) + "/" + std::to_string(c.kv_heads) +
          " head_dim " + std::to_string(c.head_dim) + " block " +
          std::to_string(c.block_size) + " splits " + std::to_string(c.splits) +
-         " rows " + std::to_string(c.keys.size()) + " keys " + keys;
+         " rows " + std::to_string(c.keys.size()) + " keys " + keys +
+         " cache offset " + std::to_string(c.cache_offset);
 }
 
 class PagedAttentionTest : public DeviceTest {
@@ -105,7 +110,9 @@ class PagedAttentionTest : public DeviceTest {
     for (int r = 0; r < m; ++r) positions[r] = c.keys[r] - 1;
 
     DeviceBuffer<float> q_d = Upload(q);
-    DeviceBuffer<bf16> cache_d = Upload(cache);
+    std::vector<bf16> shifted(c.cache_offset, Poison());  // (offset + cache)
+    shifted.insert(shifted.end(), cache.begin(), cache.end());
+    DeviceBuffer<bf16> cache_d = Upload(shifted);
     DeviceBuffer<int32_t> positions_d = Upload(positions);
     DeviceBuffer<int32_t> starts_d = Upload(table_starts);
     DeviceBuffer<int32_t> blocks_d = Upload(block_ids);
@@ -115,7 +122,7 @@ class PagedAttentionTest : public DeviceTest {
     AttentionParams p;
     p.q = q_d.get();
     p.q_stride = q_stride;
-    p.kv_cache = cache_d.get();
+    p.kv_cache = cache_d.get() + c.cache_offset;
     p.positions = positions_d.get();
     p.table_starts = starts_d.get();
     p.block_ids = blocks_d.get();
@@ -233,6 +240,87 @@ TEST_F(PagedAttentionTest, UnevenAndEmptySplitsMergeExactly) {
            .block_size = 16,
            .splits = splits,
            .keys = {1, 2, 5, 10, 33, 100},
+           .seed = static_cast<uint32_t>(splits)});
+  }
+}
+
+// The 16-byte path (head_dim % 8 == 0): 8 to 256 elements a row, so 32 to 1
+// keys per warp and 512 to 16 keys per block step (kUnroll keys per lane
+// group); rows whose key counts end anywhere inside a step, split or not.
+TEST_F(PagedAttentionTest, SixteenByteLoadsWithKeysEndingInsideAStep) {
+  for (int d : {8, 16, 64, 128, 256}) {
+    for (int splits : {1, 3}) {
+      Check({.heads = 4,
+             .kv_heads = 2,
+             .head_dim = d,
+             .block_size = 16,
+             .splits = splits,
+             .keys = {1, 15, 33, 65, 130, 257, 515},
+             .seed = static_cast<uint32_t>(d * 10 + splits)});
+    }
+  }
+}
+
+// head_dims that are even but not a multiple of 8 take the bf16-pair
+// fallback: one to four pairs per lane, lanes past the row idle.
+TEST_F(PagedAttentionTest, HeadDimsNotAMultipleOfEightUseTheFallback) {
+  for (int d : {2, 10, 34, 66, 130, 254}) {
+    for (int splits : {1, 2}) {
+      Check({.heads = 4,
+             .kv_heads = 2,
+             .head_dim = d,
+             .block_size = 7,
+             .splits = splits,
+             .keys = {1, 17, 40, 100},
+             .seed = static_cast<uint32_t>(d * 10 + splits)});
+    }
+  }
+}
+
+// A cache that does not start on 16 bytes cannot take 16-byte loads, even
+// with head_dim % 8 == 0: the fallback serves it.
+TEST_F(PagedAttentionTest, CacheNotOnSixteenBytesUsesTheFallback) {
+  for (int offset : {1, 4}) {
+    for (int d : {64, 128}) {
+      Check({.heads = 2,
+             .kv_heads = 1,
+             .head_dim = d,
+             .block_size = 16,
+             .splits = 2,
+             .keys = {3, 70},
+             .seed = static_cast<uint32_t>(offset * 1000 + d),
+             .cache_offset = offset});
+    }
+  }
+}
+
+// Block tables longer than the 256 entries a block stages in shared memory
+// at a time: with 1- and 2-token KV blocks a row of 700 keys needs 3 or 2
+// stages, and with splits each split's stages start mid-table.
+TEST_F(PagedAttentionTest, BlockTablesLongerThanTheSharedStage) {
+  for (int bs : {1, 2}) {
+    for (int splits : {1, 3}) {
+      Check({.heads = 2,
+             .kv_heads = 1,
+             .head_dim = 32,
+             .block_size = bs,
+             .splits = splits,
+             .keys = {700, 5, 513, 257},
+             .seed = static_cast<uint32_t>(bs * 10 + splits)});
+    }
+  }
+}
+
+// Rows of 1 to 2000 keys in one launch, with up to 16 splits: most of the
+// short rows' splits are empty, the long row's are full.
+TEST_F(PagedAttentionTest, RowsOfVeryDifferentLengthsWithSplits) {
+  for (int splits : {1, 4, 16}) {
+    Check({.heads = 4,
+           .kv_heads = 1,
+           .head_dim = 128,
+           .block_size = 16,
+           .splits = splits,
+           .keys = {1, 2000, 7, 513, 64, 3},
            .seed = static_cast<uint32_t>(splits)});
   }
 }

@@ -125,12 +125,19 @@ LaunchPlan BuildLaunchPlan(const Batch& batch, int num_layers,
   return plan;
 }
 
+// Attention's blocks read memory and little else, so the target is 4 blocks
+// per multiprocessor (4 * num_sms; 16 warps each with several 16-byte K/V
+// loads in flight, to hide memory latency: a model, not a measurement).
+// Splits shorter than min_keys_per_split keys would cost more in setup and
+// merging than they save.
 int AttentionSplits(int rows, int heads, int max_keys, int num_sms,
                     int min_keys_per_split, int max_splits) {
   const int64_t blocks = static_cast<int64_t>(rows) * heads;
-  const int64_t target = 2 * static_cast<int64_t>(num_sms);
+  const int64_t target = 4 * static_cast<int64_t>(num_sms);
   if (blocks >= target || max_keys < 2 * min_keys_per_split) return 1;
   const int64_t by_occupancy = (target + blocks - 1) / blocks;
+  // At most max_keys / min_keys_per_split splits: the longest row's splits
+  // (ceil(max_keys / splits) keys each) then hold min_keys_per_split or more.
   const int64_t by_keys = max_keys / min_keys_per_split;
   return static_cast<int>(std::max<int64_t>(
       1, std::min<int64_t>({by_occupancy, by_keys, max_splits})));

@@ -122,16 +122,53 @@ TEST_F(LaunchPlanTest, SublayerThatNoRowRunsLaunchesNothing) {
 }
 
 TEST(AttentionSplitsTest, SplitsOnlyWhenRowsAndHeadsLeaveTheGpuIdle) {
-  // 64 rows x 32 heads fill 132 multiprocessors: no split.
+  // The target is 4 blocks per multiprocessor: 4 * 132 = 528.
+  // 17 rows x 32 heads (544 blocks) fill 132 multiprocessors: no split.
+  EXPECT_EQ(AttentionSplits(17, 32, 4096, 132), 1);
   EXPECT_EQ(AttentionSplits(64, 32, 4096, 132), 1);
+  // 16 rows x 32 heads are 512 blocks, short of 528: 2 splits.
+  EXPECT_EQ(AttentionSplits(16, 32, 4096, 132), 2);
   // Short contexts are never split.
   EXPECT_EQ(AttentionSplits(1, 32, 300, 132), 1);
-  // Batch 1, 32 heads, 2048 keys: 8 splits of 256 keys (occupancy wants 9).
+  EXPECT_EQ(AttentionSplits(1, 32, 511, 132), 1);
+  // Batch 1 (a 7B model's 32 heads), 512 keys: 2 splits of 256 keys.
+  EXPECT_EQ(AttentionSplits(1, 32, 512, 132), 2);
+  // Batch 1, 2048 keys: 8 splits of 256 keys (occupancy wants 17).
   EXPECT_EQ(AttentionSplits(1, 32, 2048, 132), 8);
-  // Long context: occupancy decides (ceil(264 / 32) = 9).
-  EXPECT_EQ(AttentionSplits(1, 32, 32768, 132), 9);
+  // Batch 1, 4096 keys: 16 splits of 256 keys, 512 blocks.
+  EXPECT_EQ(AttentionSplits(1, 32, 4096, 132), 16);
+  // Long context: occupancy decides (ceil(528 / 32) = 17).
+  EXPECT_EQ(AttentionSplits(1, 32, 32768, 132), 17);
   // Capped.
   EXPECT_EQ(AttentionSplits(1, 1, 1 << 20, 132), 32);
+}
+
+// Over many shapes: every split of the longest row holds at least
+// min_keys_per_split keys, and unless keys or the cap limit it, the launch
+// reaches 4 blocks per multiprocessor with the fewest splits that do.
+TEST(AttentionSplitsTest, FillsFourBlocksPerSmWithoutShortSplits) {
+  for (int sms : {1, 16, 132}) {
+    for (int rows : {1, 2, 3, 5, 16, 100}) {
+      for (int heads : {1, 8, 32, 40}) {
+        for (int keys : {1, 255, 256, 511, 512, 1000, 4096, 100000}) {
+          SCOPED_TRACE(::testing::Message()
+                       << sms << " SMs, " << rows << " rows x " << heads
+                       << " heads, " << keys << " keys");
+          const int splits = AttentionSplits(rows, heads, keys, sms, 256, 32);
+          ASSERT_GE(splits, 1);
+          ASSERT_LE(splits, 32);
+          const int64_t blocks = int64_t{rows} * heads;
+          if (splits > 1) {
+            EXPECT_GE((keys + splits - 1) / splits, 256);
+            EXPECT_LT(blocks * (splits - 1), 4 * sms);  // no more than needed
+          }
+          if (splits < keys / 256 && splits < 32) {
+            EXPECT_GE(blocks * splits, 4 * sms);  // not limited: target met
+          }
+        }
+      }
+    }
+  }
 }
 
 }  // namespace
