@@ -15,6 +15,7 @@
 #include "engine/cuda/gemv.h"
 #include "engine/cuda/kernels.h"
 #include "engine/cuda/launch_plan.h"
+#include "engine/cuda/prefill_attention.h"
 
 namespace skipserve {
 namespace cuda {
@@ -253,8 +254,39 @@ absl::Status CudaBackend::Attention(const LaunchPlan& plan, int layer,
   attn.num_kv_heads = config_.num_kv_heads;
   attn.head_dim = config_.head_dim();
   attn.block_size = options_.kv_block_size;
-  attn.splits = AttentionSplitsFor(a);
-  CUDA_RETURN_IF_ERROR(PagedAttention(attn, stream_));
+  attn.splits = AttentionSplitsFor(a);  // the workspace holds them for m rows
+  // Rows of one-row sequences (decode): PagedAttention, a launch per run of
+  // consecutive such rows (all m rows when the layer has no prefill chunk).
+  const int32_t* runs = plan.Data(a.decode_runs);
+  for (int i = 0; i < a.decode_runs.size; i += 2) {
+    const int first = runs[i];
+    AttentionParams run = attn;
+    run.q += static_cast<int64_t>(first) * stride;
+    run.positions += first;
+    run.table_starts += first;
+    run.out += static_cast<int64_t>(first) * q_dim;
+    run.m = runs[i + 1];
+    CUDA_RETURN_IF_ERROR(PagedAttention(run, stream_));
+  }
+  // Rows of prefill chunks: tiles of rows that read each key once.
+  static_assert(kPrefillTileRows <= kPrefillMaxTileRows);
+  if (a.tiles.size > 0) {
+    PrefillAttentionParams prefill;
+    prefill.q = scratch_.qkv.get();
+    prefill.q_stride = stride;
+    prefill.kv_cache = kv_.get();
+    prefill.positions = DeviceInts(a.positions);
+    prefill.table_starts = DeviceInts(a.table_starts);
+    prefill.block_ids = DeviceInts(a.block_ids);
+    prefill.tiles = DeviceInts(a.tiles);
+    prefill.out = scratch_.attn_out.get();
+    prefill.num_tiles = a.tiles.size / 2;
+    prefill.num_heads = config_.num_heads;
+    prefill.num_kv_heads = config_.num_kv_heads;
+    prefill.head_dim = config_.head_dim();
+    prefill.block_size = options_.kv_block_size;
+    CUDA_RETURN_IF_ERROR(PrefillAttention(prefill, stream_));
+  }
 
   SKIPSERVE_RETURN_IF_ERROR(gemm_->Run(scratch_.attn_out.get(), w.wo.get(),
                                        scratch_.delta.get(), m, q_dim, hidden));

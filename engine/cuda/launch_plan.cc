@@ -40,6 +40,7 @@ RowSet SelectRows(const Batch& batch,
 }
 
 AttentionLaunch BuildAttention(const Batch& batch, int layer, int kv_block_size,
+                               int prefill_tile_rows,
                                std::vector<int32_t>* ints) {
   AttentionLaunch launch;
   launch.rows = SelectRows(
@@ -48,8 +49,29 @@ AttentionLaunch BuildAttention(const Batch& batch, int layer, int kv_block_size,
       ints);
   if (launch.rows.mode == RowMode::kNone) return launch;
   std::vector<int32_t> positions, slots, starts, blocks;
+  std::vector<int32_t> decode_runs, tiles;  // (first running row, rows) pairs
   for (const BatchSequence& s : batch.sequences) {
     if (!s.plan->run_attn[layer]) continue;
+    const int first = static_cast<int>(positions.size());  // running row
+    if (s.num_tokens == 1) {
+      // Extends the previous run when the previous running row was one too.
+      if (!decode_runs.empty() &&
+          decode_runs[decode_runs.size() - 2] + decode_runs.back() == first) {
+        ++decode_runs.back();
+      } else {
+        decode_runs.insert(decode_runs.end(), {first, 1});
+      }
+    } else {
+      const int num_tiles =
+          (s.num_tokens + prefill_tile_rows - 1) / prefill_tile_rows;
+      int row = first;
+      for (int t = 0; t < num_tiles; ++t) {
+        const int rows =
+            s.num_tokens / num_tiles + (t < s.num_tokens % num_tiles ? 1 : 0);
+        tiles.insert(tiles.end(), {row, rows});
+        row += rows;
+      }
+    }
     const std::vector<int32_t>& table = s.kv->blocks(layer);
     const int start = static_cast<int>(blocks.size());
     blocks.insert(blocks.end(), table.begin(), table.end());
@@ -69,6 +91,8 @@ AttentionLaunch BuildAttention(const Batch& batch, int layer, int kv_block_size,
   launch.kv_slots = Append(slots, ints);
   launch.table_starts = Append(starts, ints);
   launch.block_ids = Append(blocks, ints);
+  launch.decode_runs = Append(decode_runs, ints);
+  launch.tiles = Append(tiles, ints);
   return launch;
 }
 
@@ -88,8 +112,9 @@ int LaunchPlan::NumSublayersRun() const {
 }
 
 LaunchPlan BuildLaunchPlan(const Batch& batch, int num_layers,
-                           int kv_block_size) {
+                           int kv_block_size, int prefill_tile_rows) {
   SKIPSERVE_CHECK(kv_block_size > 0);
+  SKIPSERVE_CHECK(prefill_tile_rows > 0);
   LaunchPlan plan;
   plan.num_rows = batch.NumRows();
   plan.tokens = Append(batch.tokens, &plan.ints);
@@ -101,8 +126,8 @@ LaunchPlan BuildLaunchPlan(const Batch& batch, int num_layers,
   plan.attention.reserve(num_layers);
   plan.ffn.reserve(num_layers);
   for (int layer = 0; layer < num_layers; ++layer) {
-    plan.attention.push_back(
-        BuildAttention(batch, layer, kv_block_size, &plan.ints));
+    plan.attention.push_back(BuildAttention(batch, layer, kv_block_size,
+                                            prefill_tile_rows, &plan.ints));
     plan.ffn.push_back(SelectRows(
         batch,
         [layer](const BatchSequence& s) { return s.plan->run_ffn[layer]; },

@@ -44,6 +44,15 @@ struct AttentionLaunch {
   IntRange table_starts;  // (m) start of its sequence's table in block_ids
   IntRange block_ids;     // block tables of the running sequences, concatenated
   int max_keys = 0;       // the most keys any row attends to (position + 1)
+  // The running rows split between the two attention kernels, as (first
+  // running row, row count) pairs in running-row order; together they cover
+  // every running row once. decode_runs: maximal runs of consecutive rows
+  // of sequences with one running row (PagedAttention, one launch per run).
+  // tiles: the rows of each sequence with more than one (a prefill chunk)
+  // cut into ceil(rows / prefill_tile_rows) tiles of consecutive rows and
+  // positions, sizes differing by at most one (PrefillAttention).
+  IntRange decode_runs;  // (num_runs, 2)
+  IntRange tiles;        // (num_tiles, 2)
 };
 
 struct LaunchPlan {
@@ -63,11 +72,17 @@ struct LaunchPlan {
   int NumSublayersRun() const;
 };
 
+// The most rows of a prefill tile (AttentionLaunch::tiles); at most what
+// PrefillAttention takes (kPrefillMaxTileRows, prefill_attention.h).
+inline constexpr int kPrefillTileRows = 32;
+
 // Builds the plan for `batch`, which must have passed ValidateBatch for a
 // model of `num_layers` layers with KV blocks of `kv_block_size` tokens
-// (programmer error otherwise: CHECK failure).
+// (programmer error otherwise: CHECK failure). Prefill tiles have at most
+// `prefill_tile_rows` rows.
 LaunchPlan BuildLaunchPlan(const Batch& batch, int num_layers,
-                           int kv_block_size);
+                           int kv_block_size,
+                           int prefill_tile_rows = kPrefillTileRows);
 
 // How many parts attention splits each row's keys into (flash-decoding):
 // 1 when rows * heads blocks already fill `num_sms` multiprocessors twice

@@ -121,6 +121,81 @@ TEST_F(LaunchPlanTest, SublayerThatNoRowRunsLaunchesNothing) {
   kv_.Release(b);
 }
 
+// One-row sequences (decode) go to PagedAttention in runs of consecutive
+// running rows; the rows of longer ones (prefill chunks) to PrefillAttention
+// in tiles of at most prefill_tile_rows rows of one sequence, sizes within
+// one of each other. Runs and tiles count running rows, which skip the
+// sequences a layer's attention leaves out.
+TEST_F(LaunchPlanTest, DecodeRunsAndPrefillTilesCoverTheRunningRows) {
+  const LayerPlan full = LayerPlan::Full(kLayers);
+  const LayerPlan skip = Plan("attn:1");
+  SequenceKv a(full), b(skip), c(full), d(full), e(full);
+  for (SequenceKv* s : {&a, &b, &c, &d, &e}) {
+    ASSERT_TRUE(kv_.Reserve(*s, 12).ok());
+  }
+  Batch batch;
+  batch.Add(&full, &a, 4, {1});                    // running row 0
+  batch.Add(&skip, &b, 0, {1, 2, 3, 4, 5, 6, 7});  // 1-7 (not in layer 1)
+  batch.Add(&full, &c, 2, {1});                    // 8
+  batch.Add(&full, &d, 9, {1});                    // 9
+  batch.Add(&full, &e, 5, {1, 2, 3});              // 10-12
+  const LaunchPlan plan =
+      BuildLaunchPlan(batch, kLayers, kBlockSize, /*prefill_tile_rows=*/3);
+  const AttentionLaunch& l0 = plan.attention[0];
+  EXPECT_THAT(Values(plan, l0.decode_runs), ElementsAreArray({0, 1, 8, 2}));
+  EXPECT_THAT(Values(plan, l0.tiles),
+              ElementsAreArray({1, 3, 4, 2, 6, 2, 10, 3}));
+  // Tiles have consecutive positions.
+  EXPECT_THAT(Values(plan, l0.positions),
+              ElementsAreArray({4, 0, 1, 2, 3, 4, 5, 6, 2, 9, 5, 6, 7}));
+  // Layer 1 leaves b out: a, c and d make one run, e's rows follow.
+  const AttentionLaunch& l1 = plan.attention[1];
+  EXPECT_EQ(l1.rows.num_rows, 6);
+  EXPECT_THAT(Values(plan, l1.decode_runs), ElementsAreArray({0, 3}));
+  EXPECT_THAT(Values(plan, l1.tiles), ElementsAreArray({3, 3}));
+  EXPECT_THAT(Values(plan, l1.positions), ElementsAreArray({4, 2, 9, 5, 6, 7}));
+
+  // The default tile (kPrefillTileRows) holds each of these chunks whole.
+  const LaunchPlan whole = BuildLaunchPlan(batch, kLayers, kBlockSize);
+  EXPECT_THAT(Values(whole, whole.attention[0].tiles),
+              ElementsAreArray({1, 7, 10, 3}));
+  for (SequenceKv* s : {&a, &b, &c, &d, &e}) kv_.Release(*s);
+}
+
+TEST_F(LaunchPlanTest, LongChunksAreCutIntoEvenTilesAndDecodeIntoOneRun) {
+  const LayerPlan full = LayerPlan::Full(kLayers);
+  SequenceKv a(full), b(full), c(full);
+  ASSERT_TRUE(kv_.Reserve(a, 40).ok());
+  ASSERT_TRUE(kv_.Reserve(b, 3).ok());
+  ASSERT_TRUE(kv_.Reserve(c, 3).ok());
+  {
+    Batch batch;
+    batch.Add(&full, &a, 0, std::vector<int32_t>(40, 1));
+    // ceil(40 / 32) = 2 tiles of 20 rows.
+    const LaunchPlan plan = BuildLaunchPlan(batch, kLayers, kBlockSize);
+    EXPECT_THAT(Values(plan, plan.attention[0].tiles),
+                ElementsAreArray({0, 20, 20, 20}));
+    EXPECT_EQ(plan.attention[0].decode_runs.size, 0);
+    // ceil(40 / 16) = 3 tiles of 14, 13, 13 rows.
+    const LaunchPlan by16 = BuildLaunchPlan(batch, kLayers, kBlockSize, 16);
+    EXPECT_THAT(Values(by16, by16.attention[0].tiles),
+                ElementsAreArray({0, 14, 14, 13, 27, 13}));
+  }
+  {
+    // Decode only: one run of every row, as PagedAttention ran before
+    // there were tiles; no tile.
+    Batch batch;
+    batch.Add(&full, &b, 2, {1});
+    batch.Add(&full, &c, 1, {1});
+    const LaunchPlan plan = BuildLaunchPlan(batch, kLayers, kBlockSize);
+    for (const AttentionLaunch& l : plan.attention) {
+      EXPECT_THAT(Values(plan, l.decode_runs), ElementsAreArray({0, 2}));
+      EXPECT_EQ(l.tiles.size, 0);
+    }
+  }
+  for (SequenceKv* s : {&a, &b, &c}) kv_.Release(*s);
+}
+
 TEST(AttentionSplitsTest, SplitsOnlyWhenRowsAndHeadsLeaveTheGpuIdle) {
   // The target is 4 blocks per multiprocessor: 4 * 132 = 528.
   // 17 rows x 32 heads (544 blocks) fill 132 multiprocessors: no split.

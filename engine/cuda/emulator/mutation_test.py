@@ -95,6 +95,14 @@ MUTATIONS = [
     ("KV cache filled on the legacy stream", "cuda_backend.cc",
      "cudaMemsetAsync(kv_.get(), 0xff, kv_elements * sizeof(bf16), stream_)",
      "cudaMemset(kv_.get(), 0xff, kv_elements * sizeof(bf16))"),
+    ("prefill causal mask admits the next key", "prefill_attention.cu",
+     "const int row_keys = min(keys, row_pos + 1 - key_begin);",
+     "const int row_keys = min(keys, row_pos + 2 - key_begin);"),
+    ("no __syncthreads before a prefill K/V tile is overwritten",
+     "prefill_attention.cu",
+     "    // on the first pass, the queries are written).\n"
+     "    __syncthreads();\n",
+     "    // on the first pass, the queries are written).\n"),
 ]
 
 
