@@ -1,7 +1,9 @@
 #include "engine/backend/backend.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
+#include <vector>
 
 #include "absl/strings/str_format.h"
 #include "engine/base/quote.h"
@@ -30,6 +32,41 @@ absl::StatusOr<CpuWeights> ParseCpuWeights(std::string_view text) {
   return absl::InvalidArgumentError(absl::StrFormat(
       "cpu_weights must be one of stored, f32, f16, bf16; got %s",
       QuoteInput(text)));
+}
+
+absl::Status Backend::ForwardGreedy(const Batch& batch, int sampled_vocab,
+                                    std::span<GreedyToken> tokens) {
+  const int vocab = config().vocab_size;
+  if (sampled_vocab < 1 || sampled_vocab > vocab ||
+      tokens.size() != static_cast<size_t>(batch.NumLogitRows())) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "ForwardGreedy: sampled_vocab must be in [1, %d] (got %d) and tokens "
+        "hold %d rows (got %d)",
+        vocab, sampled_vocab, batch.NumLogitRows(), tokens.size()));
+  }
+  std::vector<float> logits(static_cast<size_t>(batch.NumLogitRows()) * vocab);
+  if (absl::Status s = Forward(batch, logits); !s.ok()) return s;
+  for (size_t r = 0; r < tokens.size(); ++r) {
+    const float* row = logits.data() + r * vocab;
+    int best = 0;
+    for (int j = 0; j < sampled_vocab; ++j) {
+      if (std::isnan(row[j])) {
+        return absl::InternalError(
+            absl::StrFormat("logit row %d holds a NaN at %d", r, j));
+      }
+      if (row[j] > row[best]) best = j;
+    }
+    if (!std::isfinite(row[best])) {
+      return absl::InternalError(
+          absl::StrFormat("logit row %d has no finite maximum", r));
+    }
+    double sum = 0;
+    for (int j = 0; j < sampled_vocab; ++j) {
+      sum += std::exp(double{row[j]} - row[best]);
+    }
+    tokens[r] = {best, static_cast<float>(-std::log(sum))};
+  }
+  return absl::OkStatus();
 }
 
 int64_t KvBlockBytes(const ModelConfig& config, int block_size,

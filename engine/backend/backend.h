@@ -49,6 +49,9 @@ struct BackendOptions {
   int kv_block_size = 16;
   int num_threads = 0;  // 0 = all cores
   CpuWeights cpu_weights = CpuWeights::kStored;
+  // The CUDA backend replays decode steps as CUDA graphs
+  // (cuda/step_graphs.h); false launches every kernel every step.
+  bool cuda_graphs = true;
 };
 
 // Bytes of one KV block of `config` holding `block_size` tokens' K and V at
@@ -78,6 +81,14 @@ class LayerObserver {
                           std::span<const float> output) = 0;
 };
 
+// A logit row's greedy choice: its argmax `id` among the first
+// `sampled_vocab` logits (the lowest id on ties) and log(softmax)[id] over
+// those logits.
+struct GreedyToken {
+  int32_t id = 0;
+  float logprob = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -104,6 +115,20 @@ class Backend {
   absl::Status Forward(const Batch& batch, std::span<float> logits) {
     return Forward(batch, logits, nullptr);
   }
+
+  // Runs one step like Forward (no observer) but returns each logit row's
+  // greedy choice instead of its logits: `tokens` has batch.NumLogitRows()
+  // entries; 1 <= sampled_vocab <= vocab_size. The argmax is exact (the
+  // same float logits Forward returns); the log-prob is computed in double
+  // here and in float on the device (relative difference ~1e-6). INTERNAL
+  // when a row holds a NaN or no finite logit. This default calls Forward
+  // and reduces on the host; the CUDA backend reduces on the device and
+  // copies back only the choices (8 bytes a row instead of 4 * vocab).
+  virtual absl::Status ForwardGreedy(const Batch& batch, int sampled_vocab,
+                                     std::span<GreedyToken> tokens);
+  // Whether ForwardGreedy saves work over Forward here (it reduces on the
+  // device); the scheduler uses it for all-greedy steps only then.
+  virtual bool greedy_on_device() const { return false; }
 };
 
 }  // namespace skipserve

@@ -1,6 +1,8 @@
 #include "engine/cuda/cuda_backend.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -15,13 +17,17 @@
 #include "engine/cuda/gemv.h"
 #include "engine/cuda/kernels.h"
 #include "engine/cuda/launch_plan.h"
+#include "engine/cuda/pinned_buffer.h"
 #include "engine/cuda/prefill_attention.h"
+#include "engine/cuda/sampling.h"
+#include "engine/cuda/step_graphs.h"
 
 namespace skipserve {
 namespace cuda {
 namespace {
 
-// Per-step device scratch, grown to its high-water mark and reused.
+// Per-step scratch, grown to its high-water mark and reused: on the device,
+// and the pinned host staging of the step's index arrays and logits.
 struct Scratch {
   DeviceBuffer<int32_t> ints;     // LaunchPlan::ints
   DeviceBuffer<float> x;          // (rows, hidden) the residual stream
@@ -34,7 +40,16 @@ struct Scratch {
   DeviceBuffer<float> logits;     // (logit rows, vocab)
   DeviceBuffer<float> workspace;  // attention splits, AttentionWorkspaceFloats
   DeviceBuffer<float> observed;   // (m, hidden), only with an observer
+  DeviceBuffer<DeviceGreedyToken> greedy;       // (logit rows), ForwardGreedy
+  PinnedBuffer<int32_t> host_ints;              // LaunchPlan::ints
+  PinnedBuffer<float> host_logits;              // (logit rows, vocab)
+  PinnedBuffer<DeviceGreedyToken> host_greedy;  // (logit rows)
 };
+
+static_assert(sizeof(DeviceGreedyToken) == sizeof(GreedyToken) &&
+              offsetof(DeviceGreedyToken, id) == offsetof(GreedyToken, id) &&
+              offsetof(DeviceGreedyToken, logprob) ==
+                  offsetof(GreedyToken, logprob));
 
 class CudaBackend final : public Backend {
  public:
@@ -56,6 +71,9 @@ class CudaBackend final : public Backend {
   using Backend::Forward;
   absl::Status Forward(const Batch& batch, std::span<float> logits,
                        LayerObserver* observer) override;
+  absl::Status ForwardGreedy(const Batch& batch, int sampled_vocab,
+                             std::span<GreedyToken> tokens) override;
+  bool greedy_on_device() const override { return true; }
 
  private:
   // Sublayer s < 2 * num_layers is layer s / 2's attention (even) or FFN
@@ -73,7 +91,19 @@ class CudaBackend final : public Backend {
                            num_sms_);
   }
 
+  // Grows the scratch for `plan`; drops the step graphs when a device
+  // buffer they name moves.
   absl::Status Grow(const LaunchPlan& plan, bool observe);
+  // Enqueues the step's device work: embedding, the layers, the final norm
+  // and the output projection into scratch_.logits. Neither synchronises
+  // nor allocates unless `observer` is set, so that it can be captured.
+  absl::Status EnqueueStep(const LaunchPlan& plan, LayerObserver* observer);
+  // Validates `batch` (`logits_size`: the floats the caller has room for)
+  // and enqueues its step, through a step graph when it can; the logits
+  // then are in scratch_.logits. Returns the number of logit rows (0 for an
+  // empty batch: nothing enqueued).
+  absl::StatusOr<int> LaunchStep(const Batch& batch, size_t logits_size,
+                                 LayerObserver* observer);
   // Makes scratch_.normed hold sublayer s's normalised input rows.
   absl::Status NormInput(const LaunchPlan& plan, int s);
   absl::Status Attention(const LaunchPlan& plan, int layer,
@@ -96,6 +126,7 @@ class CudaBackend final : public Backend {
   DeviceBuffer<float> rope_sin_;  // (max_positions, head_dim / 2)
   DeviceBuffer<bf16> kv_;  // (num_blocks, 2, block_size, kv_heads, head_dim)
   Scratch scratch_;
+  StepGraphs graphs_;
   int normed_for_ = -1;  // the sublayer whose input scratch_.normed holds
 };
 
@@ -191,17 +222,30 @@ absl::Status CudaBackend::Grow(const LaunchPlan& plan, bool observe) {
         AttentionWorkspaceFloats(a.rows.num_rows, config_.num_heads,
                                  config_.head_dim(), AttentionSplitsFor(a)));
   }
+  const auto device_pointers = [this] {
+    const Scratch& s = scratch_;
+    return std::vector<const void*>{
+        s.ints.get(),     s.x.get(),        s.normed.get(),  s.qkv.get(),
+        s.attn_out.get(), s.delta.get(),    s.gate_up.get(), s.act.get(),
+        s.logits.get(),   s.workspace.get()};
+  };
+  const std::vector<const void*> before = device_pointers();
+  const size_t logit_floats =
+      static_cast<size_t>(plan.logits.num_rows) * config_.vocab_size;
   for (absl::Status s :
        {scratch_.ints.Grow(plan.ints.size()), scratch_.x.Grow(n * hidden),
         scratch_.normed.Grow(n * hidden), scratch_.qkv.Grow(n * stride),
         scratch_.attn_out.Grow(n * q_dim), scratch_.delta.Grow(n * hidden),
         scratch_.gate_up.Grow(n * 2 * inter), scratch_.act.Grow(n * inter),
-        scratch_.logits.Grow(static_cast<size_t>(plan.logits.num_rows) *
-                             config_.vocab_size),
-        scratch_.workspace.Grow(workspace),
-        scratch_.observed.Grow(observe ? n * hidden : 0)}) {
+        scratch_.logits.Grow(logit_floats), scratch_.workspace.Grow(workspace),
+        scratch_.observed.Grow(observe ? n * hidden : 0),
+        scratch_.greedy.Grow(plan.logits.num_rows),
+        scratch_.host_ints.Grow(plan.ints.size()),
+        scratch_.host_logits.Grow(logit_floats),
+        scratch_.host_greedy.Grow(plan.logits.num_rows)}) {
     if (!s.ok()) return s;
   }
+  if (device_pointers() != before) graphs_.Clear();
   return absl::OkStatus();
 }
 
@@ -246,7 +290,7 @@ absl::Status CudaBackend::Attention(const LaunchPlan& plan, int layer,
   attn.kv_cache = kv_.get();
   attn.positions = DeviceInts(a.positions);
   attn.table_starts = DeviceInts(a.table_starts);
-  attn.block_ids = DeviceInts(a.block_ids);
+  attn.block_ids = scratch_.ints.get();  // table starts index all of ints
   attn.out = scratch_.attn_out.get();
   attn.workspace = scratch_.workspace.get();
   attn.m = m;
@@ -277,7 +321,7 @@ absl::Status CudaBackend::Attention(const LaunchPlan& plan, int layer,
     prefill.kv_cache = kv_.get();
     prefill.positions = DeviceInts(a.positions);
     prefill.table_starts = DeviceInts(a.table_starts);
-    prefill.block_ids = DeviceInts(a.block_ids);
+    prefill.block_ids = scratch_.ints.get();
     prefill.tiles = DeviceInts(a.tiles);
     prefill.out = scratch_.attn_out.get();
     prefill.num_tiles = a.tiles.size / 2;
@@ -312,12 +356,11 @@ absl::Status CudaBackend::FeedForward(const LaunchPlan& plan, int layer,
     gate_up.epilogue = GemvEpilogue::kSiluMulBf16;
     CUDA_RETURN_IF_ERROR(Gemv(gate_up, stream_));
   } else {
-    SKIPSERVE_RETURN_IF_ERROR(gemm_->Run(scratch_.normed.get(),
-                                         w.w_gate_up.get(),
-                                         scratch_.gate_up.get(), m, hidden,
-                                         2 * inter));
-    CUDA_RETURN_IF_ERROR(SiluMul(scratch_.gate_up.get(), m, inter,
-                                 scratch_.act.get(), stream_));
+    SKIPSERVE_RETURN_IF_ERROR(
+        gemm_->Run(scratch_.normed.get(), w.w_gate_up.get(),
+                   scratch_.gate_up.get(), m, hidden, 2 * inter));
+    CUDA_RETURN_IF_ERROR(
+        SiluMul(scratch_.gate_up.get(), m, inter, scratch_.act.get(), stream_));
   }
   SKIPSERVE_RETURN_IF_ERROR(gemm_->Run(scratch_.act.get(), w.w_down.get(),
                                        scratch_.delta.get(), m, inter, hidden));
@@ -371,19 +414,88 @@ absl::Status CudaBackend::AddResidual(const LaunchPlan& plan, int s,
 
 absl::Status CudaBackend::Forward(const Batch& batch, std::span<float> logits,
                                   LayerObserver* observer) {
+  SKIPSERVE_ASSIGN_OR_RETURN(const int rows,
+                             LaunchStep(batch, logits.size(), observer));
+  const size_t logit_floats = static_cast<size_t>(rows) * config_.vocab_size;
+  if (logit_floats == 0) return absl::OkStatus();
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+      scratch_.host_logits.get(), scratch_.logits.get(),
+      logit_floats * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  std::copy_n(scratch_.host_logits.get(), logit_floats, logits.data());
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::ForwardGreedy(const Batch& batch, int sampled_vocab,
+                                        std::span<GreedyToken> tokens) {
+  const int vocab = config_.vocab_size;
+  if (sampled_vocab < 1 || sampled_vocab > vocab ||
+      tokens.size() != static_cast<size_t>(batch.NumLogitRows())) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "ForwardGreedy: sampled_vocab must be in [1, %d] (got %d) and tokens "
+        "hold %d rows (got %d)",
+        vocab, sampled_vocab, batch.NumLogitRows(), tokens.size()));
+  }
+  SKIPSERVE_ASSIGN_OR_RETURN(
+      const int rows,
+      LaunchStep(batch, static_cast<size_t>(batch.NumLogitRows()) * vocab,
+                 /*observer=*/nullptr));
+  if (rows == 0) return absl::OkStatus();
+  CUDA_RETURN_IF_ERROR(GreedyTokens(scratch_.logits.get(), rows, vocab,
+                                    sampled_vocab, scratch_.greedy.get(),
+                                    stream_));
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+      scratch_.host_greedy.get(), scratch_.greedy.get(),
+      rows * sizeof(DeviceGreedyToken), cudaMemcpyDeviceToHost, stream_));
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  for (int r = 0; r < rows; ++r) {
+    const DeviceGreedyToken& t = scratch_.host_greedy.get()[r];
+    if (t.id < 0) {
+      return absl::InternalError(
+          absl::StrFormat("logit row %d holds a NaN or no finite logit", r));
+    }
+    tokens[r] = {t.id, t.logprob};
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> CudaBackend::LaunchStep(const Batch& batch,
+                                            size_t logits_size,
+                                            LayerObserver* observer) {
   if (absl::Status s =
-          ValidateBatch(batch, config_, options_.kv_block_size, logits.size());
+          ValidateBatch(batch, config_, options_.kv_block_size, logits_size);
       !s.ok()) {
     return s;
   }
-  if (batch.NumRows() == 0) return absl::OkStatus();
+  if (batch.NumRows() == 0) return 0;
   const LaunchPlan plan =
       BuildLaunchPlan(batch, config_.num_layers, options_.kv_block_size);
   SKIPSERVE_RETURN_IF_ERROR(Grow(plan, observer != nullptr));
-  // From pageable memory: returns once the source has been staged.
-  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(scratch_.ints.get(), plan.ints.data(),
-                                       plan.ints.size() * sizeof(int32_t),
-                                       cudaMemcpyHostToDevice, stream_));
+  // Through pinned memory, which the copy reads when the stream gets there
+  // (the previous step has finished: Forward ends synchronised).
+  std::copy(plan.ints.begin(), plan.ints.end(), scratch_.host_ints.get());
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+      scratch_.ints.get(), scratch_.host_ints.get(),
+      plan.ints.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  // Decode steps (the same shape step after step) replay a graph.
+  if (options_.cuda_graphs && plan.decode_only && observer == nullptr) {
+    std::vector<int> splits;
+    for (const AttentionLaunch& a : plan.attention) {
+      splits.push_back(AttentionSplitsFor(a));
+    }
+    SKIPSERVE_RETURN_IF_ERROR(
+        graphs_.Run(StepShapeKey(plan, splits), stream_,
+                    [&] { return EnqueueStep(plan, /*observer=*/nullptr); }));
+  } else {
+    SKIPSERVE_RETURN_IF_ERROR(EnqueueStep(plan, observer));
+  }
+  return plan.logits.num_rows;
+}
+
+absl::Status CudaBackend::EnqueueStep(const LaunchPlan& plan,
+                                      LayerObserver* observer) {
   CUDA_RETURN_IF_ERROR(EmbeddingGather(
       DeviceInts(plan.tokens), plan.num_rows, weights_.embed.get(),
       config_.hidden_size, scratch_.x.get(), stream_));
@@ -400,16 +512,9 @@ absl::Status CudaBackend::Forward(const Batch& batch, std::span<float> logits,
   // projection, for the logit rows only.
   SKIPSERVE_RETURN_IF_ERROR(NormInput(plan, 2 * config_.num_layers));
   const int m = plan.logits.num_rows;
-  SKIPSERVE_RETURN_IF_ERROR(
-      gemm_->Run(scratch_.normed.get(), weights_.head(), scratch_.logits.get(),
-                 m, config_.hidden_size, config_.vocab_size));
-  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
-      logits.data(), scratch_.logits.get(),
-      static_cast<size_t>(m) * config_.vocab_size * sizeof(float),
-      cudaMemcpyDeviceToHost, stream_));
-  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
-  CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  return absl::OkStatus();
+  return gemm_->Run(scratch_.normed.get(), weights_.head(),
+                    scratch_.logits.get(), m, config_.hidden_size,
+                    config_.vocab_size);
 }
 
 }  // namespace

@@ -12,6 +12,8 @@
 
 #include "engine/cuda/cuda_backend.h"
 
+#include <cmath>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -235,6 +237,121 @@ TEST_F(CudaBackendTest, RowResultDoesNotDependOnItsBatch) {
         RelativeL2(both.data() + (ta.size() + r) * v, b.data() + r * v, v),
         kBatchTolerance);
   }
+}
+
+// Decode steps replay CUDA graphs (step_graphs.h) captured from earlier
+// steps of the same shape, with new tokens, positions, KV slots and block
+// tables: they must give bit for bit the logits of launching every kernel
+// (the same kernels on the same data), across KV block boundaries, a change
+// of attention splits, plans that gather rows, a sequence joining and
+// leaving the batch, and a prefill that grows (reallocates) the scratch the
+// earlier graphs named.
+TEST_F(CudaBackendTest, DecodeGraphsGiveTheLogitsOfLaunchingEveryKernel) {
+  const ModelConfig config = SmallConfig(64, 4, 2, 3);
+  Pair graphs(config, /*kv_block_size=*/8, 512, /*cuda_graphs=*/true);
+  Pair plain(config, /*kv_block_size=*/8, 512, /*cuda_graphs=*/false);
+  ASSERT_TRUE(graphs.ok() && plain.ok());
+  struct Seqs {
+    std::unique_ptr<Pair::Seq> a, b, c;
+  };
+  Seqs g{graphs.NewSeq("none"), graphs.NewSeq("attn:1"),
+         graphs.NewSeq("layer:2")};
+  Seqs p{plain.NewSeq("none"), plain.NewSeq("attn:1"), plain.NewSeq("layer:2")};
+  // Runs the same step on both pairs and compares.
+  const auto step =
+      [&](const std::vector<std::pair<int, std::vector<int32_t>>>& work) {
+        std::vector<std::pair<Pair::Seq*, std::vector<int32_t>>> gw, pw;
+        for (const auto& [which, tokens] : work) {
+          Pair::Seq* gs = which == 0   ? g.a.get()
+                          : which == 1 ? g.b.get()
+                                       : g.c.get();
+          Pair::Seq* ps = which == 0   ? p.a.get()
+                          : which == 1 ? p.b.get()
+                                       : p.c.get();
+          gw.push_back({gs, tokens});
+          pw.push_back({ps, tokens});
+        }
+        EXPECT_LT(graphs.Step(gw, false), kTolerance);
+        EXPECT_LT(plain.Step(pw, false), kTolerance);
+        ASSERT_EQ(graphs.gpu_logits().size(), plain.gpu_logits().size());
+        EXPECT_EQ(
+            std::memcmp(graphs.gpu_logits().data(), plain.gpu_logits().data(),
+                        plain.gpu_logits().size() * sizeof(float)),
+            0);
+      };
+  // a's keys pass 512 at decode step 7, where attention goes from one split
+  // to two (AttentionSplits).
+  step({{0, Tokens(505, 1)}, {1, Tokens(3, 2)}});
+  for (int i = 0; i < 30; ++i) {
+    SCOPED_TRACE(i);
+    if (i == 10) step({{2, Tokens(40, 3)}});
+    std::vector<std::pair<int, std::vector<int32_t>>> work = {
+        {0, {static_cast<int32_t>(40 + i)}},
+        {1, {static_cast<int32_t>(90 + i)}}};
+    if (i >= 10 && i < 20) work.push_back({2, {static_cast<int32_t>(7 + i)}});
+    step(work);
+  }
+  for (Pair* pair : {&graphs, &plain}) {
+    Seqs& s = pair == &graphs ? g : p;
+    pair->Release(*s.a);
+    pair->Release(*s.b);
+    pair->Release(*s.c);
+  }
+}
+
+// ForwardGreedy reduces the logits on the device: its tokens are the argmax
+// (lowest id on ties) of the very logits Forward returns for the same step,
+// over the first sampled_vocab only, with their log-softmax; prefill and
+// graph-replayed decode steps, mixed plans.
+TEST_F(CudaBackendTest, ForwardGreedyIsTheArgmaxOfForwardsLogits) {
+  Pair pair(SmallConfig(64, 4, 2, 3, /*vocab=*/333));
+  ASSERT_TRUE(pair.ok());
+  Backend& gpu = *pair.gpu();
+  ASSERT_TRUE(gpu.greedy_on_device());
+  const int v = gpu.config().vocab_size;
+  const int sampled = v - 13;
+  auto a = pair.NewSeq("none");
+  auto b = pair.NewSeq("ffn:last=50%");
+  for (int step = 0; step < 6; ++step) {
+    SCOPED_TRACE(step);
+    Batch batch;
+    for (Pair::Seq* s : {a.get(), b.get()}) {
+      const std::vector<int32_t> tokens =
+          step == 0 ? Tokens(s == a.get() ? 7 : 4, 5)
+                    : std::vector<int32_t>{static_cast<int32_t>(50 + step)};
+      const int end = s->pos + static_cast<int>(tokens.size());
+      ASSERT_TRUE(pair.gpu_blocks().Reserve(*s->gpu_kv, end).ok());
+      batch.Add(&s->plan, s->gpu_kv.get(), s->pos, tokens);
+      s->pos = end;
+    }
+    // The same step twice (it rewrites the same K/V): logits, then tokens.
+    std::vector<float> logits(batch.NumLogitRows() * v);
+    ASSERT_TRUE(gpu.Forward(batch, logits).ok());
+    std::vector<GreedyToken> tokens(batch.NumLogitRows());
+    const absl::Status s = gpu.ForwardGreedy(batch, sampled, tokens);
+    ASSERT_TRUE(s.ok()) << s;
+    for (int r = 0; r < batch.NumLogitRows(); ++r) {
+      const float* row = logits.data() + r * v;
+      int best = 0;
+      for (int j = 1; j < sampled; ++j) {
+        if (row[j] > row[best]) best = j;
+      }
+      double sum = 0;
+      for (int j = 0; j < sampled; ++j) {
+        sum += std::exp(double{row[j]} - row[best]);
+      }
+      EXPECT_EQ(tokens[r].id, best) << "row " << r;
+      EXPECT_NEAR(tokens[r].logprob, -std::log(sum), 1e-5) << "row " << r;
+    }
+  }
+  std::vector<GreedyToken> wrong(1);
+  Batch empty;
+  EXPECT_EQ(gpu.ForwardGreedy(empty, 0, {}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(gpu.ForwardGreedy(empty, v, wrong).code(),
+            absl::StatusCode::kInvalidArgument);
+  pair.gpu_blocks().Release(*a->gpu_kv);
+  pair.gpu_blocks().Release(*b->gpu_kv);
 }
 
 TEST_F(CudaBackendTest, MalformedBatchIsRejectedAsOnTheCpu) {

@@ -38,6 +38,11 @@ Gemm::~Gemm() {
 absl::Status Gemm::Init(cudaStream_t stream) {
   CUBLAS_RETURN_IF_ERROR(cublasCreate(&handle_));
   CUBLAS_RETURN_IF_ERROR(cublasSetStream(handle_, stream));
+  // cuBLAS's recommendation for Hopper.
+  constexpr size_t kWorkspaceBytes = size_t{32} << 20;
+  if (absl::Status s = workspace_.Allocate(kWorkspaceBytes); !s.ok()) return s;
+  CUBLAS_RETURN_IF_ERROR(
+      cublasSetWorkspace(handle_, workspace_.get(), workspace_.bytes()));
   stream_ = stream;
   return absl::OkStatus();
 }

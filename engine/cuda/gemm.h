@@ -12,6 +12,7 @@
 #include <cuda_runtime.h>
 
 #include "absl/status/status.h"
+#include "engine/cuda/device_buffer.h"
 #include "engine/cuda/kernels.h"
 
 namespace skipserve::cuda {
@@ -23,7 +24,8 @@ class Gemm {
   Gemm(const Gemm&) = delete;
   Gemm& operator=(const Gemm&) = delete;
 
-  // Creates the cuBLAS handle, bound to `stream`.
+  // Creates the cuBLAS handle, bound to `stream`, with a fixed workspace
+  // (so that cuBLAS never allocates while a CUDA graph is captured).
   absl::Status Init(cudaStream_t stream);
 
   // y = x @ w^T, enqueued on the stream (w is a PyTorch Linear weight,
@@ -34,6 +36,7 @@ class Gemm {
  private:
   cublasHandle_t handle_ = nullptr;
   cudaStream_t stream_ = nullptr;
+  DeviceBuffer<char> workspace_;
 };
 
 }  // namespace skipserve::cuda

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <utility>
 
 #include "engine/base/check.h"
 
@@ -39,9 +40,12 @@ RowSet SelectRows(const Batch& batch,
   return set;
 }
 
+// The layer's launch; its block tables go to `tables`, for the caller to
+// append after everything else (LaunchPlan::ints).
 AttentionLaunch BuildAttention(const Batch& batch, int layer, int kv_block_size,
                                int prefill_tile_rows,
-                               std::vector<int32_t>* ints) {
+                               std::vector<int32_t>* ints,
+                               std::vector<int32_t>* tables) {
   AttentionLaunch launch;
   launch.rows = SelectRows(
       batch,
@@ -90,7 +94,7 @@ AttentionLaunch BuildAttention(const Batch& batch, int layer, int kv_block_size,
   launch.positions = Append(positions, ints);
   launch.kv_slots = Append(slots, ints);
   launch.table_starts = Append(starts, ints);
-  launch.block_ids = Append(blocks, ints);
+  *tables = std::move(blocks);
   launch.decode_runs = Append(decode_runs, ints);
   launch.tiles = Append(tiles, ints);
   return launch;
@@ -125,9 +129,11 @@ LaunchPlan BuildLaunchPlan(const Batch& batch, int num_layers,
   }
   plan.attention.reserve(num_layers);
   plan.ffn.reserve(num_layers);
+  std::vector<std::vector<int32_t>> tables(num_layers);
   for (int layer = 0; layer < num_layers; ++layer) {
     plan.attention.push_back(BuildAttention(batch, layer, kv_block_size,
-                                            prefill_tile_rows, &plan.ints));
+                                            prefill_tile_rows, &plan.ints,
+                                            &tables[layer]));
     plan.ffn.push_back(SelectRows(
         batch,
         [layer](const BatchSequence& s) { return s.plan->run_ffn[layer]; },
@@ -146,6 +152,18 @@ LaunchPlan BuildLaunchPlan(const Batch& batch, int num_layers,
   } else if (!rows.empty()) {
     plan.logits.mode = RowMode::kGathered;
     plan.logits.rows = Append(rows, &plan.ints);
+  }
+  // The block tables last: they grow as sequences do, and nothing before
+  // them moves when they do (a step graph bakes the offsets in).
+  // Table starts index `ints` itself, so that the kernels' pointer to the
+  // tables is the same for every step: the start of `ints`.
+  for (int layer = 0; layer < num_layers; ++layer) {
+    AttentionLaunch& a = plan.attention[layer];
+    if (a.rows.mode == RowMode::kNone) continue;
+    a.block_ids = Append(tables[layer], &plan.ints);
+    for (int i = 0; i < a.table_starts.size; ++i) {
+      plan.ints[a.table_starts.offset + i] += a.block_ids.offset;
+    }
   }
   return plan;
 }

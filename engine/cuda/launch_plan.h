@@ -39,11 +39,14 @@ struct RowSet {
 // block_ids has one entry per running row, in RowSet order.
 struct AttentionLaunch {
   RowSet rows;
-  IntRange positions;     // (m) the token's position in its sequence
-  IntRange kv_slots;      // (m) block * block_size + offset of its K/V
-  IntRange table_starts;  // (m) start of its sequence's table in block_ids
-  IntRange block_ids;     // block tables of the running sequences, concatenated
-  int max_keys = 0;       // the most keys any row attends to (position + 1)
+  IntRange positions;  // (m) the token's position in its sequence
+  IntRange kv_slots;   // (m) block * block_size + offset of its K/V
+  // (m) where its sequence's block table starts in `ints` (not in
+  // block_ids: the kernels read every layer's tables from the start of
+  // `ints`, the same address whatever the tables' lengths)
+  IntRange table_starts;
+  IntRange block_ids;  // block tables of the running sequences, concatenated
+  int max_keys = 0;    // the most keys any row attends to (position + 1)
   // The running rows split between the two attention kernels, as (first
   // running row, row count) pairs in running-row order; together they cover
   // every running row once. decode_runs: maximal runs of consecutive rows
@@ -62,7 +65,9 @@ struct LaunchPlan {
   std::vector<RowSet> ffn;                 // (num_layers)
   RowSet logits;                           // rows whose logits are returned
   bool decode_only = false;                // every sequence has one token
-  std::vector<int32_t> ints;               // every index array above
+  // Every index array above; the block tables (AttentionLaunch::block_ids)
+  // after all the others, so that their growth moves no other array.
+  std::vector<int32_t> ints;
 
   const int32_t* Data(IntRange r) const { return ints.data() + r.offset; }
   // Whether two row sets name the same rows (so the residual add of one can

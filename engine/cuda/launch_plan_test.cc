@@ -51,9 +51,15 @@ TEST_F(LaunchPlanTest, SinglePolicyBatchRunsEverySublayerDensely) {
     std::vector<int32_t> tables = a.blocks(l);
     tables.insert(tables.end(), b.blocks(l).begin(), b.blocks(l).end());
     EXPECT_THAT(Values(plan, attn.block_ids), ElementsAreArray(tables));
-    const int b_start = static_cast<int>(a.blocks(l).size());
+    // Starts index plan.ints, where the tables come after everything else.
+    const int a_start = attn.block_ids.offset;
+    const int b_start = a_start + static_cast<int>(a.blocks(l).size());
     EXPECT_THAT(Values(plan, attn.table_starts),
-                ElementsAreArray({0, 0, 0, b_start}));
+                ElementsAreArray({a_start, a_start, a_start, b_start}));
+    EXPECT_GE(a_start, plan.attention.back().rows.rows.offset +
+                           plan.attention.back().rows.rows.size);
+    EXPECT_GE(a_start, plan.attention.back().tiles.offset +
+                           plan.attention.back().tiles.size);
     const std::vector<int32_t> slots = {
         a.blocks(l)[0] * kBlockSize + 0, a.blocks(l)[0] * kBlockSize + 1,
         a.blocks(l)[0] * kBlockSize + 2, b.blocks(l)[1] * kBlockSize + 1};

@@ -279,6 +279,13 @@ SampledToken Sampler::Sample(std::span<const float> logits) {
   return SampledToken{id, LogSoftmax(logits, id, scan.max, raw_sum_exp)};
 }
 
+SampledToken Sampler::AcceptGreedy(SampledToken token) {
+  SKIPSERVE_CHECK(params_.temperature == 0) << "AcceptGreedy on a sampler "
+                                               "that is not greedy";
+  (void)NextUniform();
+  return token;
+}
+
 float Sampler::LogSoftmaxAt(std::span<const float> logits, int id) {
   const LogitScan scan = ScanLogits(logits);
   SKIPSERVE_CHECK(id >= 0 && static_cast<size_t>(id) < logits.size())

@@ -69,6 +69,12 @@ class Sampler {
   // ratio under 1e-37).
   SampledToken Sample(std::span<const float> logits);
 
+  // For a greedy sampler (temperature 0; CHECKed) whose token was chosen
+  // elsewhere (Backend::ForwardGreedy, e.g. on the device): advances the RNG
+  // by the one draw Sample() would have taken and returns `token`, so that
+  // later draws do not depend on where the argmax ran.
+  SampledToken AcceptGreedy(SampledToken token);
+
   // log(softmax(logits)[id]), computed in double. Same preconditions as
   // Sample; 0 <= id < logits.size().
   static float LogSoftmaxAt(std::span<const float> logits, int id);

@@ -456,13 +456,23 @@ Batch Scheduler::BuildBatch(const std::vector<Chosen>& chosen,
 void Scheduler::RunBatch(const Batch& batch, const std::vector<Chosen>& chosen,
                          const Sequence* solo) {
   const int vocab = backend_->config().vocab_size;
-  // (NumLogitRows, vocab): every row of a scoring sequence, else its last.
-  logits_.resize(static_cast<size_t>(batch.NumLogitRows()) * vocab);
-  // An exclusive step holds that one sequence; an analysis one's observer
-  // watches it.
-  LayerObserver* const observer =
-      solo != nullptr ? solo->layer_observer() : nullptr;
-  const absl::Status status = backend_->Forward(batch, logits_, observer);
+  const bool greedy = backend_->greedy_on_device() && AllGreedy(chosen, solo);
+  absl::Status status;
+  if (greedy) {
+    // (NumLogitRows): one row per sequence.
+    greedy_.resize(batch.NumLogitRows());
+    const int sampled =
+        options_.sampled_vocab_size > 0 ? options_.sampled_vocab_size : vocab;
+    status = backend_->ForwardGreedy(batch, sampled, greedy_);
+  } else {
+    // (NumLogitRows, vocab): every row of a scoring sequence, else its last.
+    logits_.resize(static_cast<size_t>(batch.NumLogitRows()) * vocab);
+    // An exclusive step holds that one sequence; an analysis one's observer
+    // watches it.
+    LayerObserver* const observer =
+        solo != nullptr ? solo->layer_observer() : nullptr;
+    status = backend_->Forward(batch, logits_, observer);
+  }
   int row = 0;
   for (const Chosen& c : chosen) {
     Sequence& s = *c.seq;
@@ -476,7 +486,7 @@ void Scheduler::RunBatch(const Batch& batch, const std::vector<Chosen>& chosen,
     if (s.scoring()) RecordScores(s, first_pos, row, rows);
     if (s.pending() == 0) {
       if (s.generation() != nullptr) {
-        SampleNext(s, row);
+        SampleNext(s, row, greedy ? &greedy_[row] : nullptr);
       } else {
         if (s.scoring()) s.observer->OnScore(s.scores);
         Finish(s, absl::OkStatus(), FinishReason::kStop);
@@ -505,9 +515,21 @@ void Scheduler::RecordScores(Sequence& seq, int first_pos, int row, int rows) {
   }
 }
 
-void Scheduler::SampleNext(Sequence& seq, int row) {
+bool Scheduler::AllGreedy(const std::vector<Chosen>& chosen,
+                          const Sequence* solo) {
+  if (solo != nullptr && solo->layer_observer() != nullptr) return false;
+  return std::all_of(chosen.begin(), chosen.end(), [](const Chosen& c) {
+    const Generation* g = c.seq->generation();
+    return g != nullptr && g->sampling.temperature == 0 && !c.seq->scoring();
+  });
+}
+
+void Scheduler::SampleNext(Sequence& seq, int row, const GreedyToken* greedy) {
   const Generation& generation = *seq.generation();
-  const SampledToken token = seq.sampler.Sample(SampledRow(row));
+  const SampledToken token =
+      greedy != nullptr
+          ? seq.sampler.AcceptGreedy({greedy->id, greedy->logprob})
+          : seq.sampler.Sample(SampledRow(row));
   seq.tokens.push_back(token.id);
   const int generated =
       static_cast<int>(seq.tokens.size()) - seq.timings.prompt_tokens;

@@ -37,6 +37,55 @@ TEST(BackendFaultsTest, FailedScratchAllocationFailsOnlyItsStep) {
   pair.gpu_blocks().Release(*seq->gpu_kv);
 }
 
+// Decode steps of one shape share one graph, however their block tables
+// grow (they are the last of the step's index arrays); a graph that cannot
+// be launched, or a step that fails while it is captured, fails only its
+// step and leaves no graph behind.
+TEST(BackendFaultsTest, DecodeGraphsAreSharedAndFailuresLeaveNone) {
+  const int before = emu::LiveGraphs();
+  {
+    Pair pair(SmallConfig(64, 4, 2, 2), /*kv_block_size=*/4);
+    ASSERT_TRUE(pair.ok());
+    auto a = pair.NewSeq("none");
+    auto b = pair.NewSeq("ffn:1");
+    EXPECT_LT(
+        pair.Step({{a.get(), Tokens(3, 1)}, {b.get(), Tokens(6, 2)}}, false),
+        1e-2);
+    const auto decode = [&](int i) {
+      return pair.Step({{a.get(), {static_cast<int32_t>(10 + i)}},
+                        {b.get(), {static_cast<int32_t>(20 + i)}}},
+                       false);
+    };
+    for (int i = 0; i < 20; ++i) EXPECT_LT(decode(i), 1e-2) << i;
+    EXPECT_EQ(emu::LiveGraphs(), before + 1);
+
+    emu::FailNextCalls("cudaGraphLaunch", cudaErrorLaunchFailure);
+    Batch batch;
+    ASSERT_TRUE(pair.gpu_blocks().Reserve(*a->gpu_kv, a->pos + 1).ok());
+    batch.Add(&a->plan, a->gpu_kv.get(), a->pos, {5});
+    std::vector<float> logits(pair.gpu()->config().vocab_size);
+    // A new shape (one row): captured, then its launch fails.
+    EXPECT_FALSE(pair.gpu()->Forward(batch, logits).ok());
+    (void)cudaGetLastError();
+    EXPECT_EQ(emu::LiveGraphs(), before + 2);  // captured before the launch
+    // A kernel launch that fails while the step is captured.
+    auto c = pair.NewSeq("attn:0");
+    ASSERT_TRUE(pair.gpu_blocks().Reserve(*c->gpu_kv, 1).ok());
+    Batch three;
+    three.Add(&c->plan, c->gpu_kv.get(), 0, {7});
+    emu::FailNextCalls("launch", cudaErrorLaunchOutOfResources);
+    EXPECT_FALSE(pair.gpu()->Forward(three, logits).ok());
+    (void)cudaGetLastError();
+    EXPECT_EQ(emu::LiveGraphs(), before + 2);
+    // The steps after them run (and are still right).
+    for (int i = 20; i < 24; ++i) EXPECT_LT(decode(i), 1e-2) << i;
+    pair.gpu_blocks().Release(*c->gpu_kv);
+    pair.Release(*a);
+    pair.Release(*b);
+  }
+  EXPECT_EQ(emu::LiveGraphs(), before);
+}
+
 // Whatever call fails, the timing events are destroyed.
 TEST(BackendFaultsTest, MeasuringTheDeviceLeaksNoEventsOnErrors) {
   const int before = emu::LiveEvents();

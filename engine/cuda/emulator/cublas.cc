@@ -222,6 +222,17 @@ cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t stream) {
   return CUBLAS_STATUS_SUCCESS;
 }
 
+cublasStatus_t cublasSetWorkspace(cublasHandle_t handle, void* workspace,
+                                  size_t bytes) {
+  if (!Live(handle)) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (bytes > 0 &&
+      (workspace == nullptr ||
+       !skipserve::emu::internal::IsDeviceRange(workspace, bytes))) {
+    return CUBLAS_STATUS_INVALID_VALUE;
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+
 cublasStatus_t cublasGetStream(cublasHandle_t handle, cudaStream_t* stream) {
   if (!Live(handle)) return CUBLAS_STATUS_NOT_INITIALIZED;
   if (stream == nullptr) return CUBLAS_STATUS_INVALID_VALUE;

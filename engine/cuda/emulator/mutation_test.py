@@ -85,6 +85,15 @@ MUTATIONS = [
     ("SwiGLU epilogue multiplies by the gate", "gemv.cu",
      "g / (1.0f + __expf(-g)) * acc_up[r]",
      "g / (1.0f + __expf(-g)) * acc_gate[r]"),
+    ("step graphs kept after the scratch moves", "cuda_backend.cc",
+     "  if (device_pointers() != before) graphs_.Clear();\n", ""),
+    ("greedy ties go to the higher id", "sampling.cu",
+     "return a.id < b.id ? a : b;", "return a.id > b.id ? a : b;"),
+    ("greedy log-prob sums past sampled_vocab", "sampling.cu",
+     "    for (int j = threadIdx.x; j < sampled_vocab; j += kThreads) {\n"
+     "      sum +=",
+     "    for (int j = threadIdx.x; j < vocab; j += kThreads) {\n"
+     "      sum +="),
     ("RoPE tables copied on the legacy stream", "cuda_backend.cc",
      "CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(rope_cos_.get(), cos.data(),\n"
      "                                       rope_cos_.bytes(),\n"

@@ -61,7 +61,7 @@ inline std::vector<int32_t> Tokens(int n, int salt) {
 class Pair {
  public:
   explicit Pair(const ModelConfig& config, int kv_block_size = 16,
-                int kv_blocks = 512)
+                int kv_blocks = 512, bool cuda_graphs = true)
       : config_(config),
         cpu_blocks_(kv_blocks, kv_block_size),
         gpu_blocks_(kv_blocks, kv_block_size) {
@@ -71,6 +71,7 @@ class Pair {
     BackendOptions options;
     options.num_kv_blocks = kv_blocks;
     options.kv_block_size = kv_block_size;
+    options.cuda_graphs = cuda_graphs;
     auto cpu = CreateCpuBackend(**checkpoint, options);
     auto gpu = CreateCudaBackend(**checkpoint, options);
     EXPECT_TRUE(cpu.ok()) << cpu.status();
@@ -117,6 +118,7 @@ class Pair {
     EXPECT_TRUE(cpu_->Forward(cpu_batch, expected).ok());
     const absl::Status s = gpu_->Forward(gpu_batch, actual);
     EXPECT_TRUE(s.ok()) << s;
+    gpu_logits_ = actual;
     double worst = 0;
     for (int r = 0; r < cpu_batch.NumLogitRows(); ++r) {
       const double error =
@@ -132,11 +134,14 @@ class Pair {
   }
 
   Backend* gpu() { return gpu_.get(); }
+  // The CUDA backend's logits of the last Step.
+  const std::vector<float>& gpu_logits() const { return gpu_logits_; }
   KvBlockManager& gpu_blocks() { return gpu_blocks_; }
 
  private:
   ModelConfig config_;
   std::unique_ptr<Backend> cpu_, gpu_;
+  std::vector<float> gpu_logits_;
   KvBlockManager cpu_blocks_;
   KvBlockManager gpu_blocks_;
 };

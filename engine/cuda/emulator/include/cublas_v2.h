@@ -67,6 +67,10 @@ extern "C" {
 cublasStatus_t cublasCreate(cublasHandle_t* handle);
 cublasStatus_t cublasDestroy(cublasHandle_t handle);
 cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t stream);
+// Checks that the workspace is device memory (or null with 0 bytes); the
+// emulated GEMM needs none.
+cublasStatus_t cublasSetWorkspace(cublasHandle_t handle, void* workspace,
+                                  size_t bytes);
 cublasStatus_t cublasGetStream(cublasHandle_t handle, cudaStream_t* stream);
 cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t mode);
 const char* cublasGetStatusName(cublasStatus_t status);

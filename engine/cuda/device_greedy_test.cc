@@ -1,0 +1,128 @@
+// The scheduler on the CUDA backend: steps whose sequences all generate
+// greedily take Backend::ForwardGreedy (the argmax and its log-prob reduced
+// on the device, sampling.cu) and decode steps replay CUDA graphs. Their
+// tokens must be those of the host sampler's greedy choice over the same
+// backend's logits (the same backend behind a wrapper that hides the device
+// reduction), with the vocabulary cut to sampled_vocab_size, several plans.
+//
+// Runs on a GPU (cuda_backend_test) and under the CUDA emulator in every CI
+// run.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/notification.h"
+#include "engine/cuda/cuda_backend.h"
+#include "engine/cuda/testing/backend_pair.h"
+#include "engine/model/synthetic.h"
+#include "engine/policy/skip_policy.h"
+#include "engine/scheduler/scheduler.h"
+#include "gtest/gtest.h"
+
+namespace skipserve {
+namespace {
+
+using cuda::testing::SmallConfig;
+using cuda::testing::Tokens;
+
+// The same backend without greedy_on_device(): the scheduler then samples
+// every token on the host from the logits.
+class HostGreedy final : public Backend {
+ public:
+  explicit HostGreedy(Backend* backend) : b_(backend) {}
+  const ModelConfig& config() const override { return b_->config(); }
+  std::string_view device_name() const override { return b_->device_name(); }
+  int num_kv_blocks() const override { return b_->num_kv_blocks(); }
+  int kv_block_size() const override { return b_->kv_block_size(); }
+  int64_t kv_block_bytes() const override { return b_->kv_block_bytes(); }
+  int weight_element_bytes() const override {
+    return b_->weight_element_bytes();
+  }
+  using Backend::Forward;
+  absl::Status Forward(const Batch& batch, std::span<float> logits,
+                       LayerObserver* observer) override {
+    return b_->Forward(batch, logits, observer);
+  }
+
+ private:
+  Backend* b_;
+};
+
+class Collect final : public SequenceObserver {
+ public:
+  bool OnToken(const SampledToken& token) override {
+    tokens.push_back(token);
+    return true;
+  }
+  void OnFinish(const absl::Status& s, FinishReason,
+                const SequenceTimings&) override {
+    status = s;
+    done.Notify();
+  }
+  std::vector<SampledToken> tokens;
+  absl::Status status;
+  absl::Notification done;
+};
+
+// Generates each (prompt, policy) greedily, one after another (so that
+// batching cannot differ between runs).
+std::vector<std::vector<SampledToken>> GenerateAll(
+    Backend* backend, int sampled_vocab,
+    const std::vector<std::pair<std::vector<int32_t>, std::string>>& work) {
+  SchedulerOptions options;
+  options.sampled_vocab_size = sampled_vocab;
+  Scheduler scheduler(backend, options);
+  std::vector<std::vector<SampledToken>> out;
+  for (const auto& [prompt, policy] : work) {
+    SequenceSpec spec;
+    spec.prompt = prompt;
+    spec.plan =
+        *(*SkipPolicy::Parse(policy)).Compile(backend->config().num_layers);
+    spec.kind = Generation{SamplingParams{}, /*max_new_tokens=*/12, {}};
+    auto collect = std::make_shared<Collect>();
+    EXPECT_TRUE(scheduler.Submit(std::move(spec), collect).ok());
+    collect->done.WaitForNotification();
+    EXPECT_TRUE(collect->status.ok()) << collect->status;
+    out.push_back(collect->tokens);
+  }
+  return out;
+}
+
+TEST(DeviceGreedyTest, SchedulerTokensMatchTheHostSamplersGreedyChoice) {
+  if (absl::Status s = CudaDeviceStatus(); !s.ok()) {
+    GTEST_SKIP() << "skipped, this machine cannot run CUDA: " << s.message();
+  }
+  const ModelConfig config = SmallConfig(64, 4, 2, 3, /*vocab=*/333);
+  auto checkpoint = MakeSyntheticCheckpoint(config, DType::kBF16, 11);
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  BackendOptions options;
+  options.num_kv_blocks = 256;
+  auto gpu = CreateCudaBackend(**checkpoint, options);
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  ASSERT_TRUE((*gpu)->greedy_on_device());
+  const std::vector<std::pair<std::vector<int32_t>, std::string>> work = {
+      {Tokens(5, 1), "none"},
+      {Tokens(21, 2), "attn:1"},
+      {Tokens(3, 3), "layer:0"}};
+  const int sampled = config.vocab_size - 10;
+  const auto device = GenerateAll(gpu->get(), sampled, work);
+  HostGreedy host_backend(gpu->get());
+  const auto host = GenerateAll(&host_backend, sampled, work);
+  ASSERT_EQ(device.size(), host.size());
+  for (size_t i = 0; i < work.size(); ++i) {
+    SCOPED_TRACE(work[i].second);
+    ASSERT_EQ(device[i].size(), 12u);
+    ASSERT_EQ(host[i].size(), 12u);
+    for (size_t t = 0; t < host[i].size(); ++t) {
+      EXPECT_EQ(device[i][t].id, host[i][t].id) << "token " << t;
+      EXPECT_LT(device[i][t].id, sampled);
+      // fp32 on the device, double on the host.
+      EXPECT_NEAR(device[i][t].logprob, host[i][t].logprob, 1e-4)
+          << "token " << t;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace skipserve
