@@ -6,7 +6,9 @@
 #                            over all of them, parity (transformers, else the
 #                            numpy reference), one batch-1 decode figure;
 #   bench/gpu/run.sh full    (<= 7 minutes) the benchmark suite in one
-#                            process, the transformers baseline, host tests.
+#                            process, the per-kernel byte/FLOP model of its
+#                            scenarios (kernel_model.py, a model), the
+#                            transformers baseline, host tests.
 #                            Refused unless quick passed on this machine with
 #                            this bundle (--force overrides).
 #
@@ -19,7 +21,8 @@
 # carried: carry=["build-gpu-bundle"]) and writes under $OUT, at most 8
 # files per phase: run.log, steps.jsonl (one line per step), tests.xml or
 # host_tests.xml, hf_parity.json, bench_quick.jsonl or bench_full.jsonl and
-# hf_bench.jsonl (one line per measurement, as measured), the summary
+# hf_bench.jsonl (one line per measurement, as measured), kernel_model.json
+# (full; its text in run.log), the summary
 # <date>-h200-quick.{json,md} or <date>-h200.{json,md} (full: both phases
 # when quick ran on the same machine), and quick.passed when quick passed
 # (copy it into build-gpu-bundle/ if the machine went back before full).
@@ -190,7 +193,7 @@ if [[ $PHASE != full ]]; then
         "$OUT"/*-"$MACHINE"-quick.{json,md}
 fi
 if [[ $PHASE != quick ]]; then
-  rm -f "$OUT"/{host_tests.xml,bench_full.jsonl,hf_bench.jsonl} "$OUT"/*-"$MACHINE".{json,md}
+  rm -f "$OUT"/{host_tests.xml,bench_full.jsonl,hf_bench.jsonl,kernel_model.json} "$OUT"/*-"$MACHINE".{json,md}
 fi
 TMPD=$(mktemp -d)
 trap 'rm -rf "$TMPD"' EXIT
@@ -561,6 +564,15 @@ run_full() {
     --bandwidth_mb=$( ((EMULATED)) && echo 16 || echo 1024) \
     $( ((EMULATED)) && echo --prefill_tokens=128)
   bench_partial bench_full "$OUT/bench_full.jsonl"
+
+  # The per-kernel byte/FLOP model of the suite's scenarios (a model, not a
+  # measurement; bench/gpu/kernel_model.py), at the copy bandwidth the
+  # benchmark just measured (nominal when it wrote none). JSON to $OUT, the
+  # text into run.log: a ninth file would not come back from the device.
+  step kernel_model 20 "$PY" bench/gpu/kernel_model.py --model "$MODEL" \
+    --suite bench/gpu/suites.json --suite_name "full$SUITE_SUFFIX" \
+    --from_bench "$OUT/bench_full.jsonl" --from_bench "$STATE/quick/bench_quick.jsonl" \
+    --json_out "$OUT/kernel_model.json"
 
   left=$((PHASE_END - $(date +%s) - RESERVE - 25))
   lim=$((left < 120 * SCALE ? left : 120 * SCALE))
