@@ -30,7 +30,8 @@ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_DISABLE_FIND_PACKAGE_gRPC=ON \
   -DCMAKE_DISABLE_FIND_PACKAGE_Protobuf=ON \
   -DCMAKE_DISABLE_FIND_PACKAGE_prometheus-cpp=ON
-TARGETS=(cuda_backend_test cuda_kernels_test cuda_attention_test cuda_module_test
+TARGETS=(cuda_backend_test cuda_kernels_test cuda_attention_test
+         cuda_prefill_attention_test cuda_module_test
          launch_plan_test cpu_backend_test skipserve-bench skipserve-logits)
 WITHOUT=" ${SKIPSERVE_BUNDLE_WITHOUT:-} "
 KNOWN=$(ninja -C "$BUILD" -t targets all | sed -n 's/^\([^:]*\): .*/\1/p')

@@ -371,11 +371,12 @@ WRAP
   # for them; so is the failed allocation of the larger-than-the-device KV
   # case). The kernel tests come first in the sanitizer runs, which are
   # slow: a step cut short keeps what ran.
-  CUDA_TESTS=("$BIN/cuda_attention_test" "$BIN/cuda_kernels_test"
-              "$BIN/cuda_backend_test|-*DeviceFault*"
+  CUDA_TESTS=("$BIN/cuda_attention_test" "$BIN/cuda_prefill_attention_test"
+              "$BIN/cuda_kernels_test" "$BIN/cuda_backend_test|-*DeviceFault*"
               "$BIN/cuda_backend_test|*DeviceFault*" "$BIN/cuda_module_test")
   # The sanitizer runs the programs themselves (with the wrappers' paths).
-  SAN_TESTS=("$SK/bin/cuda_attention_test" "$SK/bin/cuda_kernels_test"
+  SAN_TESTS=("$SK/bin/cuda_attention_test" "$SK/bin/cuda_prefill_attention_test"
+             "$SK/bin/cuda_kernels_test"
              "$SK/bin/cuda_backend_test|-*DeviceFault*:*LargerThanTheDevice*"
              "$SK/bin/cuda_module_test")
   HOST_TESTS=("$BIN/launch_plan_test" "$BIN/cpu_backend_test")

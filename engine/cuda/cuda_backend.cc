@@ -268,8 +268,6 @@ absl::Status CudaBackend::Attention(const LaunchPlan& plan, int layer,
   const int q_dim = config_.num_heads * config_.head_dim();
   const int stride = q_dim + 2 * config_.kv_dim();
   SKIPSERVE_RETURN_IF_ERROR(NormInput(plan, 2 * layer));
-  SKIPSERVE_RETURN_IF_ERROR(gemm_->Run(scratch_.normed.get(), w.wqkv.get(),
-                                       scratch_.qkv.get(), m, hidden, stride));
   RopeKvParams rope;
   rope.qkv = scratch_.qkv.get();
   rope.positions = DeviceInts(a.positions);
@@ -282,7 +280,23 @@ absl::Status CudaBackend::Attention(const LaunchPlan& plan, int layer,
   rope.num_kv_heads = config_.num_kv_heads;
   rope.head_dim = config_.head_dim();
   rope.block_size = options_.kv_block_size;
-  CUDA_RETURN_IF_ERROR(RopeKvWrite(rope, stream_));
+  if (GemvSupported(scratch_.normed.get(), w.wqkv.get(), m, hidden)) {
+    // Few rows: the QKV projection with RoPE and the K/V write fused in.
+    GemvParams qkv;
+    qkv.x = scratch_.normed.get();
+    qkv.w = w.wqkv.get();
+    qkv.m = m;
+    qkv.k = hidden;
+    qkv.n = stride;
+    qkv.epilogue = GemvEpilogue::kRopeKv;
+    qkv.rope = rope;
+    CUDA_RETURN_IF_ERROR(Gemv(qkv, stream_));
+  } else {
+    SKIPSERVE_RETURN_IF_ERROR(gemm_->Run(scratch_.normed.get(), w.wqkv.get(),
+                                         scratch_.qkv.get(), m, hidden,
+                                         stride));
+    CUDA_RETURN_IF_ERROR(RopeKvWrite(rope, stream_));
+  }
 
   AttentionParams attn;
   attn.q = scratch_.qkv.get();

@@ -6,8 +6,9 @@
 // time, and the same chunks of every row of x (small, and shared by all
 // warps: they come from L1/L2). Each lane keeps one fp32 partial sum per
 // row of x; a butterfly reduction gives every lane the column's sums, and
-// lane i writes row i's result. The fused SiLU·up epilogue reads gate row j
-// and up row n + j side by side and keeps two sums per row.
+// lane i writes row i's result. The paired epilogues read two weight rows
+// side by side and keep two sums per row: SiLU·up the gate row j and the up
+// row n + j; RoPE + KV the columns i and i + head_dim / 2 of one head.
 //
 // Byte model (a model, not a measurement): the kernel reads each weight
 // byte once, n * k * 2 bytes (4 * n * k for the fused gate|up), plus m * k
@@ -43,102 +44,173 @@ __device__ __forceinline__ float Dot8(const uint4& a, const uint4& b) {
   return sum;
 }
 
-// Adds chunk c of every row of x times the weight chunks `gate` (and `up`)
-// to the lane's sums.
-// x: (m, chunks) 16-byte chunks   acc_gate, acc_up: (kRows)
-template <int kRows, bool kSiluMul>
+// Adds chunk c of every row of x times the weight chunks `a` (and `b`,
+// when kPaired) to the lane's sums.
+// x: (m, chunks) 16-byte chunks   acc_a, acc_b: (kRows)
+template <int kRows, bool kPaired>
 __device__ __forceinline__ void Accumulate(const uint4* x, int m, int chunks,
-                                           int c, const uint4& gate,
-                                           const uint4& up, float* acc_gate,
-                                           float* acc_up) {
+                                           int c, const uint4& a,
+                                           const uint4& b, float* acc_a,
+                                           float* acc_b) {
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
     if (r < m) {
       const uint4 xr = __ldg(x + static_cast<int64_t>(r) * chunks + c);
-      acc_gate[r] += Dot8(gate, xr);
-      if (kSiluMul) acc_up[r] += Dot8(up, xr);
+      acc_a[r] += Dot8(a, xr);
+      if (kPaired) acc_b[r] += Dot8(b, xr);
     }
   }
 }
 
+// How many warps the epilogue's outputs take (one each).
+template <GemvEpilogue kEpilogue>
+__device__ __forceinline__ int64_t NumWarps(const GemvParams& p) {
+  return kEpilogue == GemvEpilogue::kRopeKv ? p.n / 2 : p.n;
+}
+
+// The weight rows warp t reads: `a`, and `b` for the paired epilogues (the
+// up row of gate row t; the column half a head away, for RoPE).
+template <GemvEpilogue kEpilogue>
+__device__ __forceinline__ void RowsOf(const GemvParams& p, int64_t t,
+                                       int64_t* a, int64_t* b) {
+  if (kEpilogue == GemvEpilogue::kSiluMulBf16) {
+    *a = t;
+    *b = p.n + t;
+  } else if (kEpilogue == GemvEpilogue::kRopeKv) {
+    const int half = p.rope.head_dim / 2;
+    *a = t / half * p.rope.head_dim + t % half;
+    *b = *a + half;
+  } else {
+    *a = *b = t;
+  }
+}
+
+// Writes what warp t computed for row r: the dot products `a` and `b` of
+// its rows (RowsOf) with x[r].
+template <GemvEpilogue kEpilogue>
+__device__ __forceinline__ void Finish(const GemvParams& p, int64_t t, int r,
+                                       float a, float b) {
+  if (kEpilogue == GemvEpilogue::kStoreF32) {
+    p.y[r * p.n + t] = a;
+    return;
+  }
+  if (kEpilogue == GemvEpilogue::kSiluMulBf16) {
+    p.act[r * p.n + t] = __float2bfloat16_rn(a / (1.0f + __expf(-a)) * b);
+    return;
+  }
+  // kRopeKv: t is element i of head `head` (query heads, key heads, value
+  // heads); a and b its elements i and i + half. Rotate-half RoPE, as
+  // RopeKvWrite applies it.
+  const RopeKvParams& q = p.rope;
+  const int half = q.head_dim / 2;
+  const int head = static_cast<int>(t / half);
+  const int i = static_cast<int>(t % half);
+  float lo = a;
+  float hi = b;
+  if (head < q.num_heads + q.num_kv_heads) {
+    const int64_t angle = static_cast<int64_t>(q.positions[r]) * half + i;
+    const float c = q.cos[angle];
+    const float s = q.sin[angle];
+    lo = a * c - b * s;
+    hi = b * c + a * s;
+  }
+  if (head < q.num_heads) {  // the query, fp32 in qkv for attention
+    float* out = q.qkv + r * p.n + head * q.head_dim;
+    out[i] = lo;
+    out[i + half] = hi;
+    return;
+  }
+  // The key or the value, bf16 into the cache slot of the row's position.
+  // kv_cache: (num_blocks, 2, block_size, num_kv_heads, head_dim)
+  const bool is_key = head < q.num_heads + q.num_kv_heads;
+  const int kv_head = head - q.num_heads - (is_key ? 0 : q.num_kv_heads);
+  const int slot = q.kv_slots[r];
+  const int64_t block = slot / q.block_size;
+  const int64_t kv_dim = static_cast<int64_t>(q.num_kv_heads) * q.head_dim;
+  bf16* out =
+      q.kv_cache +
+      ((block * 2 + (is_key ? 0 : 1)) * q.block_size + slot % q.block_size) *
+          kv_dim +
+      kv_head * q.head_dim;
+  out[i] = __float2bfloat16_rn(lo);
+  out[i + half] = __float2bfloat16_rn(hi);
+}
+
 // kRows: the smallest of 1, 2, 4, 8, 16 that holds p.m (the sums live in
 // registers, so their count is a compile-time constant).
-template <int kRows, bool kSiluMul>
+template <int kRows, GemvEpilogue kEpilogue>
 __global__ void __launch_bounds__(kWarps * 32) GemvKernel(GemvParams p) {
+  constexpr bool kPaired = kEpilogue != GemvEpilogue::kStoreF32;
   const int lane = threadIdx.x % 32;
-  const int64_t j =
+  const int64_t t =
       static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
-  if (j >= p.n) return;  // the whole warp: no lane waits at a shuffle
+  if (t >= NumWarps<kEpilogue>(p)) return;  // the whole warp: no lane waits
 
   const int chunks = p.k / 8;
-  // gate: (chunks) row j of w; up: (chunks) row n + j (kSiluMul only)
-  const uint4* gate = reinterpret_cast<const uint4*>(p.w + j * p.k);
-  const uint4* up =
-      kSiluMul ? reinterpret_cast<const uint4*>(p.w + (p.n + j) * p.k) : gate;
+  int64_t row_a, row_b;
+  RowsOf<kEpilogue>(p, t, &row_a, &row_b);
+  // wa, wb: (chunks) weight rows row_a and row_b
+  const uint4* wa = reinterpret_cast<const uint4*>(p.w + row_a * p.k);
+  const uint4* wb = reinterpret_cast<const uint4*>(p.w + row_b * p.k);
   const uint4* x = reinterpret_cast<const uint4*>(p.x);  // (m, chunks)
-  float acc_gate[kRows];
-  float acc_up[kRows];
+  float acc_a[kRows];
+  float acc_b[kRows];
 #pragma unroll
-  for (int r = 0; r < kRows; ++r) acc_gate[r] = acc_up[r] = 0.0f;
+  for (int r = 0; r < kRows; ++r) acc_a[r] = acc_b[r] = 0.0f;
 
   int c = lane;
   // kUnroll loads of each weight row issued before any is used.
   for (; c + 32 * (kUnroll - 1) < chunks; c += 32 * kUnroll) {
-    uint4 g[kUnroll];
-    uint4 u[kUnroll];
+    uint4 a[kUnroll];
+    uint4 b[kUnroll];
 #pragma unroll
     for (int i = 0; i < kUnroll; ++i) {
-      g[i] = __ldg(gate + c + 32 * i);
-      u[i] = kSiluMul ? __ldg(up + c + 32 * i) : g[i];
+      a[i] = __ldg(wa + c + 32 * i);
+      b[i] = kPaired ? __ldg(wb + c + 32 * i) : a[i];
     }
 #pragma unroll
     for (int i = 0; i < kUnroll; ++i) {
-      Accumulate<kRows, kSiluMul>(x, p.m, chunks, c + 32 * i, g[i], u[i],
-                                  acc_gate, acc_up);
+      Accumulate<kRows, kPaired>(x, p.m, chunks, c + 32 * i, a[i], b[i], acc_a,
+                                 acc_b);
     }
   }
   for (; c < chunks; c += 32) {
-    const uint4 g = __ldg(gate + c);
-    const uint4 u = kSiluMul ? __ldg(up + c) : g;
-    Accumulate<kRows, kSiluMul>(x, p.m, chunks, c, g, u, acc_gate, acc_up);
+    const uint4 a = __ldg(wa + c);
+    const uint4 b = kPaired ? __ldg(wb + c) : a;
+    Accumulate<kRows, kPaired>(x, p.m, chunks, c, a, b, acc_a, acc_b);
   }
 
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
 #pragma unroll
     for (int offset = 16; offset > 0; offset /= 2) {
-      acc_gate[r] += __shfl_xor_sync(0xffffffffu, acc_gate[r], offset);
-      if (kSiluMul)
-        acc_up[r] += __shfl_xor_sync(0xffffffffu, acc_up[r], offset);
+      acc_a[r] += __shfl_xor_sync(0xffffffffu, acc_a[r], offset);
+      if (kPaired) acc_b[r] += __shfl_xor_sync(0xffffffffu, acc_b[r], offset);
     }
   }
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
-    if (r != lane || r >= p.m) continue;
-    const int64_t out = static_cast<int64_t>(r) * p.n + j;
-    if (kSiluMul) {
-      const float g = acc_gate[r];
-      p.act[out] = __float2bfloat16_rn(g / (1.0f + __expf(-g)) * acc_up[r]);
-    } else {
-      p.y[out] = acc_gate[r];
-    }
+    if (r == lane && r < p.m) Finish<kEpilogue>(p, t, r, acc_a[r], acc_b[r]);
   }
 }
 
-template <bool kSiluMul>
+template <GemvEpilogue kEpilogue>
 cudaError_t LaunchFor(const GemvParams& p, cudaStream_t stream) {
-  const unsigned int blocks = (p.n + kWarps - 1) / kWarps;
+  const int64_t warps = kEpilogue == GemvEpilogue::kRopeKv ? p.n / 2 : p.n;
+  const unsigned int blocks =
+      static_cast<unsigned int>((warps + kWarps - 1) / kWarps);
   const int threads = kWarps * 32;
   if (p.m <= 1) {
-    SKIPSERVE_LAUNCH((GemvKernel<1, kSiluMul>), blocks, threads, 0, stream, p);
+    SKIPSERVE_LAUNCH((GemvKernel<1, kEpilogue>), blocks, threads, 0, stream, p);
   } else if (p.m <= 2) {
-    SKIPSERVE_LAUNCH((GemvKernel<2, kSiluMul>), blocks, threads, 0, stream, p);
+    SKIPSERVE_LAUNCH((GemvKernel<2, kEpilogue>), blocks, threads, 0, stream, p);
   } else if (p.m <= 4) {
-    SKIPSERVE_LAUNCH((GemvKernel<4, kSiluMul>), blocks, threads, 0, stream, p);
+    SKIPSERVE_LAUNCH((GemvKernel<4, kEpilogue>), blocks, threads, 0, stream, p);
   } else if (p.m <= 8) {
-    SKIPSERVE_LAUNCH((GemvKernel<8, kSiluMul>), blocks, threads, 0, stream, p);
+    SKIPSERVE_LAUNCH((GemvKernel<8, kEpilogue>), blocks, threads, 0, stream, p);
   } else {
-    SKIPSERVE_LAUNCH((GemvKernel<16, kSiluMul>), blocks, threads, 0, stream, p);
+    SKIPSERVE_LAUNCH((GemvKernel<16, kEpilogue>), blocks, threads, 0, stream,
+                     p);
   }
   return cudaGetLastError();
 }
@@ -157,8 +229,22 @@ cudaError_t Gemv(const GemvParams& p, cudaStream_t stream) {
   if (!GemvSupported(p.x, p.w, p.m, p.k) || p.n < 1) {
     return cudaErrorInvalidValue;
   }
-  return p.epilogue == GemvEpilogue::kSiluMulBf16 ? LaunchFor<true>(p, stream)
-                                                  : LaunchFor<false>(p, stream);
+  switch (p.epilogue) {
+    case GemvEpilogue::kStoreF32:
+      return LaunchFor<GemvEpilogue::kStoreF32>(p, stream);
+    case GemvEpilogue::kSiluMulBf16:
+      return LaunchFor<GemvEpilogue::kSiluMulBf16>(p, stream);
+    case GemvEpilogue::kRopeKv: {
+      const RopeKvParams& r = p.rope;
+      if (r.head_dim < 2 || r.head_dim % 2 != 0 || r.num_kv_heads < 1 ||
+          r.block_size < 1 ||
+          p.n != (r.num_heads + 2 * r.num_kv_heads) * r.head_dim) {
+        return cudaErrorInvalidValue;
+      }
+      return LaunchFor<GemvEpilogue::kRopeKv>(p, stream);
+    }
+  }
+  return cudaErrorInvalidValue;
 }
 
 }  // namespace skipserve::cuda

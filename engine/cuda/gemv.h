@@ -16,6 +16,13 @@
 //                input of the down projection, as SiluMul computes it from
 //                a (m, 2 * n) GEMM output, without that fp32 round trip)
 //                act: (m, n) bf16
+//   kRopeKv      the QKV projection with RopeKvWrite fused in (w: (n, k),
+//                n = (num_heads + 2 * num_kv_heads) * head_dim): row i's
+//                query heads rotated at rope.positions[i] into rope.qkv
+//                (fp32, row stride n; its key and value columns are not
+//                written), its key heads rotated and its value heads as
+//                they are written (bf16) into rope.kv_cache at
+//                rope.kv_slots[i]; rope.m is not used
 //
 // Requirements (GemvSupported): 1 <= m <= kMaxGemvRows, k a multiple of 8,
 // x and w 16-byte aligned (each row then is, too). Pointers are device
@@ -29,7 +36,7 @@ namespace skipserve::cuda {
 
 inline constexpr int kMaxGemvRows = 16;
 
-enum class GemvEpilogue { kStoreF32, kSiluMulBf16 };
+enum class GemvEpilogue { kStoreF32, kSiluMulBf16, kRopeKv };
 
 struct GemvParams {
   const bf16* x = nullptr;  // (m, k)
@@ -40,13 +47,15 @@ struct GemvParams {
   int k = 0;
   int n = 0;  // output columns
   GemvEpilogue epilogue = GemvEpilogue::kStoreF32;
+  RopeKvParams rope;  // kRopeKv only
 };
 
 // Whether Gemv can run these operands (see the requirements above).
 bool GemvSupported(const bf16* x, const bf16* w, int m, int k);
 
 // Enqueues the product on `stream`; cudaErrorInvalidValue when
-// !GemvSupported or n < 1 (nothing is launched), else cudaGetLastError().
+// !GemvSupported, n < 1 or (kRopeKv) n and the heads disagree or head_dim
+// is odd (nothing is launched), else cudaGetLastError().
 cudaError_t Gemv(const GemvParams& p, cudaStream_t stream);
 
 }  // namespace skipserve::cuda

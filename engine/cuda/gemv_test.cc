@@ -14,6 +14,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "engine/cuda/gemm.h"
@@ -156,6 +157,130 @@ TEST_F(GemvTest, SiluMulEpilogueMatchesSwiGluOfTheTwoProducts) {
         }
         EXPECT_EQ(failures, 0);
       }
+    }
+  }
+}
+
+// The QKV projection with RoPE and the K/V cache write fused in, against
+// the double product rotated in double with the same tables: queries in
+// qkv (whose key and value columns stay untouched), rotated keys and plain
+// values in the rows' cache slots (every other slot stays untouched), GQA
+// and MHA, rows at scattered positions and slots.
+TEST_F(GemvTest, RopeKvEpilogueRotatesAndWritesTheCache) {
+  struct Shape {
+    int heads, kv_heads, head_dim, k;
+  };
+  for (const Shape& sh : {Shape{3, 1, 8, 64}, Shape{2, 2, 64, 136}}) {
+    const int half = sh.head_dim / 2;
+    const int n = (sh.heads + 2 * sh.kv_heads) * sh.head_dim;
+    const int q_dim = sh.heads * sh.head_dim;
+    const int kv_dim = sh.kv_heads * sh.head_dim;
+    constexpr int kPositions = 50, kBlockSize = 4, kBlocks = 6;
+    std::vector<float> cos(kPositions * half), sin(cos.size());
+    for (int p = 0; p < kPositions; ++p) {
+      for (int i = 0; i < half; ++i) {
+        const double angle = p * std::pow(10000.0, -2.0 * i / sh.head_dim);
+        cos[p * half + i] = static_cast<float>(std::cos(angle));
+        sin[p * half + i] = static_cast<float>(std::sin(angle));
+      }
+    }
+    const std::vector<bf16> w =
+        testing::ToBf16(RandomFloats(size_t{1} * n * sh.k, n));
+    DeviceBuffer<bf16> w_d = Upload(w);
+    DeviceBuffer<float> cos_d = Upload(cos), sin_d = Upload(sin);
+    for (int m : {1, 5, 16}) {
+      SCOPED_TRACE(::testing::Message()
+                   << "heads " << sh.heads << "/" << sh.kv_heads << " m " << m);
+      const std::vector<bf16> x = RandomRows(m, sh.k, m + sh.k);
+      std::vector<int32_t> positions(m), slots(m);
+      for (int r = 0; r < m; ++r) {
+        positions[r] = (r * 17 + 3) % kPositions;
+        slots[r] = (r * 7 + 2) % (kBlocks * kBlockSize);  // distinct
+      }
+      DeviceBuffer<bf16> x_d = Upload(x);
+      DeviceBuffer<int32_t> pos_d = Upload(positions), slot_d = Upload(slots);
+      const size_t cache_size = size_t{kBlocks} * 2 * kBlockSize * kv_dim;
+      DeviceBuffer<float> qkv_d = Poisoned<float>(size_t{1} * m * n);
+      DeviceBuffer<bf16> cache_d = Poisoned<bf16>(cache_size);
+      GemvParams p;
+      p.x = x_d.get();
+      p.w = w_d.get();
+      p.m = m;
+      p.k = sh.k;
+      p.n = n;
+      p.epilogue = GemvEpilogue::kRopeKv;
+      p.rope.qkv = qkv_d.get();
+      p.rope.positions = pos_d.get();
+      p.rope.kv_slots = slot_d.get();
+      p.rope.cos = cos_d.get();
+      p.rope.sin = sin_d.get();
+      p.rope.kv_cache = cache_d.get();
+      p.rope.num_heads = sh.heads;
+      p.rope.num_kv_heads = sh.kv_heads;
+      p.rope.head_dim = sh.head_dim;
+      p.rope.block_size = kBlockSize;
+      ASSERT_EQ(Gemv(p, stream_), cudaSuccess);
+      const std::vector<float> qkv = Download(qkv_d, size_t{1} * m * n);
+      const std::vector<bf16> cache = Download(cache_d, cache_size);
+      std::vector<bool> written(cache_size, false);
+      int failures = 0;
+      const auto check = [&](double got, double expected, double allowed,
+                             const char* what, int r, int col) {
+        if (!(std::abs(got - expected) <= allowed) && failures++ < 5) {
+          ADD_FAILURE() << what << " row " << r << " col " << col << ": " << got
+                        << " vs " << expected;
+        }
+      };
+      for (int r = 0; r < m; ++r) {
+        const int slot = slots[r];
+        for (int head = 0; head < sh.heads + 2 * sh.kv_heads; ++head) {
+          for (int i = 0; i < half; ++i) {
+            const int c0 = head * sh.head_dim + i, c1 = c0 + half;
+            const Dot a = DotOf(x, w, r, c0, sh.k),
+                      b = DotOf(x, w, r, c1, sh.k);
+            double lo = a.value, hi = b.value;
+            if (head < sh.heads + sh.kv_heads) {
+              const double c = cos[positions[r] * half + i];
+              const double s = sin[positions[r] * half + i];
+              lo = a.value * c - b.value * s;
+              hi = b.value * c + a.value * s;
+            }
+            const double fp32 = 1e-5 * (a.magnitude + b.magnitude) + 1e-6;
+            if (head < sh.heads) {
+              check(qkv[r * n + c0], lo, fp32, "query", r, c0);
+              check(qkv[r * n + c1], hi, fp32, "query", r, c1);
+              continue;
+            }
+            const bool is_key = head < sh.heads + sh.kv_heads;
+            const int kv_head = head - sh.heads - (is_key ? 0 : sh.kv_heads);
+            const size_t base =
+                ((size_t{1} * (slot / kBlockSize) * 2 + (is_key ? 0 : 1)) *
+                     kBlockSize +
+                 slot % kBlockSize) *
+                    kv_dim +
+                kv_head * sh.head_dim;
+            for (const auto& [index, expected] :
+                 {std::pair<size_t, double>{base + i, lo},
+                  std::pair<size_t, double>{base + i + half, hi}}) {
+              written[index] = true;
+              check(FromBf16(cache[index]), expected,
+                    std::abs(expected) / 256 + fp32, is_key ? "key" : "value",
+                    r, static_cast<int>(index - base));
+            }
+          }
+        }
+        for (int col = q_dim; col < n; ++col) {  // K/V columns: untouched
+          if (!std::isnan(qkv[r * n + col]) && failures++ < 5) {
+            ADD_FAILURE() << "qkv row " << r << " col " << col << " written";
+          }
+        }
+      }
+      for (size_t i = 0; i < cache_size; ++i) {
+        if (!written[i] && !IsPoison(cache[i]) && failures++ < 5) {
+          ADD_FAILURE() << "cache element " << i << " written";
+        }
+      }
+      EXPECT_EQ(failures, 0);
     }
   }
 }

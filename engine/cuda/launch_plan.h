@@ -90,9 +90,9 @@ LaunchPlan BuildLaunchPlan(const Batch& batch, int num_layers,
                            int prefill_tile_rows = kPrefillTileRows);
 
 // How many parts attention splits each row's keys into (flash-decoding):
-// 1 when rows * heads blocks already fill `num_sms` multiprocessors twice
-// over or the keys are few; otherwise enough parts of at least
-// `min_keys_per_split` keys to fill them, at most `max_splits`.
+// 1 when rows * heads blocks already give `num_sms` multiprocessors four
+// blocks each or the keys are few; otherwise enough parts of at least
+// `min_keys_per_split` keys to get there, at most `max_splits`.
 int AttentionSplits(int rows, int heads, int max_keys, int num_sms,
                     int min_keys_per_split = 256, int max_splits = 32);
 
