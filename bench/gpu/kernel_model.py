@@ -28,8 +28,9 @@ running sublayer runs on all rows, dense):
   EmbeddingGather
   per layer whose attention runs (rows m):
     RmsNorm (only when not fused into the previous residual add)
-    QKV GEMM: gemv.cu for m <= 16 rows, cuBLAS above (engine/cuda/gemm.cc)
-    RopeKvWrite
+    QKV: gemv.cu for m <= 16 rows with RoPE and the K/V cache write fused
+      into its epilogue; above, a cuBLAS GEMM (engine/cuda/gemm.cc) and
+      RopeKvWrite
     PagedAttention, one launch per run of one-token sequences, + its
       CombineSplits launch when AttentionSplits (launch_plan.cc) gives > 1
     PrefillAttention, one launch for all tiles of <= 32 rows of the
@@ -446,12 +447,24 @@ def step_kernels(s, run_attn, run_ffn, sc, num_sms,
             m = n
             norm_input(sub)
             gemm("QKV GEMM", m, h, q + 2 * kv)
-            # RoPE of q (in place) and k; k, v to the cache in bf16.
-            k("RopeKvWrite").add(
-                flops=3.0 * m * (s.heads + s.kv_heads) * d,
-                activations=m * (q + 2 * kv) * OUT_BYTES + m * q * OUT_BYTES
-                + m * 2 * INT_BYTES + 2 * m * (d // 2) * 4,
-                kv=m * 2 * kv * KV_BYTES)
+            rope_flops = 3.0 * m * (s.heads + s.kv_heads) * d
+            if m <= MAX_GEMV_ROWS:
+                # RoPE and the K/V write fused into the GEMV's epilogue
+                # (gemv.h kRopeKv): no launch of its own, and K/V go to the
+                # cache in bf16 instead of through qkv in fp32.
+                k("QKV GEMM (gemv.cu)", "fp32").add(
+                    launches=0, flops=rope_flops,
+                    activations=m * 2 * INT_BYTES + 2 * m * (d // 2) * 4
+                    - m * 2 * kv * OUT_BYTES,
+                    kv=m * 2 * kv * KV_BYTES)
+            else:
+                # RoPE of q (in place) and k; k, v to the cache in bf16.
+                k("RopeKvWrite").add(
+                    flops=rope_flops,
+                    activations=m * (q + 2 * kv) * OUT_BYTES
+                    + m * q * OUT_BYTES + m * 2 * INT_BYTES
+                    + 2 * m * (d // 2) * 4,
+                    kv=m * 2 * kv * KV_BYTES)
             if t == 1:
                 # One run of b one-token rows; each row attends to ctx + 1
                 # keys. K/V read once per row and KV head.

@@ -63,9 +63,12 @@ class DecodeBytes(unittest.TestCase):
 
     def test_batch1_is_memory_bound_and_graph_sized(self):
         r = run()
-        # 1 embedding + 1 norm + 32 x (qkv, rope, attention, combine, wo,
-        # add+norm, gate|up, down, add+norm) + LM head.
-        self.assertEqual(r["kernel_launches_per_step"], 2 + 32 * 9 + 1)
+        # 1 embedding + 1 norm + 32 x (qkv with RoPE/KV fused, attention,
+        # combine, wo, add+norm, gate|up, down, add+norm) + LM head.
+        self.assertEqual(r["kernel_launches_per_step"], 2 + 32 * 8 + 1)
+        self.assertNotIn("RopeKvWrite", [k["kernel"] for k in r["kernels"]])
+        self.assertIn("RopeKvWrite",
+                      [k["kernel"] for k in run(batch=17)["kernels"]])
         for k in r["kernels"]:
             if "GEMV" in k["kernel"] or "gemv" in k["kernel"]:
                 self.assertEqual(k["bound"], "memory", k["kernel"])
