@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/cuda/testing/attention_reference.h"
 #include "engine/cuda/testing/device_test_util.h"
 #include "gtest/gtest.h"
 
@@ -32,6 +33,8 @@ using testing::DeviceTest;
 using testing::FromBf16;
 using testing::IsPoison;
 using testing::Poison;
+using testing::ReferenceAttention;
+using testing::RelativeError;
 using testing::ToBf16;
 
 // The output is rounded to bf16 (relative error at most 2^-8 per element,
@@ -174,7 +177,6 @@ class PrefillAttentionTest : public DeviceTest {
     const double tolerance = d < 16 ? kTinyHeadTolerance : kTolerance;
     int reported = 0;
     const int group = c.heads / c.kv_heads;
-    std::vector<double> scores, expected(d);
     for (int r = 0; r < m; ++r) {
       if (chunk_of[r] < 0) {
         const bool untouched =
@@ -190,37 +192,12 @@ class PrefillAttentionTest : public DeviceTest {
       for (int h = 0; h < c.heads; ++h) {
         const float* qh = q.data() + size_t{1} * r * q_stride + h * d;
         const int kv_head = h / group;
-        scores.assign(keys, 0.0);
-        for (int t = 0; t < keys; ++t) {
-          const bf16* k =
-              cache.data() + k_at(table[t / c.block_size], t) + kv_head * d;
-          double dot = 0;
-          for (int e = 0; e < d; ++e) dot += double{qh[e]} * FromBf16(k[e]);
-          scores[t] = dot / std::sqrt(double{1.0} * d);
-        }
-        const double top = *std::max_element(scores.begin(), scores.end());
-        double sum = 0;
-        for (double& s : scores) sum += (s = std::exp(s - top));
-        std::fill(expected.begin(), expected.end(), 0.0);
-        for (int t = 0; t < keys; ++t) {
-          const bf16* v = cache.data() + k_at(table[t / c.block_size], t) +
-                          static_cast<size_t>(c.block_size) * kv_dim +
-                          kv_head * d;
-          for (int e = 0; e < d; ++e) {
-            expected[e] += scores[t] / sum * FromBf16(v[e]);
-          }
-        }
-        double diff = 0, norm = 0;
-        bool finite = true;
-        for (int e = 0; e < d; ++e) {
-          const double got =
-              FromBf16(out[(size_t{1} * r * c.heads + h) * d + e]);
-          finite = finite && std::isfinite(got);
-          diff += (got - expected[e]) * (got - expected[e]);
-          norm += expected[e] * expected[e];
-        }
-        const double error = std::sqrt(diff / std::max(norm, 1e-12));
-        // (A NaN error fails the second condition: `<` is false for NaN.)
+        const std::vector<double> expected =
+            ReferenceAttention(qh, cache.data(), table, keys, c.block_size,
+                               c.kv_heads, kv_head, d);
+        const double error = RelativeError(
+            out.data() + (size_t{1} * r * c.heads + h) * d, expected);
+        const bool finite = !std::isnan(error);
         if ((!finite || !(error < tolerance)) && reported++ < 5) {
           ADD_FAILURE() << "row " << r << " (position " << positions[r]
                         << ") head " << h << ": relative error " << error
