@@ -82,7 +82,7 @@ absl::Status StepGraphs::Capture(const std::string& key, cudaStream_t stream,
                                  const std::function<absl::Status()>& record) {
   CUDA_RETURN_IF_ERROR(
       cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-  const absl::Status recorded = record();
+  absl::Status recorded = record();
   cudaGraph_t graph = nullptr;
   const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
   if (!recorded.ok() || ended != cudaSuccess) {

@@ -104,8 +104,10 @@ cudaError_t cudaStreamIsCapturing(cudaStream_t handle,
   return cudaSuccess;
 }
 
-cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph,
-                                 unsigned long long) {
+// CUDA's signature: the flags are an unsigned long long.
+cudaError_t cudaGraphInstantiate(
+    cudaGraphExec_t* exec, cudaGraph_t graph,
+    unsigned long long) {  // NOLINT(google-runtime-int)
   State& s = GetState();
   Lock lock(s.mu);
   if (exec == nullptr || graph == nullptr) return Fail(cudaErrorInvalidValue);
