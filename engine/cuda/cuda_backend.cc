@@ -127,6 +127,10 @@ class CudaBackend final : public Backend {
   DeviceBuffer<bf16> kv_;  // (num_blocks, 2, block_size, kv_heads, head_dim)
   Scratch scratch_;
   StepGraphs graphs_;
+  // A step's work is queued and not yet waited for (a step that failed
+  // after queueing leaves it so): the next step waits before it reuses the
+  // pinned staging that work may still read.
+  bool step_in_flight_ = false;
   int normed_for_ = -1;  // the sublayer whose input scratch_.normed holds
 };
 
@@ -436,6 +440,7 @@ absl::Status CudaBackend::Forward(const Batch& batch, std::span<float> logits,
       scratch_.host_logits.get(), scratch_.logits.get(),
       logit_floats * sizeof(float), cudaMemcpyDeviceToHost, stream_));
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  step_in_flight_ = false;
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   std::copy_n(scratch_.host_logits.get(), logit_floats, logits.data());
   return absl::OkStatus();
@@ -463,6 +468,7 @@ absl::Status CudaBackend::ForwardGreedy(const Batch& batch, int sampled_vocab,
       scratch_.host_greedy.get(), scratch_.greedy.get(),
       rows * sizeof(DeviceGreedyToken), cudaMemcpyDeviceToHost, stream_));
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  step_in_flight_ = false;
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   for (int r = 0; r < rows; ++r) {
     const DeviceGreedyToken& t = scratch_.host_greedy.get()[r];
@@ -484,12 +490,17 @@ absl::StatusOr<int> CudaBackend::LaunchStep(const Batch& batch,
     return s;
   }
   if (batch.NumRows() == 0) return 0;
+  if (step_in_flight_) {
+    CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    step_in_flight_ = false;
+  }
   const LaunchPlan plan =
       BuildLaunchPlan(batch, config_.num_layers, options_.kv_block_size);
   SKIPSERVE_RETURN_IF_ERROR(Grow(plan, observer != nullptr));
   // Through pinned memory, which the copy reads when the stream gets there
-  // (the previous step has finished: Forward ends synchronised).
+  // (no earlier step's work is still queued: see step_in_flight_).
   std::copy(plan.ints.begin(), plan.ints.end(), scratch_.host_ints.get());
+  step_in_flight_ = true;
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
       scratch_.ints.get(), scratch_.host_ints.get(),
       plan.ints.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
