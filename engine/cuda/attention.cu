@@ -46,6 +46,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "engine/cuda/bf16_words.h"
 #include "engine/cuda/kernels.h"
 #include "engine/cuda/launch.h"
 
@@ -98,13 +99,6 @@ __device__ __forceinline__ float Rescale(float part_max, float max) {
   return part_max == -INFINITY ? 0.0f : exp2f(part_max - max);
 }
 
-__device__ __forceinline__ float Lo(uint32_t w) {
-  return __uint_as_float(w << 16);
-}
-__device__ __forceinline__ float Hi(uint32_t w) {
-  return __uint_as_float(w & 0xffff0000u);
-}
-
 // The first element of chunk c of lane `sub`.
 template <class S>
 __device__ __forceinline__ int ChunkStart(int sub, int c) {
@@ -144,8 +138,8 @@ __device__ __forceinline__ float PartialDot(const LaneState<S>& s,
   for (int c = 0; c < S::kChunks; ++c) {
 #pragma unroll
     for (int j = 0; j < S::kWords; ++j) {
-      dot += s.q[c * S::kVec + 2 * j] * Lo(k.w[c][j]);
-      dot += s.q[c * S::kVec + 2 * j + 1] * Hi(k.w[c][j]);
+      dot += s.q[c * S::kVec + 2 * j] * Bf16Lo(k.w[c][j]);
+      dot += s.q[c * S::kVec + 2 * j + 1] * Bf16Hi(k.w[c][j]);
     }
   }
   return dot;
@@ -219,8 +213,8 @@ __device__ void ScoreKeys(const AttentionParams& p, const bf16* kv,
         hi *= correction;
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) {
-          lo += weight[u] * Lo(v[u].w[c][j]);
-          hi += weight[u] * Hi(v[u].w[c][j]);
+          lo += weight[u] * Bf16Lo(v[u].w[c][j]);
+          hi += weight[u] * Bf16Hi(v[u].w[c][j]);
         }
       }
     }

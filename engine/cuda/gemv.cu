@@ -19,6 +19,7 @@
 
 #include <cstdint>
 
+#include "engine/cuda/bf16_words.h"
 #include "engine/cuda/gemv.h"
 #include "engine/cuda/launch.h"
 
@@ -28,18 +29,16 @@ namespace {
 constexpr int kWarps = 8;   // output columns per block
 constexpr int kUnroll = 4;  // 16-byte chunks in flight per lane and row of w
 
-// The dot product of 8 bf16 pairs held in two 16-byte chunks. A bf16 is
-// the top half of an fp32, so each 32-bit word holds two: the element at
-// the lower address in its low 16 bits.
+// The dot product of the 8 bf16 pairs held in two 16-byte chunks
+// (bf16_words.h).
 __device__ __forceinline__ float Dot8(const uint4& a, const uint4& b) {
   const unsigned int wa[4] = {a.x, a.y, a.z, a.w};
   const unsigned int wb[4] = {b.x, b.y, b.z, b.w};
   float sum = 0.0f;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    sum += __uint_as_float(wa[i] << 16) * __uint_as_float(wb[i] << 16);
-    sum += __uint_as_float(wa[i] & 0xffff0000u) *
-           __uint_as_float(wb[i] & 0xffff0000u);
+    sum += Bf16Lo(wa[i]) * Bf16Lo(wb[i]);
+    sum += Bf16Hi(wa[i]) * Bf16Hi(wb[i]);
   }
   return sum;
 }
