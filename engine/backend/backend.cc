@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "engine/backend/validate_batch.h"
 #include "engine/base/quote.h"
 
 namespace skipserve {
@@ -36,14 +37,12 @@ absl::StatusOr<CpuWeights> ParseCpuWeights(std::string_view text) {
 
 absl::Status Backend::ForwardGreedy(const Batch& batch, int sampled_vocab,
                                     std::span<GreedyToken> tokens) {
-  const int vocab = config().vocab_size;
-  if (sampled_vocab < 1 || sampled_vocab > vocab ||
-      tokens.size() != static_cast<size_t>(batch.NumLogitRows())) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "ForwardGreedy: sampled_vocab must be in [1, %d] (got %d) and tokens "
-        "hold %d rows (got %d)",
-        vocab, sampled_vocab, batch.NumLogitRows(), tokens.size()));
+  if (absl::Status s =
+          ValidateGreedyArgs(batch, config(), sampled_vocab, tokens.size());
+      !s.ok()) {
+    return s;
   }
+  const int vocab = config().vocab_size;
   std::vector<float> logits(static_cast<size_t>(batch.NumLogitRows()) * vocab);
   if (absl::Status s = Forward(batch, logits); !s.ok()) return s;
   for (size_t r = 0; r < tokens.size(); ++r) {

@@ -67,4 +67,19 @@ absl::Status ValidateBatch(const Batch& batch, const ModelConfig& config,
   return absl::OkStatus();
 }
 
+absl::Status ValidateGreedyArgs(const Batch& batch, const ModelConfig& config,
+                                int sampled_vocab, size_t num_tokens) {
+  if (sampled_vocab < 1 || sampled_vocab > config.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "ForwardGreedy: sampled_vocab must be in [1, %d], got %d",
+        config.vocab_size, sampled_vocab));
+  }
+  if (num_tokens != static_cast<size_t>(batch.NumLogitRows())) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "ForwardGreedy: tokens hold %d rows, the batch has %d logit rows",
+        num_tokens, batch.NumLogitRows()));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace skipserve

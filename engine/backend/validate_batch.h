@@ -22,6 +22,11 @@ namespace skipserve {
 absl::Status ValidateBatch(const Batch& batch, const ModelConfig& config,
                            int kv_block_size, size_t logits_size);
 
+// Backend::ForwardGreedy's own arguments: INVALID_ARGUMENT unless
+// 1 <= sampled_vocab <= vocab_size and `num_tokens` is NumLogitRows().
+absl::Status ValidateGreedyArgs(const Batch& batch, const ModelConfig& config,
+                                int sampled_vocab, size_t num_tokens);
+
 }  // namespace skipserve
 
 #endif  // SKIPSERVE_ENGINE_BACKEND_VALIDATE_BATCH_H_

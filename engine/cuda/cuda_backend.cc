@@ -448,14 +448,9 @@ absl::Status CudaBackend::Forward(const Batch& batch, std::span<float> logits,
 
 absl::Status CudaBackend::ForwardGreedy(const Batch& batch, int sampled_vocab,
                                         std::span<GreedyToken> tokens) {
+  SKIPSERVE_RETURN_IF_ERROR(
+      ValidateGreedyArgs(batch, config_, sampled_vocab, tokens.size()));
   const int vocab = config_.vocab_size;
-  if (sampled_vocab < 1 || sampled_vocab > vocab ||
-      tokens.size() != static_cast<size_t>(batch.NumLogitRows())) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "ForwardGreedy: sampled_vocab must be in [1, %d] (got %d) and tokens "
-        "hold %d rows (got %d)",
-        vocab, sampled_vocab, batch.NumLogitRows(), tokens.size()));
-  }
   SKIPSERVE_ASSIGN_OR_RETURN(
       const int rows,
       LaunchStep(batch, static_cast<size_t>(batch.NumLogitRows()) * vocab,
