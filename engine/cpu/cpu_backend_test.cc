@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <memory>
+#include <string>
 
 #include "engine/model/synthetic.h"
 #include "gtest/gtest.h"
@@ -111,6 +112,45 @@ TEST_F(CpuBackendTest, GatheredRowsMatchTheSameRowsRunDensely) {
   for (size_t i = 0; i < b_alone.size(); ++i) {
     ASSERT_NEAR(logits[a_alone.size() + i], b_alone[i], 1e-4f) << i;
   }
+}
+
+// Backend::ForwardGreedy's host reduction (the CPU backend's): each logit
+// row's argmax over the first sampled_vocab logits (lowest id on ties) and
+// its log-softmax over them, computed here from Forward's logits of the same
+// step; bad arguments name the field.
+TEST_F(CpuBackendTest, ForwardGreedyIsTheArgmaxOfTheCutLogits) {
+  const LayerPlan plan = LayerPlan::Full(config_.num_layers);
+  const int v = config_.vocab_size;
+  const int sampled = v - 17;
+  SequenceKv seq(plan);
+  ASSERT_TRUE(kv_.Reserve(seq, 4).ok());
+  Batch batch;
+  batch.Add(&plan, &seq, 0, {3, 1, 4, 1}, /*all_logits=*/true);
+  std::vector<float> logits(batch.NumLogitRows() * v);
+  ASSERT_TRUE(backend_->Forward(batch, logits).ok());
+  std::vector<GreedyToken> tokens(batch.NumLogitRows());
+  ASSERT_TRUE(backend_->ForwardGreedy(batch, sampled, tokens).ok());
+  for (int r = 0; r < batch.NumLogitRows(); ++r) {
+    const float* row = logits.data() + r * v;
+    int best = 0;
+    for (int j = 1; j < sampled; ++j) {
+      if (row[j] > row[best]) best = j;
+    }
+    double sum = 0;
+    for (int j = 0; j < sampled; ++j)
+      sum += std::exp(double{row[j]} - row[best]);
+    EXPECT_EQ(tokens[r].id, best) << "row " << r;
+    EXPECT_NEAR(tokens[r].logprob, -std::log(sum), 1e-6) << "row " << r;
+  }
+  EXPECT_FALSE(backend_->greedy_on_device());
+  const absl::Status zero = backend_->ForwardGreedy(batch, 0, tokens);
+  EXPECT_EQ(zero.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(zero.message().find("sampled_vocab"), std::string::npos) << zero;
+  std::vector<GreedyToken> short_tokens(1);
+  const absl::Status rows = backend_->ForwardGreedy(batch, v, short_tokens);
+  EXPECT_EQ(rows.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(rows.message().find("tokens"), std::string::npos) << rows;
+  kv_.Release(seq);
 }
 
 TEST_F(CpuBackendTest, MalformedBatchesAreRejectedWithReasons) {
