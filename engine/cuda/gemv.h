@@ -5,9 +5,11 @@
 // m <= kMaxGemvRows rows of x, which streams each bf16 weight row once with
 // 16-byte loads and applies an epilogue before anything leaves registers.
 // At decode (one row per sequence) every projection is this shape, and it
-// is bound by the bytes of w: cuBLAS's GEMM kernels for M = 1..16 are tiled
-// for larger M and read the weights at well under the memory bandwidth.
-// Gemm::Run (gemm.h) picks it for small m and cuBLAS above.
+// is bound by the bytes of w. cuBLAS's GEMM kernels are tiled for larger M;
+// for M = 1 they are expected (an estimate, not measured here: no GPU has
+// run either) to reach 65-80% of the bandwidth, and this kernel is written
+// to get nearer. Gemm::Run (gemm.h) picks it for small m, cuBLAS above;
+// bench/gpu/run.sh will compare them when a device is lent.
 //
 // Epilogues:
 //   kStoreF32    y[i, j] = dot(x[i], w[j])                y: (m, n) fp32
