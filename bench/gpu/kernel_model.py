@@ -12,7 +12,7 @@
 
 For a model shape, a skip policy and one or more scenarios (a decode step of
 B sequences at context C, or the prefill of B prompts of N tokens after C
-cached ones), it walks the launch structure of engine/cuda/cuda_backend.cc
+cached ones), it walks the launch structure of engine/cuda/cuda_sublayers.cc
 (EnqueueStep and Forward) and prints, per kernel: launches per step, bytes
 read + written in device memory (weights, activations, KV cache, logits),
 FLOPs, the time each would take at the given bandwidth and FLOP rate, the
