@@ -1,7 +1,6 @@
 #include "engine/generation/sampler.h"
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -13,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "engine/base/check.h"
+#include "engine/generation/exp_non_positive.h"
 
 namespace skipserve {
 namespace {
@@ -43,35 +43,6 @@ uint64_t SplitMix64(uint64_t* state) {
 }
 
 uint64_t Rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-// exp(x) for x <= 0 (including -inf), to ~1 ulp of float; 0 below -87.
-// Plain branch-free arithmetic (no libm call) so that loops over it
-// vectorize.
-inline float ExpNonPositive(float x) {
-  constexpr float kLog2e = 1.44269504088896341f;
-  // ln 2 split so that n * kLn2Hi is exact (Cody-Waite).
-  constexpr float kLn2Hi = 0.693359375f;
-  constexpr float kLn2Lo = -2.12194440e-4f;
-  // Adding then subtracting 1.5 * 2^23 rounds to the nearest integer.
-  constexpr float kRound = 12582912.0f;
-  constexpr float kMin = -87.0f;  // exp(kMin) is still a normal float
-  const float xc = x > kMin ? x : kMin;
-  const float n = (xc * kLog2e + kRound) - kRound;  // in [-126, 0]
-  const float r = (xc - n * kLn2Hi) - n * kLn2Lo;   // |r| <~ 0.35
-  // Taylor series of exp(r) to r^7 (error < 1e-8 relative).
-  float p = 1.0f / 5040;
-  p = p * r + 1.0f / 720;
-  p = p * r + 1.0f / 120;
-  p = p * r + 1.0f / 24;
-  p = p * r + 1.0f / 6;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const float two_n =
-      std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
-  const float value = p * two_n;
-  return x > kMin ? value : 0.0f;
-}
 
 // out[i] = exp((logits[i] - max) / temperature). Written in fixed-size
 // blocks so that GCC vectorizes it at -O2.
@@ -269,8 +240,12 @@ double Sampler::NextUniform() {
 }
 
 SampledToken Sampler::Sample(std::span<const float> logits) {
+  return SampleWith(logits, NextUniform());
+}
+
+SampledToken Sampler::SampleWith(std::span<const float> logits, double u) {
+  SKIPSERVE_CHECK(u >= 0 && u < 1) << "draw " << u << " outside [0, 1)";
   const LogitScan scan = ScanLogits(logits);
-  const double u = NextUniform();
   double raw_sum_exp = -1;  // sum exp(logit - max), once known
   const int32_t id = params_.temperature == 0
                          ? scan.argmax
@@ -279,12 +254,7 @@ SampledToken Sampler::Sample(std::span<const float> logits) {
   return SampledToken{id, LogSoftmax(logits, id, scan.max, raw_sum_exp)};
 }
 
-SampledToken Sampler::AcceptGreedy(SampledToken token) {
-  SKIPSERVE_CHECK(params_.temperature == 0) << "AcceptGreedy on a sampler "
-                                               "that is not greedy";
-  (void)NextUniform();
-  return token;
-}
+double Sampler::NextDraw() { return NextUniform(); }
 
 float Sampler::LogSoftmaxAt(std::span<const float> logits, int id) {
   const LogitScan scan = ScanLogits(logits);

@@ -69,11 +69,16 @@ class Sampler {
   // ratio under 1e-37).
   SampledToken Sample(std::span<const float> logits);
 
-  // For a greedy sampler (temperature 0; CHECKed) whose token was chosen
-  // elsewhere (Backend::ForwardGreedy, e.g. on the device): advances the RNG
-  // by the one draw Sample() would have taken and returns `token`, so that
-  // later draws do not depend on where the argmax ran.
-  SampledToken AcceptGreedy(SampledToken token);
+  // Sample() at a given draw: the token Sample() picks when its RNG yields
+  // `u` (in [0, 1); CHECKed). Does not advance the RNG. Same preconditions
+  // as Sample.
+  SampledToken SampleWith(std::span<const float> logits, double u);
+
+  // Advances the RNG by one draw and returns it, uniform in [0, 1): the
+  // draw Sample() would take now, for a token sampled elsewhere with it
+  // (Backend::ForwardSample, on the device). Sample(l) is SampleWith(l,
+  // NextDraw()).
+  double NextDraw();
 
   // log(softmax(logits)[id]), computed in double. Same preconditions as
   // Sample; 0 <= id < logits.size().

@@ -173,6 +173,10 @@ TEST(SamplerDeathTest, RejectsBadLogits) {
                "NaN or \\+inf");
   EXPECT_DEATH(sampler.Sample(std::vector<float>{kNegInf, kNegInf}),
                "every logit is -inf");
+  EXPECT_DEATH(sampler.SampleWith(std::vector<float>{1, 2}, 1.0),
+               "outside \\[0, 1\\)");
+  EXPECT_DEATH(sampler.SampleWith(std::vector<float>{1, 2}, NAN),
+               "outside \\[0, 1\\)");
 }
 
 // --- Greedy and log-probabilities -------------------------------------------
@@ -287,6 +291,32 @@ TEST(Sampler, EachSampleConsumesOneDraw) {
   b.Sample(flat);
   EXPECT_EQ(a.Sample(flat).id, 986);
   EXPECT_EQ(b.Sample(flat).id, 986);
+}
+
+TEST(Sampler, SampleIsSampleWithTheNextDraw) {
+  // Splitting a draw from its use (for sampling on a device) changes
+  // nothing: NextDraw yields the uniform Sample takes, and SampleWith maps
+  // it to the same token without advancing the RNG.
+  const std::vector<float> logits = RandomLogits(32000, 3);
+  for (const SamplingParams& params :
+       {Params(1, 1, 0, 7), Params(0.7f, 0.9f, 40, 8), Params(0, 1, 0, 9)}) {
+    Sampler a(params);
+    Sampler b(params);
+    for (int i = 0; i < 20; ++i) {
+      const double u = b.NextDraw();
+      const SampledToken with = b.SampleWith(logits, u);
+      EXPECT_EQ(b.SampleWith(logits, u).id, with.id);  // no draw taken
+      const SampledToken sampled = a.Sample(logits);
+      EXPECT_EQ(sampled.id, with.id) << i;
+      EXPECT_EQ(sampled.logprob, with.logprob) << i;
+    }
+  }
+  // With 1024 equal logits, draw u picks token floor(u * 1024).
+  Sampler flat(Params(1));
+  const std::vector<float> equal(1024, 0.5f);
+  EXPECT_EQ(flat.SampleWith(equal, 0.0).id, 0);
+  EXPECT_EQ(flat.SampleWith(equal, 0.5).id, 512);
+  EXPECT_EQ(flat.SampleWith(equal, 1 - 0x1.0p-53).id, 1023);
 }
 
 // --- Filtering --------------------------------------------------------------

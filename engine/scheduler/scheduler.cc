@@ -526,10 +526,15 @@ bool Scheduler::AllGreedy(const std::vector<Chosen>& chosen,
 
 void Scheduler::SampleNext(Sequence& seq, int row, const GreedyToken* greedy) {
   const Generation& generation = *seq.generation();
-  const SampledToken token =
-      greedy != nullptr
-          ? seq.sampler.AcceptGreedy({greedy->id, greedy->logprob})
-          : seq.sampler.Sample(SampledRow(row));
+  SampledToken token;
+  if (greedy != nullptr) {
+    // Chosen on the device: take the draw Sample() would have taken, so
+    // that later draws do not depend on where the argmax ran.
+    (void)seq.sampler.NextDraw();
+    token = {greedy->id, greedy->logprob};
+  } else {
+    token = seq.sampler.Sample(SampledRow(row));
+  }
   seq.tokens.push_back(token.id);
   const int generated =
       static_cast<int>(seq.tokens.size()) - seq.timings.prompt_tokens;
