@@ -35,12 +35,13 @@ running sublayer runs on all rows, dense):
       CombineSplits launch when AttentionSplits (launch_plan.cc) gives > 1
     PrefillAttention, one launch for all tiles of <= 32 rows of the
       multi-token sequences
-    Wo GEMM
-    AddResidualRmsNorm (the next running sublayer's norm fused when it runs
-      on the same rows)
+    Wo and the residual add, with the next running sublayer's norm when it
+      runs on the same rows: for m <= 16 rows one gemv.cu launch with the
+      add and the norm in its epilogue (gemv.h kAddResidualRmsNorm); above,
+      a cuBLAS GEMM and AddResidualRmsNorm
   per layer whose FFN runs: [RmsNorm], gate|up GEMV with the SiLU-mul
-    epilogue (m <= 16) or cuBLAS GEMM + SiluMul, down GEMM,
-    AddResidualRmsNorm
+    epilogue (m <= 16) or cuBLAS GEMM + SiluMul, down and the residual add
+    (as Wo's)
   final RmsNorm (unless fused) and the LM head GEMM over the logit rows
   D2H logits copy (logit rows x vocab x 4 bytes, over the host link); with
     --logits greedy (Backend::ForwardGreedy, all-greedy steps) instead the
@@ -427,18 +428,30 @@ def step_kernels(s, run_attn, run_ffn, sc, num_sms,
             rms_norm(m, dense)
             normed_for = sub
 
-    def add_residual(sub):
+    def project_add_residual(name, sub, kdim):
+        # The Wo or down projection and the residual add (cuda_sublayers.cc
+        # AddResidual), with the next running sublayer's norm when it runs
+        # on the same rows: for m <= 16 rows in the GEMV's epilogue (gemv.h
+        # kAddResidualRmsNorm: no launch of its own, and x read and written
+        # instead of the fp32 product); above, the cuBLAS GEMM into delta
+        # and AddResidualRmsNorm.
         nonlocal normed_for
         m, _ = rows_of(sub)
         nxt = sub + 1
         while nxt < 2 * s.layers and not runs[nxt]:
             nxt += 1
         fuse = same_rows(sub, nxt)
-        k("AddResidualRmsNorm").add(
-            flops=m * h + (4.0 * m * h if fuse else 0),
-            weights=h * NORM_BYTES if fuse else 0,
-            activations=3 * m * h * X_BYTES
-            + (m * h * ACT_BYTES if fuse else 0))
+        gemm(name, m, kdim, h)
+        norm = dict(flops=m * h + (4.0 * m * h if fuse else 0),
+                    weights=h * NORM_BYTES if fuse else 0)
+        normed = m * h * ACT_BYTES if fuse else 0
+        if m <= MAX_GEMV_ROWS:
+            k(f"{name} (gemv.cu)", "fp32").add(
+                launches=0, **norm,
+                activations=2 * m * h * X_BYTES - m * h * OUT_BYTES + normed)
+        else:
+            k("AddResidualRmsNorm").add(
+                **norm, activations=3 * m * h * X_BYTES + normed)
         normed_for = nxt if fuse else -1
 
     for layer in range(s.layers):
@@ -496,8 +509,7 @@ def step_kernels(s, run_attn, run_ffn, sc, num_sms,
                     kv=b * kv_read,
                     activations=m * q * OUT_BYTES + m * q * ACT_BYTES
                     + m * INT_BYTES * 2 + b * blocks_per_seq * INT_BYTES)
-            gemm("Wo GEMM", m, q, h)
-            add_residual(sub)
+            project_add_residual("Wo GEMM", sub, q)
         if run_ffn[layer]:
             sub = 2 * layer + 1
             m = n
@@ -512,8 +524,7 @@ def step_kernels(s, run_attn, run_ffn, sc, num_sms,
                 k("SiluMul").add(flops=4.0 * m * inter,
                                  activations=m * 2 * inter * OUT_BYTES
                                  + m * inter * ACT_BYTES)
-            gemm("down GEMM", m, inter, h)
-            add_residual(sub)
+            project_add_residual("down GEMM", sub, inter)
 
     norm_input(2 * s.layers)
     gemm("LM head GEMM", logit_rows, h, s.vocab)

@@ -111,10 +111,14 @@ class CudaBackend final : public Backend {
                          LayerObserver* observer);
   absl::Status FeedForward(const LaunchPlan& plan, int layer,
                            LayerObserver* observer);
-  // x[rows of s] += delta, fused with the next running sublayer's RMSNorm
-  // when that one runs on the same rows; reports to the observer.
-  absl::Status AddResidual(const LaunchPlan& plan, int s,
-                           LayerObserver* observer);
+  // x[rows of s] += input @ w^T, sublayer s's output projection (Wo or
+  // down), fused with the next running sublayer's RMSNorm when that one
+  // runs on the same rows: one GEMV (kAddResidualRmsNorm) for few rows
+  // without an observer, else the GEMM into scratch_.delta and
+  // AddResidualRmsNorm; reports to the observer.
+  // input: (m, k) bf16   w: (hidden, k) bf16
+  absl::Status AddResidual(const LaunchPlan& plan, int s, const bf16* input,
+                           const bf16* w, int k, LayerObserver* observer);
   absl::Status CopyRowsToHost(const RowSet& rows, std::vector<float>* out);
 
   ModelConfig config_;

@@ -124,9 +124,8 @@ absl::Status CudaBackend::Attention(const LaunchPlan& plan, int layer,
     CUDA_RETURN_IF_ERROR(PrefillAttention(prefill, stream_));
   }
 
-  SKIPSERVE_RETURN_IF_ERROR(gemm_->Run(scratch_.attn_out.get(), w.wo.get(),
-                                       scratch_.delta.get(), m, q_dim, hidden));
-  return AddResidual(plan, 2 * layer, observer);
+  return AddResidual(plan, 2 * layer, scratch_.attn_out.get(), w.wo.get(),
+                     q_dim, observer);
 }
 
 absl::Status CudaBackend::FeedForward(const LaunchPlan& plan, int layer,
@@ -154,9 +153,8 @@ absl::Status CudaBackend::FeedForward(const LaunchPlan& plan, int layer,
     CUDA_RETURN_IF_ERROR(
         SiluMul(scratch_.gate_up.get(), m, inter, scratch_.act.get(), stream_));
   }
-  SKIPSERVE_RETURN_IF_ERROR(gemm_->Run(scratch_.act.get(), w.w_down.get(),
-                                       scratch_.delta.get(), m, inter, hidden));
-  return AddResidual(plan, 2 * layer + 1, observer);
+  return AddResidual(plan, 2 * layer + 1, scratch_.act.get(), w.w_down.get(),
+                     inter, observer);
 }
 
 absl::Status CudaBackend::CopyRowsToHost(const RowSet& rows,
@@ -174,32 +172,57 @@ absl::Status CudaBackend::CopyRowsToHost(const RowSet& rows,
 }
 
 absl::Status CudaBackend::AddResidual(const LaunchPlan& plan, int s,
+                                      const bf16* input, const bf16* w, int k,
                                       LayerObserver* observer) {
   const RowSet& rows = RowsOf(plan, s);
-  std::vector<float> input, output;
+  const int m = rows.num_rows;
+  const int hidden = config_.hidden_size;
+  std::vector<float> before, after;
   if (observer != nullptr) {
-    SKIPSERVE_RETURN_IF_ERROR(CopyRowsToHost(rows, &input));
+    SKIPSERVE_RETURN_IF_ERROR(CopyRowsToHost(rows, &before));
   }
   const int last = 2 * config_.num_layers;
   int next = s + 1;
   while (next < last && RowsOf(plan, next).mode == RowMode::kNone) ++next;
   const bool fuse = plan.SameRows(rows, RowsOf(plan, next));
-  CUDA_RETURN_IF_ERROR(AddResidualRmsNorm(
-      scratch_.x.get(), scratch_.delta.get(), RowIndices(rows), rows.num_rows,
-      config_.hidden_size, fuse ? NormWeightOf(next) : nullptr,
-      config_.rms_norm_eps, scratch_.normed.get(), stream_));
+  const float* next_weight = fuse ? NormWeightOf(next) : nullptr;
+  // Few rows: the projection, the add and the norm in one launch. With an
+  // observer (analysis and tests; such steps are never captured) they stay
+  // separate launches, as the observer's copies around the add expect.
+  if (observer == nullptr && GemvSupported(input, w, m, k)) {
+    GemvParams p;
+    p.x = input;
+    p.w = w;
+    p.m = m;
+    p.k = k;
+    p.n = hidden;
+    p.epilogue = GemvEpilogue::kAddResidualRmsNorm;
+    p.res.x = scratch_.x.get();
+    p.res.rows = RowIndices(rows);
+    p.res.norm_weight = next_weight;
+    p.res.eps = config_.rms_norm_eps;
+    p.res.normed = scratch_.normed.get();
+    p.res.counter = gemm_->gemv_counter();
+    CUDA_RETURN_IF_ERROR(Gemv(p, stream_));
+  } else {
+    SKIPSERVE_RETURN_IF_ERROR(
+        gemm_->Run(input, w, scratch_.delta.get(), m, k, hidden));
+    CUDA_RETURN_IF_ERROR(AddResidualRmsNorm(
+        scratch_.x.get(), scratch_.delta.get(), RowIndices(rows), m, hidden,
+        next_weight, config_.rms_norm_eps, scratch_.normed.get(), stream_));
+  }
   normed_for_ = fuse ? next : -1;
   if (observer != nullptr) {
-    SKIPSERVE_RETURN_IF_ERROR(CopyRowsToHost(rows, &output));
-    std::vector<int> row_ids(rows.num_rows);
-    for (int i = 0; i < rows.num_rows; ++i) {
+    SKIPSERVE_RETURN_IF_ERROR(CopyRowsToHost(rows, &after));
+    std::vector<int> row_ids(m);
+    for (int i = 0; i < m; ++i) {
       row_ids[i] =
           rows.mode == RowMode::kGathered ? plan.Data(rows.rows)[i] : i;
     }
     observer->OnSublayer(s / 2,
                          s % 2 == 0 ? LayerObserver::Sublayer::kAttention
                                     : LayerObserver::Sublayer::kFfn,
-                         row_ids, input, output);
+                         row_ids, before, after);
   }
   return absl::OkStatus();
 }

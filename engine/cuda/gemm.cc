@@ -43,6 +43,9 @@ absl::Status Gemm::Init(cudaStream_t stream) {
   if (absl::Status s = workspace_.Allocate(kWorkspaceBytes); !s.ok()) return s;
   CUBLAS_RETURN_IF_ERROR(
       cublasSetWorkspace(handle_, workspace_.get(), workspace_.bytes()));
+  if (absl::Status s = gemv_counter_.Allocate(1); !s.ok()) return s;
+  CUDA_RETURN_IF_ERROR(
+      cudaMemsetAsync(gemv_counter_.get(), 0, gemv_counter_.bytes(), stream));
   stream_ = stream;
   return absl::OkStatus();
 }

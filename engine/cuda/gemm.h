@@ -25,7 +25,8 @@ class Gemm {
   Gemm& operator=(const Gemm&) = delete;
 
   // Creates the cuBLAS handle, bound to `stream`, with a fixed workspace
-  // (so that cuBLAS never allocates while a CUDA graph is captured).
+  // (so that cuBLAS never allocates while a CUDA graph is captured), and
+  // the GEMV's completion counter, zeroed on `stream`.
   absl::Status Init(cudaStream_t stream);
 
   // y = x @ w^T, enqueued on the stream (w is a PyTorch Linear weight,
@@ -33,10 +34,17 @@ class Gemm {
   // x: (m, k) bf16   w: (n, k) bf16   y: (m, n) fp32
   absl::Status Run(const bf16* x, const bf16* w, float* y, int m, int k, int n);
 
+  // The counter for kAddResidualRmsNorm GEMVs on this Gemm's stream
+  // (gemv.h, GemvResidualParams::counter): one unsigned int, allocated and
+  // zeroed by Init and never moved, so CUDA graphs may bake it in. Launches
+  // on one stream run one after another, so they can all share it.
+  unsigned int* gemv_counter() const { return gemv_counter_.get(); }
+
  private:
   cublasHandle_t handle_ = nullptr;
   cudaStream_t stream_ = nullptr;
   DeviceBuffer<char> workspace_;
+  DeviceBuffer<unsigned int> gemv_counter_;  // (1)
 };
 
 }  // namespace skipserve::cuda

@@ -8,7 +8,10 @@
 // row of x; a butterfly reduction gives every lane the column's sums, and
 // lane i writes row i's result. The paired epilogues read two weight rows
 // side by side and keep two sums per row: SiLU·up the gate row j and the up
-// row n + j; RoPE + KV the columns i and i + head_dim / 2 of one head.
+// row n + j; RoPE + KV the columns i and i + head_dim / 2 of one head. The
+// residual epilogue adds into the fp32 residual rows; the RMSNorm that
+// follows needs every column of a row, so the grid's last block to finish
+// (a ticket counter, NormRowsInTheLastBlock) computes it.
 //
 // Byte model (a model, not a measurement): the kernel reads each weight
 // byte once, n * k * 2 bytes (4 * n * k for the fused gate|up), plus m * k
@@ -97,6 +100,11 @@ __device__ __forceinline__ void Finish(const GemvParams& p, int64_t t, int r,
     p.act[r * p.n + t] = __float2bfloat16_rn(a / (1.0f + __expf(-a)) * b);
     return;
   }
+  if (kEpilogue == GemvEpilogue::kAddResidualRmsNorm) {
+    const int64_t row = p.res.rows != nullptr ? p.res.rows[r] : r;
+    p.res.x[row * p.n + t] += a;
+    return;
+  }
   // kRopeKv: t is element i of head `head` (query heads, key heads, value
   // heads); a and b its elements i and i + half. Rotate-half RoPE, as
   // RopeKvWrite applies it.
@@ -135,11 +143,12 @@ __device__ __forceinline__ void Finish(const GemvParams& p, int64_t t, int r,
   out[i + half] = __float2bfloat16_rn(hi);
 }
 
-// kRows: the smallest of 1, 2, 4, 8, 16 that holds p.m (the sums live in
-// registers, so their count is a compile-time constant).
+// Warp t's column(s) for every row: the dot products, then Finish. Returns
+// at once for a warp past the last column.
 template <int kRows, GemvEpilogue kEpilogue>
-__global__ void __launch_bounds__(kWarps * 32) GemvKernel(GemvParams p) {
-  constexpr bool kPaired = kEpilogue != GemvEpilogue::kStoreF32;
+__device__ __forceinline__ void WarpColumns(const GemvParams& p) {
+  constexpr bool kPaired = kEpilogue == GemvEpilogue::kSiluMulBf16 ||
+                           kEpilogue == GemvEpilogue::kRopeKv;
   const int lane = threadIdx.x % 32;
   const int64_t t =
       static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
@@ -193,6 +202,72 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(GemvParams p) {
   }
 }
 
+// kAddResidualRmsNorm with a norm weight, called by every thread of every
+// block once its columns are added into res.x: the last block of the grid
+// to get here writes res.normed, the RMSNorm of the m updated rows (warp w
+// norms rows w, w + kWarps, ...: lane l sums the squares of columns l,
+// l + 32, ... in order, then a butterfly; a fixed order, so the result is
+// the same launch after launch). It also resets the counter to 0 (no other
+// block of this launch touches it after its ticket) for the next launch.
+//
+// Why the last block sees every other block's additions (the CUDA
+// programming guide's threadfence-reduction pattern, and how cooperative
+// groups' grid.sync() orders a grid): in each block, __syncthreads() orders
+// every thread's stores to res.x before thread 0's __threadfence(), which
+// is cumulative (it orders the stores thread 0 has observed through the
+// barrier as well as its own) before its atomicAdd of a ticket. Tickets
+// are handed out in one order; the block that draws gridDim.x - 1 does so
+// after every other block's fenced atomic, and its thread 0's own
+// __threadfence() after the ticket, then __syncthreads(), orders its
+// threads' loads after all of them. The rows are read through volatile
+// (never from a stale L1 line another block's reads may have left: L1 is
+// not coherent across SMs; the stores went through to L2).
+__device__ __forceinline__ void NormRowsInTheLastBlock(const GemvParams& p) {
+  __shared__ bool is_last;
+  __syncthreads();  // every thread of the block has added its columns
+  if (threadIdx.x == 0) {
+    __threadfence();  // release: this block's additions before its ticket
+    const unsigned int ticket = atomicAdd(p.res.counter, 1u);
+    is_last = ticket == gridDim.x - 1;
+    if (is_last) {
+      atomicExch(p.res.counter, 0u);  // every block has drawn its ticket
+      __threadfence();                // acquire: the others' additions
+    }
+  }
+  __syncthreads();
+  if (!is_last) return;
+  const int lane = threadIdx.x % 32;
+  for (int i = static_cast<int>(threadIdx.x / 32); i < p.m; i += kWarps) {
+    const int64_t row = p.res.rows != nullptr ? p.res.rows[i] : i;
+    const volatile float* x = p.res.x + row * p.n;  // (n)
+    float sum_sq = 0.0f;
+    for (int j = lane; j < p.n; j += 32) {
+      const float v = x[j];
+      sum_sq += v * v;
+    }
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) {
+      sum_sq += __shfl_xor_sync(0xffffffffu, sum_sq, offset);
+    }
+    const float scale = rsqrtf(sum_sq / static_cast<float>(p.n) + p.res.eps);
+    bf16* out = p.res.normed + static_cast<int64_t>(i) * p.n;  // (n)
+    for (int j = lane; j < p.n; j += 32) {
+      out[j] = __float2bfloat16_rn(x[j] * scale * p.res.norm_weight[j]);
+    }
+  }
+}
+
+// kRows: the smallest of 1, 2, 4, 8, 16 that holds p.m (the sums live in
+// registers, so their count is a compile-time constant).
+template <int kRows, GemvEpilogue kEpilogue>
+__global__ void __launch_bounds__(kWarps * 32) GemvKernel(GemvParams p) {
+  WarpColumns<kRows, kEpilogue>(p);
+  if (kEpilogue == GemvEpilogue::kAddResidualRmsNorm &&
+      p.res.norm_weight != nullptr) {
+    NormRowsInTheLastBlock(p);  // every thread: it has barriers
+  }
+}
+
 template <GemvEpilogue kEpilogue>
 cudaError_t LaunchFor(const GemvParams& p, cudaStream_t stream) {
   const int64_t warps = kEpilogue == GemvEpilogue::kRopeKv ? p.n / 2 : p.n;
@@ -242,6 +317,13 @@ cudaError_t Gemv(const GemvParams& p, cudaStream_t stream) {
       }
       return LaunchFor<GemvEpilogue::kRopeKv>(p, stream);
     }
+    case GemvEpilogue::kAddResidualRmsNorm:
+      if (p.res.x == nullptr ||
+          (p.res.norm_weight != nullptr &&
+           (p.res.normed == nullptr || p.res.counter == nullptr))) {
+        return cudaErrorInvalidValue;
+      }
+      return LaunchFor<GemvEpilogue::kAddResidualRmsNorm>(p, stream);
   }
   return cudaErrorInvalidValue;
 }

@@ -25,12 +25,30 @@
 //                written), its key heads rotated and its value heads as
 //                they are written (bf16) into rope.kv_cache at
 //                rope.kv_slots[i]; rope.m is not used
+//   kAddResidualRmsNorm
+//                the residual add of the Wo or down projection, with the
+//                next sublayer's RMSNorm (AddResidualRmsNorm in one launch,
+//                without the fp32 delta): res.x[row i, j] += dot(x[i], w[j])
+//                (row i = res.rows[i], or i when res.rows is null); then,
+//                when res.norm_weight is set, the last block to finish
+//                writes res.normed[i] = RMSNorm of the updated row i with
+//                res.norm_weight and res.eps, each row's sum in a fixed
+//                order (deterministic; no float atomics). n = hidden.
+//                res.x: (num_rows, n) fp32   res.normed: (m, n) bf16
 //
 // Requirements (GemvSupported): 1 <= m <= kMaxGemvRows, k a multiple of 8,
 // x and w 16-byte aligned (each row then is, too). Pointers are device
-// pointers; all shapes row-major.
+// pointers; all shapes row-major. kAddResidualRmsNorm: res.rows distinct;
+// with res.norm_weight, res.normed and res.counter set, where res.counter
+// is one unsigned int of device memory, zero before its first launch and
+// left zero by each launch that completes (the last block resets it, so a
+// CUDA graph can replay the launch). One counter serves launches that run
+// one after another (one stream); launches that may run at the same time
+// need one each. The caller owns it (Gemm holds one per stream: gemm.h).
 
 #include <cuda_runtime.h>
+
+#include <cstdint>
 
 #include "engine/cuda/kernels.h"
 
@@ -38,7 +56,22 @@ namespace skipserve::cuda {
 
 inline constexpr int kMaxGemvRows = 16;
 
-enum class GemvEpilogue { kStoreF32, kSiluMulBf16, kRopeKv };
+enum class GemvEpilogue {
+  kStoreF32,
+  kSiluMulBf16,
+  kRopeKv,
+  kAddResidualRmsNorm
+};
+
+// The residual stream and the next norm, for kAddResidualRmsNorm.
+struct GemvResidualParams {
+  float* x = nullptr;                  // (num_rows, n) fp32, updated
+  const int32_t* rows = nullptr;       // (m) rows of x, or null: 0 .. m - 1
+  const float* norm_weight = nullptr;  // (n), or null: no norm
+  float eps = 0.0f;
+  bf16* normed = nullptr;           // (m, n), with norm_weight only
+  unsigned int* counter = nullptr;  // (1), with norm_weight only
+};
 
 struct GemvParams {
   const bf16* x = nullptr;  // (m, k)
@@ -49,15 +82,17 @@ struct GemvParams {
   int k = 0;
   int n = 0;  // output columns
   GemvEpilogue epilogue = GemvEpilogue::kStoreF32;
-  RopeKvParams rope;  // kRopeKv only
+  RopeKvParams rope;       // kRopeKv only
+  GemvResidualParams res;  // kAddResidualRmsNorm only
 };
 
 // Whether Gemv can run these operands (see the requirements above).
 bool GemvSupported(const bf16* x, const bf16* w, int m, int k);
 
 // Enqueues the product on `stream`; cudaErrorInvalidValue when
-// !GemvSupported, n < 1 or (kRopeKv) n and the heads disagree or head_dim
-// is odd (nothing is launched), else cudaGetLastError().
+// !GemvSupported, n < 1, (kRopeKv) n and the heads disagree or head_dim
+// is odd, or (kAddResidualRmsNorm) res.x is null or a norm lacks normed or
+// counter (nothing is launched), else cudaGetLastError().
 cudaError_t Gemv(const GemvParams& p, cudaStream_t stream);
 
 }  // namespace skipserve::cuda

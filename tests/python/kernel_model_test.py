@@ -64,8 +64,9 @@ class DecodeBytes(unittest.TestCase):
     def test_batch1_is_memory_bound_and_graph_sized(self):
         r = run()
         # 1 embedding + 1 norm + 32 x (qkv with RoPE/KV fused, attention,
-        # combine, wo, add+norm, gate|up, down, add+norm) + LM head.
-        self.assertEqual(r["kernel_launches_per_step"], 2 + 32 * 8 + 1)
+        # combine, wo with add+norm fused, gate|up, down with add+norm
+        # fused) + LM head.
+        self.assertEqual(r["kernel_launches_per_step"], 2 + 32 * 6 + 1)
         self.assertNotIn("RopeKvWrite", [k["kernel"] for k in r["kernels"]])
         self.assertIn("RopeKvWrite",
                       [k["kernel"] for k in run(batch=17)["kernels"]])
@@ -108,6 +109,24 @@ class DecodeBytes(unittest.TestCase):
         self.assertEqual(kernel(r, "GreedyTokens")["bytes"]["logits"],
                          256 * V * 4 + 256 * 8)
         self.assertEqual(run(batch=256)["host_copy_bytes"], 256 * V * 4)
+
+    def test_residual_add_fuses_into_the_gemv_up_to_16_rows(self):
+        m = 16
+        r = run(batch=m)
+        self.assertNotIn("AddResidualRmsNorm",
+                         [k["kernel"] for k in r["kernels"]])
+        # Wo: its weights, the attention output in, x read and written; the
+        # next norm's weights and the normed rows out (every layer's FFN
+        # runs on the same rows).
+        self.assertEqual(kernel(r, "Wo GEMM (gemv.cu)")["bytes"]["activations"],
+                         L * (m * H * 2 + 2 * m * H * 4 + m * H * 2))
+        self.assertEqual(kernel(r, "Wo GEMM (gemv.cu)")["bytes"]["weights"],
+                         L * (H * H * 2 + H * 4))
+        self.assertEqual(kernel(r, "Wo GEMM (gemv.cu)")["launches"], L)
+        r17 = run(batch=17)
+        self.assertEqual(kernel(r17, "AddResidualRmsNorm")["launches"], 2 * L)
+        self.assertEqual(kernel(r17, "Wo GEMM (cuBLAS)")["bytes"]["activations"],
+                         L * (17 * H * 2 + 17 * H * 4))
 
     def test_gemv_cublas_boundary(self):
         self.assertIn("QKV GEMM (gemv.cu)",

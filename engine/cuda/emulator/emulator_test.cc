@@ -109,6 +109,34 @@ __global__ void ReadAndAdd(const float* in, float* out, int n) {
   for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = in[i] + 1.0f;
 }
 
+// The threadfence reduction (CUDA programming guide): each block's sum of
+// its slice of `in` into partial[block], then a ticket; the block that
+// draws the last one sums the partials into out[0], writes its index into
+// out[1] and resets the counter for the next launch.
+__global__ void LastBlockSums(const float* in, float* partial,
+                              unsigned int* counter, float* out) {
+  __shared__ bool is_last;
+  if (threadIdx.x == 0) {
+    float sum = 0.0f;
+    for (unsigned int i = 0; i < blockDim.x; ++i) {
+      sum += in[blockIdx.x * blockDim.x + i];
+    }
+    partial[blockIdx.x] = sum;
+    __threadfence();
+    is_last = atomicAdd(counter, 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (is_last && threadIdx.x == 0) {
+    __threadfence();
+    const volatile float* sums = partial;
+    float total = 0.0f;
+    for (unsigned int b = 0; b < gridDim.x; ++b) total += sums[b];
+    out[0] = total;
+    out[1] = static_cast<float>(blockIdx.x);
+    atomicExch(counter, 0u);
+  }
+}
+
 // --- fixture -------------------------------------------------------------
 
 class EmulatorTest : public ::testing::Test {
@@ -204,6 +232,35 @@ TEST_F(EmulatorTest, AMissingBarrierShowsInOneOfTheOrders) {
       wrong_orders += !right;
     }
     EXPECT_EQ(wrong_orders, sync ? 0 : 1) << (sync ? "with" : "without");
+  }
+}
+
+// Blocks run one after another, so the last to draw a ticket is the last
+// to run: the grid's last block in the forward order, its first in the
+// reverse one (a kernel that took blockIdx for the ticket fails in one).
+TEST_F(EmulatorTest, TheLastBlockOfAThreadfenceReductionSeesEveryBlock) {
+  constexpr int kBlocks = 5, kThreads = 4;
+  std::vector<float> in(kBlocks * kThreads);
+  for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<float>(i + 1);
+  float* in_d = Device<float>(in.size());
+  ASSERT_EQ(cudaMemcpy(in_d, in.data(), in.size() * sizeof(float),
+                       cudaMemcpyHostToDevice),
+            cudaSuccess);
+  float* partial = Device<float>(kBlocks);
+  float* out = Device<float>(2);
+  unsigned int* counter = Device<unsigned int>(1);
+  ASSERT_EQ(cudaMemset(counter, 0, sizeof(unsigned int)), cudaSuccess);
+  for (FiberOrder order : {FiberOrder::kForward, FiberOrder::kReverse}) {
+    SetFiberOrder(order);
+    for (int launch = 0; launch < 2; ++launch) {  // the counter was reset
+      ASSERT_EQ(cudaMemset(out, 0xff, 2 * sizeof(float)), cudaSuccess);
+      SKIPSERVE_LAUNCH(LastBlockSums, kBlocks, kThreads, 0, nullptr, in_d,
+                       partial, counter, out);
+      const std::vector<float> got = Host(out, 2);
+      EXPECT_EQ(got[0], 210.0f);  // 1 + ... + 20
+      EXPECT_EQ(got[1], order == FiberOrder::kForward ? kBlocks - 1 : 0);
+      EXPECT_EQ(Host(counter, 1)[0], 0u);
+    }
   }
 }
 

@@ -5,7 +5,8 @@
 // the function qualifiers, the built-in variables (threadIdx, blockIdx,
 // blockDim, gridDim, warpSize), the vector types, __syncthreads(), the warp
 // collectives (__shfl*_sync, __ballot_sync, __any_sync, __all_sync,
-// __syncwarp), atomics and the device math functions kernels use. Included
+// __syncwarp), memory fences, atomics and the device math functions kernels
+// use. Included
 // by the stand-in <cuda_runtime.h>; nothing here is for host code.
 //
 // Semantics (README.md beside this file): the threads of a block run as
@@ -193,6 +194,15 @@ template <typename T>
 inline T __ldg(const T* p) {
   return *p;
 }
+
+// Memory fences. Blocks run one after another and the threads of a block
+// one at a time, on one OS thread: every store is seen by every later load,
+// so a fence has nothing left to order here. Kernels still need them where
+// a GPU does (why a kernel's fences suffice is for its comments to argue:
+// the emulator cannot show a missing one; README.md).
+inline void __threadfence() {}
+inline void __threadfence_block() {}
+inline void __threadfence_system() {}
 
 // Atomics: the threads of a grid run on one OS thread, one at a time, so
 // plain read-modify-write is atomic here.
