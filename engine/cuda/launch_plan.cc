@@ -1,6 +1,7 @@
 #include "engine/cuda/launch_plan.h"
 
 #include <algorithm>
+#include <bit>
 #include <functional>
 #include <utility>
 
@@ -40,19 +41,19 @@ RowSet SelectRows(const Batch& batch,
   return set;
 }
 
-// The layer's launch; its block tables go to `tables`, for the caller to
-// append after everything else (LaunchPlan::ints).
+// The layer's launch; its table starts are left for the caller to fill in
+// once it has laid out the block tables after everything else
+// (LaunchPlan::ints).
 AttentionLaunch BuildAttention(const Batch& batch, int layer, int kv_block_size,
                                int prefill_tile_rows,
-                               std::vector<int32_t>* ints,
-                               std::vector<int32_t>* tables) {
+                               std::vector<int32_t>* ints) {
   AttentionLaunch launch;
   launch.rows = SelectRows(
       batch,
       [layer](const BatchSequence& s) { return s.plan->run_attn[layer]; },
       ints);
   if (launch.rows.mode == RowMode::kNone) return launch;
-  std::vector<int32_t> positions, slots, starts, blocks;
+  std::vector<int32_t> positions, slots;
   std::vector<int32_t> decode_runs, tiles;  // (first running row, rows) pairs
   for (const BatchSequence& s : batch.sequences) {
     if (!s.plan->run_attn[layer]) continue;
@@ -77,8 +78,6 @@ AttentionLaunch BuildAttention(const Batch& batch, int layer, int kv_block_size,
       }
     }
     const std::vector<int32_t>& table = s.kv->blocks(layer);
-    const int start = static_cast<int>(blocks.size());
-    blocks.insert(blocks.end(), table.begin(), table.end());
     for (int r = 0; r < s.num_tokens; ++r) {
       const int pos = s.start_pos + r;
       const int block_index = pos / kv_block_size;
@@ -87,14 +86,13 @@ AttentionLaunch BuildAttention(const Batch& batch, int layer, int kv_block_size,
           << " beyond the reserved KV (batch not validated?)";
       positions.push_back(pos);
       slots.push_back(table[block_index] * kv_block_size + pos % kv_block_size);
-      starts.push_back(start);
       launch.max_keys = std::max(launch.max_keys, pos + 1);
     }
   }
   launch.positions = Append(positions, ints);
   launch.kv_slots = Append(slots, ints);
-  launch.table_starts = Append(starts, ints);
-  *tables = std::move(blocks);
+  launch.table_starts =
+      Append(std::vector<int32_t>(positions.size(), kTablePadding), ints);
   launch.decode_runs = Append(decode_runs, ints);
   launch.tiles = Append(tiles, ints);
   return launch;
@@ -106,6 +104,12 @@ bool LaunchPlan::SameRows(const RowSet& a, const RowSet& b) const {
   if (a.mode != b.mode || a.num_rows != b.num_rows) return false;
   if (a.mode != RowMode::kGathered) return true;
   return std::equal(Data(a.rows), Data(a.rows) + a.num_rows, Data(b.rows));
+}
+
+int TableCapacity(int blocks) {
+  SKIPSERVE_CHECK(blocks >= 0);
+  if (blocks == 0) return 0;
+  return static_cast<int>(std::bit_ceil(static_cast<unsigned>(blocks)));
 }
 
 int LaunchPlan::NumSublayersRun() const {
@@ -129,11 +133,9 @@ LaunchPlan BuildLaunchPlan(const Batch& batch, int num_layers,
   }
   plan.attention.reserve(num_layers);
   plan.ffn.reserve(num_layers);
-  std::vector<std::vector<int32_t>> tables(num_layers);
   for (int layer = 0; layer < num_layers; ++layer) {
     plan.attention.push_back(BuildAttention(batch, layer, kv_block_size,
-                                            prefill_tile_rows, &plan.ints,
-                                            &tables[layer]));
+                                            prefill_tile_rows, &plan.ints));
     plan.ffn.push_back(SelectRows(
         batch,
         [layer](const BatchSequence& s) { return s.plan->run_ffn[layer]; },
@@ -154,17 +156,29 @@ LaunchPlan BuildLaunchPlan(const Batch& batch, int num_layers,
     plan.logits.rows = Append(rows, &plan.ints);
   }
   // The block tables last: they grow as sequences do, and nothing before
-  // them moves when they do (a step graph bakes the offsets in).
-  // Table starts index `ints` itself, so that the kernels' pointer to the
-  // tables is the same for every step: the start of `ints`.
-  for (int layer = 0; layer < num_layers; ++layer) {
-    AttentionLaunch& a = plan.attention[layer];
-    if (a.rows.mode == RowMode::kNone) continue;
-    a.block_ids = Append(tables[layer], &plan.ints);
-    for (int i = 0; i < a.table_starts.size; ++i) {
-      plan.ints[a.table_starts.offset + i] += a.block_ids.offset;
+  // them moves when they do (a step graph bakes the offsets in). Each
+  // sequence's tables of every layer together, so that the entries one new
+  // block adds lie close to each other (one copy, ints_upload.h), each
+  // padded to its capacity. Table starts index `ints` itself, so that the
+  // kernels' pointer to the tables is the same for every step: the start of
+  // `ints`.
+  plan.tables.offset = static_cast<int>(plan.ints.size());
+  std::vector<int> next_row(num_layers, 0);  // running row, by layer
+  for (const BatchSequence& s : batch.sequences) {
+    for (int layer = 0; layer < num_layers; ++layer) {
+      if (!s.plan->run_attn[layer]) continue;
+      const std::vector<int32_t>& table = s.kv->blocks(layer);
+      const int start = static_cast<int>(plan.ints.size());
+      plan.ints.insert(plan.ints.end(), table.begin(), table.end());
+      plan.ints.resize(start + TableCapacity(static_cast<int>(table.size())),
+                       kTablePadding);
+      const IntRange starts = plan.attention[layer].table_starts;
+      for (int r = 0; r < s.num_tokens; ++r) {
+        plan.ints[starts.offset + next_row[layer]++] = start;
+      }
     }
   }
+  plan.tables.size = static_cast<int>(plan.ints.size()) - plan.tables.offset;
   return plan;
 }
 

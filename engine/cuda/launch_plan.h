@@ -6,7 +6,8 @@
 // or none (nothing is launched and no weight is read) -- and every index
 // array the kernels need (token ids, gathered row indices, positions, where
 // each row's K/V goes, the block tables it attends over). All index arrays
-// live in one int32 vector so that a step uploads them with a single copy.
+// live in one int32 vector, laid out so that a decode step changes few of
+// them in place; the backend uploads only those (ints_upload.h).
 //
 // Has no CUDA dependency: it is built and unit-tested on every machine.
 
@@ -27,6 +28,7 @@ enum class RowMode {
 struct IntRange {
   int offset = 0;
   int size = 0;
+  friend bool operator==(const IntRange&, const IntRange&) = default;
 };
 
 struct RowSet {
@@ -35,18 +37,17 @@ struct RowSet {
   IntRange rows;     // (m) batch row indices, ascending; size 0 when dense
 };
 
-// One layer's attention over the rows that run it; every range but
-// block_ids has one entry per running row, in RowSet order.
+// One layer's attention over the rows that run it; the ranges marked (m)
+// have one entry per running row, in RowSet order.
 struct AttentionLaunch {
   RowSet rows;
   IntRange positions;  // (m) the token's position in its sequence
   IntRange kv_slots;   // (m) block * block_size + offset of its K/V
-  // (m) where its sequence's block table starts in `ints` (not in
-  // block_ids: the kernels read every layer's tables from the start of
-  // `ints`, the same address whatever the tables' lengths)
+  // (m) where its sequence's block table for this layer starts in `ints`
+  // (LaunchPlan::tables; the kernels read every layer's tables from the
+  // start of `ints`, the same address whatever the tables' lengths)
   IntRange table_starts;
-  IntRange block_ids;  // block tables of the running sequences, concatenated
-  int max_keys = 0;    // the most keys any row attends to (position + 1)
+  int max_keys = 0;  // the most keys any row attends to (position + 1)
   // The running rows split between the two attention kernels, as (first
   // running row, row count) pairs in running-row order; together they cover
   // every running row once. decode_runs: maximal runs of consecutive rows
@@ -65,8 +66,19 @@ struct LaunchPlan {
   std::vector<RowSet> ffn;                 // (num_layers)
   RowSet logits;                           // rows whose logits are returned
   bool decode_only = false;                // every sequence has one token
-  // Every index array above; the block tables (AttentionLaunch::block_ids)
-  // after all the others, so that their growth moves no other array.
+  // The block tables of every running (sequence, layer), sequence by
+  // sequence in batch order and within one by layer, each padded with
+  // kTablePadding to TableCapacity(its length) entries: a table that gains
+  // a block within its capacity changes one int and moves nothing, and the
+  // entries a sequence's new block adds in each layer lie together.
+  IntRange tables;
+  // Every index array above; the block tables (`tables`) after all the
+  // others, so that their growth moves no other array. Each
+  // table has room to grow (TableCapacity): a decode step whose sequences
+  // stay within their tables' capacities changes only tokens, positions, KV
+  // slots and the appended block ids, at the same offsets, so the backend
+  // uploads only those (ints_upload.h). The padding is less than the tables
+  // themselves (at most 2x their ints in all).
   std::vector<int32_t> ints;
 
   const int32_t* Data(IntRange r) const { return ints.data() + r.offset; }
@@ -76,6 +88,14 @@ struct LaunchPlan {
   // Sublayers that launch anything, out of 2 * num_layers.
   int NumSublayersRun() const;
 };
+
+// The entries a block table of `blocks` >= 0 blocks takes in
+// LaunchPlan::ints: the least power of two >= blocks (0 for none). A
+// sequence's table then moves the tables after it only when it doubles,
+// about log2(context / kv_block_size) times in its life.
+int TableCapacity(int blocks);
+// What fills a table's entries past its blocks (never read by a kernel).
+inline constexpr int32_t kTablePadding = -1;
 
 // The most rows of a prefill tile (AttentionLaunch::tiles); at most what
 // PrefillAttention takes (kPrefillMaxTileRows, prefill_attention.h).

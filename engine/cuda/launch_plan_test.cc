@@ -1,5 +1,6 @@
 #include "engine/cuda/launch_plan.h"
 
+#include <tuple>
 #include <vector>
 
 #include "engine/kv/kv_cache.h"
@@ -21,6 +22,11 @@ LayerPlan Plan(const char* policy) {
 
 std::vector<int32_t> Values(const LaunchPlan& plan, IntRange r) {
   return std::vector<int32_t>(plan.Data(r), plan.Data(r) + r.size);
+}
+
+// The `n` entries at `start` in the plan's ints: a table as kernels see it.
+std::vector<int32_t> TableAt(const LaunchPlan& plan, int start, size_t n) {
+  return Values(plan, {start, static_cast<int>(n)});
 }
 
 class LaunchPlanTest : public ::testing::Test {
@@ -47,13 +53,15 @@ TEST_F(LaunchPlanTest, SinglePolicyBatchRunsEverySublayerDensely) {
     EXPECT_EQ(plan.ffn[l].mode, RowMode::kDense);
     EXPECT_THAT(Values(plan, attn.positions), ElementsAreArray({0, 1, 2, 5}));
     EXPECT_EQ(attn.max_keys, 6);
-    // Sequence a's table first, then b's.
-    std::vector<int32_t> tables = a.blocks(l);
-    tables.insert(tables.end(), b.blocks(l).begin(), b.blocks(l).end());
-    EXPECT_THAT(Values(plan, attn.block_ids), ElementsAreArray(tables));
+    // Sequence a's tables first (one block a layer), then b's (two; no
+    // padding).
+    ASSERT_EQ(a.blocks(l).size(), 1);
+    ASSERT_EQ(b.blocks(l).size(), 2);
     // Starts index plan.ints, where the tables come after everything else.
-    const int a_start = attn.block_ids.offset;
-    const int b_start = a_start + static_cast<int>(a.blocks(l).size());
+    const int a_start = plan.tables.offset + l;
+    const int b_start = plan.tables.offset + kLayers + 2 * l;
+    EXPECT_THAT(TableAt(plan, a_start, 1), ElementsAreArray(a.blocks(l)));
+    EXPECT_THAT(TableAt(plan, b_start, 2), ElementsAreArray(b.blocks(l)));
     EXPECT_THAT(Values(plan, attn.table_starts),
                 ElementsAreArray({a_start, a_start, a_start, b_start}));
     EXPECT_GE(a_start, plan.attention.back().rows.rows.offset +
@@ -90,7 +98,8 @@ TEST_F(LaunchPlanTest, MixedPoliciesGatherTheRowsThatRunEachSublayer) {
   EXPECT_EQ(attn1.rows.mode, RowMode::kGathered);
   EXPECT_THAT(Values(plan, attn1.rows.rows), ElementsAreArray({0}));
   EXPECT_THAT(Values(plan, attn1.positions), ElementsAreArray({1}));
-  EXPECT_THAT(Values(plan, attn1.block_ids), ElementsAreArray(a.blocks(1)));
+  EXPECT_THAT(TableAt(plan, plan.Data(attn1.table_starts)[0], 1),
+              ElementsAreArray(a.blocks(1)));
   EXPECT_EQ(attn1.max_keys, 2);
   EXPECT_EQ(plan.ffn[1].mode, RowMode::kDense);
   EXPECT_EQ(plan.ffn[2].mode, RowMode::kGathered);
@@ -114,7 +123,7 @@ TEST_F(LaunchPlanTest, SublayerThatNoRowRunsLaunchesNothing) {
   batch.Add(&skip, &b, 0, {1});
   const LaunchPlan plan = BuildLaunchPlan(batch, kLayers, kBlockSize);
   EXPECT_EQ(plan.attention[0].rows.mode, RowMode::kNone);
-  EXPECT_EQ(plan.attention[0].block_ids.size, 0);
+  EXPECT_EQ(plan.attention[0].table_starts.size, 0);
   EXPECT_EQ(plan.attention[1].rows.mode, RowMode::kDense);
   for (int l : {2, 3}) {
     EXPECT_EQ(plan.attention[l].rows.mode, RowMode::kNone);
@@ -198,6 +207,144 @@ TEST_F(LaunchPlanTest, LongChunksAreCutIntoEvenTilesAndDecodeIntoOneRun) {
       EXPECT_THAT(Values(plan, l.decode_runs), ElementsAreArray({0, 2}));
       EXPECT_EQ(l.tiles.size, 0);
     }
+  }
+  for (SequenceKv* s : {&a, &b, &c}) kv_.Release(*s);
+}
+
+// Each table takes the least power of two of entries that holds it, the
+// rest kTablePadding; the starts point at each table's first block, so the
+// kernels read the sequence's blocks at start + i as before.
+TEST_F(LaunchPlanTest, TablesArePaddedToAPowerOfTwo) {
+  EXPECT_EQ(TableCapacity(0), 0);
+  EXPECT_EQ(TableCapacity(1), 1);
+  EXPECT_EQ(TableCapacity(2), 2);
+  EXPECT_EQ(TableCapacity(3), 4);
+  EXPECT_EQ(TableCapacity(5), 8);
+  EXPECT_EQ(TableCapacity(8), 8);
+  EXPECT_EQ(TableCapacity(1000), 1024);
+  const LayerPlan full = LayerPlan::Full(kLayers);
+  const LayerPlan skip = Plan("attn:1");
+  SequenceKv a(full), b(skip), c(full);
+  ASSERT_TRUE(kv_.Reserve(a, 3).ok());   // 1 block: 1 entry
+  ASSERT_TRUE(kv_.Reserve(b, 12).ok());  // 3 blocks: 4 entries
+  ASSERT_TRUE(kv_.Reserve(c, 20).ok());  // 5 blocks: 8 entries
+  Batch batch;
+  batch.Add(&full, &a, 2, {1});
+  batch.Add(&skip, &b, 9, {2, 3});
+  batch.Add(&full, &c, 19, {4});
+  const LaunchPlan plan = BuildLaunchPlan(batch, kLayers, kBlockSize);
+  // Sequence by sequence, layer by layer (b stores no KV for layer 1).
+  std::vector<int32_t> expected;
+  std::vector<std::vector<int32_t>> starts(kLayers);  // by layer, row
+  for (const auto& [kv, entries, rows] :
+       {std::tuple{&a, 1, 1}, {&b, 4, 2}, {&c, 8, 1}}) {
+    for (int l = 0; l < kLayers; ++l) {
+      if (!kv->holds_layer(l)) continue;
+      for (int r = 0; r < rows; ++r) {
+        starts[l].push_back(plan.tables.offset +
+                            static_cast<int>(expected.size()));
+      }
+      const std::vector<int32_t>& table = kv->blocks(l);
+      for (int i = 0; i < entries; ++i) {
+        expected.push_back(i < static_cast<int>(table.size()) ? table[i]
+                                                              : kTablePadding);
+      }
+    }
+  }
+  EXPECT_THAT(Values(plan, plan.tables), ElementsAreArray(expected));
+  for (int l = 0; l < kLayers; ++l) {
+    EXPECT_THAT(Values(plan, plan.attention[l].table_starts),
+                ElementsAreArray(starts[l]))
+        << "layer " << l;
+  }
+  // At most twice the tables' blocks.
+  EXPECT_LE(plan.tables.size, 2 * (kLayers * (1 + 5) + (kLayers - 1) * 3));
+  EXPECT_EQ(plan.tables.offset + plan.tables.size,
+            static_cast<int>(plan.ints.size()));
+  for (SequenceKv* s : {&a, &b, &c}) kv_.Release(*s);
+}
+
+// Every range of a plan, for comparing two plans' layouts.
+std::vector<IntRange> Ranges(const LaunchPlan& plan) {
+  std::vector<IntRange> r = {plan.tokens, plan.logits.rows, plan.tables};
+  for (int l = 0; l < static_cast<int>(plan.attention.size()); ++l) {
+    const AttentionLaunch& a = plan.attention[l];
+    r.insert(r.end(), {a.rows.rows, a.positions, a.kv_slots, a.table_starts,
+                       a.decode_runs, a.tiles, plan.ffn[l].rows});
+  }
+  return r;
+}
+
+// A decode step after which one sequence gains a block within its table's
+// capacity: the next step's plan has the same size and ranges, and its ints
+// differ only in tokens, positions, KV slots and, in each layer, the one
+// entry where the new block goes (the backend uploads just those). When the
+// table outgrows its capacity, the tables after it move.
+TEST_F(LaunchPlanTest, GrowthWithinCapacityChangesOnlyTheAppendedInts) {
+  const LayerPlan full = LayerPlan::Full(kLayers);
+  const LayerPlan skip = Plan("attn:2");
+  SequenceKv a(full), b(skip), c(full);
+  ASSERT_TRUE(kv_.Reserve(a, 6).ok());   // 2 blocks
+  ASSERT_TRUE(kv_.Reserve(b, 12).ok());  // 3 blocks, 4 entries
+  ASSERT_TRUE(kv_.Reserve(c, 2).ok());   // 1 block
+  const auto step = [&](int a_pos, int b_pos, int c_pos, int32_t token) {
+    Batch batch;
+    batch.Add(&full, &a, a_pos, {token});
+    batch.Add(&skip, &b, b_pos, {token + 1});
+    batch.Add(&full, &c, c_pos, {token + 2});
+    return BuildLaunchPlan(batch, kLayers, kBlockSize);
+  };
+  const LaunchPlan before = step(5, 11, 1, 7);
+  ASSERT_TRUE(kv_.Reserve(b, 13).ok());  // b's 4th block: still 4 entries
+  const LaunchPlan after = step(6, 12, 2, 8);
+  ASSERT_EQ(after.ints.size(), before.ints.size());
+  const std::vector<IntRange> rb = Ranges(before), ra = Ranges(after);
+  ASSERT_EQ(ra.size(), rb.size());
+  for (size_t i = 0; i < ra.size(); ++i) {
+    EXPECT_EQ(ra[i].offset, rb[i].offset) << "range " << i;
+    EXPECT_EQ(ra[i].size, rb[i].size) << "range " << i;
+  }
+  // The ints a decode step may change: tokens, positions, KV slots, and
+  // b's new table entry (its 4th) in each layer that stores b's KV.
+  std::vector<bool> may_change(after.ints.size(), false);
+  const auto mark = [&](IntRange r) {
+    for (int i = 0; i < r.size; ++i) may_change[r.offset + i] = true;
+  };
+  mark(after.tokens);
+  for (int l = 0; l < kLayers; ++l) {
+    const AttentionLaunch& attn = after.attention[l];
+    mark(attn.positions);
+    mark(attn.kv_slots);
+    if (l == 2) continue;
+    const int entry = after.Data(attn.table_starts)[1] + 3;  // b: row 1
+    may_change[entry] = true;
+    EXPECT_EQ(before.ints[entry], kTablePadding);
+    EXPECT_EQ(after.ints[entry], b.blocks(l)[3]);
+  }
+  for (size_t i = 0; i < after.ints.size(); ++i) {
+    if (!may_change[i]) {
+      EXPECT_EQ(after.ints[i], before.ints[i]) << "int " << i;
+    }
+  }
+
+  // b's 5th block doubles its 3 tables to 8 entries: c's tables move
+  // 3 * 4 on.
+  ASSERT_TRUE(kv_.Reserve(b, 17).ok());
+  const LaunchPlan doubled = step(7, 16, 3, 9);
+  EXPECT_EQ(doubled.tables.size, after.tables.size + 3 * 4);
+  for (int l = 0; l < kLayers; ++l) {
+    const AttentionLaunch& attn = doubled.attention[l];
+    const int c_row = l == 2 ? 1 : 2;
+    EXPECT_EQ(doubled.Data(attn.table_starts)[c_row],
+              after.Data(after.attention[l].table_starts)[c_row] + 3 * 4);
+    EXPECT_EQ(doubled.ints[doubled.Data(attn.table_starts)[c_row]],
+              c.blocks(l)[0]);
+    if (l == 2) continue;
+    EXPECT_THAT(
+        TableAt(doubled, doubled.Data(attn.table_starts)[1], 8),
+        ElementsAreArray({b.blocks(l)[0], b.blocks(l)[1], b.blocks(l)[2],
+                          b.blocks(l)[3], b.blocks(l)[4], kTablePadding,
+                          kTablePadding, kTablePadding}));
   }
   for (SequenceKv* s : {&a, &b, &c}) kv_.Release(*s);
 }
