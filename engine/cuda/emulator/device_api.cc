@@ -136,6 +136,8 @@ int LiveGraphs() {
   return s.live_graphs;
 }
 
+int64_t HostToDeviceBytes() { return GetState().host_to_device_bytes.load(); }
+
 int LiveAllocations() {
   State& s = GetState();
   std::lock_guard<std::recursive_mutex> lock(s.mu);

@@ -18,6 +18,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -40,6 +41,9 @@ int LiveStreams();
 int LiveGraphs();  // cudaGraph_t and cudaGraphExec_t objects
 int LiveAllocations();
 size_t AllocatedBytes();
+// Bytes written to the device by host-to-device copies so far, counted as
+// the copies run (a copy in a graph each time the graph does).
+int64_t HostToDeviceBytes();
 
 // Device faults reported since the last call (kernel name, block, thread
 // and what went wrong), oldest first.

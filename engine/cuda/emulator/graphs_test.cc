@@ -7,6 +7,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <vector>
 
 #include "engine/cuda/emulator/emulator.h"
@@ -98,6 +99,52 @@ TEST_F(GraphsTest, ACopyFromPinnedMemoryReadsItWhenTheGraphRuns) {
   for (int i = 0; i < kN; ++i) pinned[i] = 7.0f;
   ASSERT_EQ(cudaGraphLaunch(exec, stream_), cudaSuccess);
   EXPECT_EQ(X(), std::vector<float>(kN, 7.5f));
+  ASSERT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
+  ASSERT_EQ(cudaGraphDestroy(graph), cudaSuccess);
+  ASSERT_EQ(cudaFreeHost(pinned), cudaSuccess);
+}
+
+// HostToDeviceBytes counts what host-to-device copies wrote when they ran:
+// not device-to-host or device-to-device copies, not a capture, a graph's
+// copy node at each replay.
+TEST_F(GraphsTest, HostToDeviceBytesCountCopiesAsTheyRun) {
+  float* pinned = nullptr;
+  ASSERT_EQ(cudaMallocHost(&pinned, kN * sizeof(float)), cudaSuccess);
+  for (int i = 0; i < kN; ++i) pinned[i] = 1.0f;
+  const std::vector<float> pageable(3, 2.0f);
+  const int64_t start = HostToDeviceBytes();
+  ASSERT_EQ(cudaMemcpyAsync(x_, pageable.data(), 3 * sizeof(float),
+                            cudaMemcpyHostToDevice, stream_),
+            cudaSuccess);
+  ASSERT_EQ(cudaMemcpyAsync(x_ + 3, pinned, 5 * sizeof(float),
+                            cudaMemcpyHostToDevice, stream_),
+            cudaSuccess);
+  ASSERT_EQ(cudaMemcpyAsync(x_ + 8, x_, 4 * sizeof(float),
+                            cudaMemcpyDeviceToDevice, stream_),
+            cudaSuccess);
+  ASSERT_EQ(cudaMemcpyAsync(pinned, x_, 2 * sizeof(float),
+                            cudaMemcpyDeviceToHost, stream_),
+            cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(x_, pinned, 1 * sizeof(float), cudaMemcpyHostToDevice),
+            cudaSuccess);
+  EXPECT_EQ(HostToDeviceBytes() - start, (3 + 5 + 1) * 4);
+
+  ASSERT_EQ(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeGlobal),
+            cudaSuccess);
+  ASSERT_EQ(cudaMemcpyAsync(x_, pinned, 6 * sizeof(float),
+                            cudaMemcpyHostToDevice, stream_),
+            cudaSuccess);
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(stream_, &graph), cudaSuccess);
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph), cudaSuccess);
+  EXPECT_EQ(HostToDeviceBytes() - start, 9 * 4);
+  for (int replay = 0; replay < 2; ++replay) {
+    ASSERT_EQ(cudaGraphLaunch(exec, stream_), cudaSuccess);
+  }
+  ASSERT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
+  EXPECT_EQ(HostToDeviceBytes() - start, (9 + 2 * 6) * 4);
   ASSERT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
   ASSERT_EQ(cudaGraphDestroy(graph), cudaSuccess);
   ASSERT_EQ(cudaFreeHost(pinned), cudaSuccess);

@@ -2,6 +2,7 @@
 // with CUDA's synchronisation rules for each kind of copy (see
 // include/cuda_runtime.h for the semantics it keeps and the ones it sharpens).
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -70,6 +71,12 @@ cudaError_t Copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
   }
   const bool to_host = to != Memory::kDevice;
   const bool from_host = from != Memory::kDevice;
+  // Counted when the copy runs (a graph's copy node each time it replays).
+  std::atomic<int64_t>* uploaded =
+      from_host && !to_host ? &s.host_to_device_bytes : nullptr;
+  const auto count = [uploaded, bytes] {
+    if (uploaded != nullptr) *uploaded += static_cast<int64_t>(bytes);
+  };
   // A graph replays a copy later: only device and pinned memory can take
   // part, and nothing may wait for it.
   if (sync || to == Memory::kPageable || from == Memory::kPageable) {
@@ -85,12 +92,14 @@ cudaError_t Copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
     auto staged = std::make_shared<std::vector<unsigned char>>(
         static_cast<const unsigned char*>(src),
         static_cast<const unsigned char*>(src) + bytes);
-    EnqueueOn(*stream, [dst, staged] {
+    EnqueueOn(*stream, [dst, staged, count] {
       std::memcpy(dst, staged->data(), staged->size());
+      count();
     });
   } else if (from_host && sync) {  // from pinned memory, synchronous
     Flush(*stream);
     std::memcpy(dst, src, bytes);
+    count();
   } else if (to_host && (to == Memory::kPageable || sync)) {
     // Returns once the copy is done.
     EnqueueOn(*stream, [dst, src, bytes] { std::memcpy(dst, src, bytes); });
@@ -98,7 +107,10 @@ cudaError_t Copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
   } else {
     // Pinned host memory both ways (async) and device to device: read and
     // written when the stream gets there.
-    EnqueueOn(*stream, [dst, src, bytes] { std::memmove(dst, src, bytes); });
+    EnqueueOn(*stream, [dst, src, bytes, count] {
+      std::memmove(dst, src, bytes);
+      count();
+    });
   }
   return s.sticky != cudaSuccess ? Fail(s.sticky) : cudaSuccess;
 }

@@ -11,6 +11,7 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -66,6 +67,8 @@ struct State {
   std::set<CUstream_st*> streams;
   std::set<CUevent_st*> events;
   int live_graphs = 0;  // cudaGraph_t and cudaGraphExec_t not destroyed
+  // Bytes host-to-device copies have written to the device, as they ran.
+  std::atomic<int64_t> host_to_device_bytes{0};
   struct Allocation {
     void* ptr;
     size_t bytes;
