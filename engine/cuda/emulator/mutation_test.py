@@ -116,6 +116,34 @@ MUTATIONS = [
      "      sum +=",
      "    for (int j = threadIdx.x; j < vocab; j += kThreads) {\n"
      "      sum +="),
+    ("sampling: top-k boundary ties go to the higher ids",
+     "sampling_filtered.cu",
+     "  int rank = BlockExclusiveSum(mine);\n"
+     "  for (int i = begin; i < end; ++i) {\n"
+     "    const uint32_t key = row.Key(i);\n"
+     "    bool in = key > t;\n"
+     "    if (key == t) in = rank++ < ties;",
+     "  int rank = BlockReduce(mine, Sum()) - BlockExclusiveSum(mine) - mine;\n"
+     "  for (int i = begin; i < end; ++i) {\n"
+     "    const uint32_t key = row.Key(i);\n"
+     "    bool in = key > t;\n"
+     "    if (key == t) in = rank + --mine < ties;"),
+    ("sampling: the nucleus's ties compared by > instead of >=",
+     "sampling_filtered.cu",
+     "if (above + mid * w >= threshold) {",
+     "if (above + mid * w > threshold) {"),
+    ("sampling: the sorted top-k draw walks id order",
+     "sampling_filtered.cu",
+     "sorted[slot] = (static_cast<uint64_t>(OrderKey(row.logits[i])) << 32) |",
+     "sorted[slot] = (static_cast<uint64_t>(0) << 32) |"),
+    ("sampling: top_k = 1024 drawn in id order", "sampling_filtered.cu",
+     "if (top_k <= kMaxSortedTopK) {", "if (top_k < kMaxSortedTopK) {"),
+    ("sampling: chunk sums add the tail after the lanes",
+     "sampling_filtered.cu",
+     "      for (int i = whole; i < len; ++i) sum += value(begin + i);\n"
+     "      for (int j = 0; j < kLanes; ++j) sum += lanes[j];",
+     "      for (int j = 0; j < kLanes; ++j) sum += lanes[j];\n"
+     "      for (int i = whole; i < len; ++i) sum += value(begin + i);"),
     ("RoPE tables copied on the legacy stream", "cuda_backend.cc",
      "CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(rope_cos_.get(), cos.data(),\n"
      "                                       rope_cos_.bytes(),\n"
