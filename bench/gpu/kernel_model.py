@@ -24,7 +24,8 @@ layers against none, and the logits bytes copied to the host per step
 
 The step as the backend runs it (one policy for every sequence, so every
 running sublayer runs on all rows, dense):
-  H2D index upload (LaunchPlan::ints, one cudaMemcpyAsync)
+  H2D index upload (LaunchPlan::ints: the ranges that changed since the
+    last step, cuda/ints_upload.h; all of it at prefill)
   EmbeddingGather
   per layer whose attention runs (rows m):
     RmsNorm (only when not fused into the previous residual add)
@@ -109,6 +110,7 @@ INT_BYTES = 4     # int32 indices
 
 MAX_GEMV_ROWS = 16      # gemv.h kMaxGemvRows
 PREFILL_TILE_ROWS = 32  # launch_plan.h kPrefillTileRows
+INTS_UPLOAD_MAX_COPIES = 32  # ints_diff.h IntsDiffOptions::max_copies
 DEFAULT_KV_BLOCK = 16   # BackendOptions::kv_block_size
 
 NOMINAL = {
@@ -389,17 +391,36 @@ def step_kernels(s, run_attn, run_ffn, sc, num_sms,
         return rows_of(a) == rows_of(c) and rows_of(a)[0] > 0
 
     # H2D upload of LaunchPlan::ints: tokens; per running attention layer
-    # positions, slots, table starts (m each), decode runs / tiles (pairs)
-    # and the block tables; gathered logit rows.
+    # positions, slots, table starts (m each), decode runs / tiles (pairs);
+    # gathered logit rows; then each sequence's block tables of every
+    # running layer, each padded to a power of two (launch_plan.h). The
+    # backend copies only the ints that changed (ints_upload.h): in a decode
+    # step of the same batch as the last (the steady state modelled here)
+    # one span over everything before the tables (tokens, positions and
+    # slots change; the starts and runs between them are copied along), and
+    # for each of the b / kv_block sequences that gain a block per step on
+    # average, one span from its first layer's new entry to its last
+    # layer's. More than ints_upload's 32 copies, or a prefill step (a new
+    # shape): all of it, one copy.
     tiles_per_seq = 0 if t == 1 else -(-t // PREFILL_TILE_ROWS)
-    ints = n
+    head = n
+    attn_layers = 0
     for layer in range(s.layers):
         if run_attn[layer]:
-            ints += 3 * n + b * blocks_per_seq
-            ints += 2 if t == 1 else 2 * b * tiles_per_seq
+            attn_layers += 1
+            head += 3 * n
+            head += 2 if t == 1 else 2 * b * tiles_per_seq
     if logit_rows != n:
-        ints += logit_rows
-    k("H2D index upload", "host link").add(activations=ints * INT_BYTES)
+        head += logit_rows
+    capacity = 1 << max(0, (blocks_per_seq - 1).bit_length())
+    ints = head + b * attn_layers * capacity
+    copies = 1
+    appends = b / kv_block
+    if t == 1 and 1 + appends <= INTS_UPLOAD_MAX_COPIES:
+        copies = 1 + appends
+        ints = head + appends * ((attn_layers - 1) * capacity + 1)
+    k("H2D index upload", "host link").add(launches=max(1, round(copies)),
+                                           activations=ints * INT_BYTES)
 
     k("EmbeddingGather").add(weights=n * h * WEIGHT_BYTES,
                              activations=n * INT_BYTES + n * h * X_BYTES)

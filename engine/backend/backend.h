@@ -52,6 +52,10 @@ struct BackendOptions {
   // The CUDA backend replays decode steps as CUDA graphs
   // (cuda/step_graphs.h); false launches every kernel every step.
   bool cuda_graphs = true;
+  // Tests and diagnostics only: the CUDA backend uploads all of a step's
+  // index ints every step instead of only those that changed
+  // (cuda/ints_upload.h), the reference its diff upload is tested against.
+  bool cuda_full_ints_upload = false;
 };
 
 // Bytes of one KV block of `config` holding `block_size` tokens' K and V at

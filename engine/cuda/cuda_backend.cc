@@ -108,7 +108,9 @@ absl::Status CudaBackend::Grow(const LaunchPlan& plan, bool observe) {
   const std::vector<const void*> before = device_pointers();
   const size_t logit_floats =
       static_cast<size_t>(plan.logits.num_rows) * config_.vocab_size;
-  for (absl::Status s :
+  const size_t ints_held = scratch_.ints.size();
+  absl::Status grown = absl::OkStatus();
+  for (const absl::Status& s :
        {scratch_.ints.Grow(plan.ints.size()), scratch_.x.Grow(n * hidden),
         scratch_.normed.Grow(n * hidden), scratch_.qkv.Grow(n * stride),
         scratch_.attn_out.Grow(n * q_dim), scratch_.delta.Grow(n * hidden),
@@ -119,8 +121,15 @@ absl::Status CudaBackend::Grow(const LaunchPlan& plan, bool observe) {
         scratch_.host_ints.Grow(plan.ints.size()),
         scratch_.host_logits.Grow(logit_floats),
         scratch_.host_greedy.Grow(plan.logits.num_rows)}) {
-    if (!s.ok()) return s;
+    if (!s.ok()) {
+      grown = s;
+      break;
+    }
   }
+  // A new ints buffer (or none, when its allocation failed) holds nothing
+  // the upload's shadow knows of.
+  if (scratch_.ints.size() != ints_held) scratch_.upload.Invalidate();
+  SKIPSERVE_RETURN_IF_ERROR(grown);
   if (device_pointers() != before) graphs_.Clear();
   return absl::OkStatus();
 }
@@ -181,19 +190,21 @@ absl::StatusOr<int> CudaBackend::LaunchStep(const Batch& batch,
   }
   if (batch.NumRows() == 0) return 0;
   if (step_in_flight_) {
+    // The last step failed after queueing work: what its copies left in
+    // the ints buffer is not known for sure.
+    scratch_.upload.Invalidate();
     CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
     step_in_flight_ = false;
   }
   const LaunchPlan plan =
       BuildLaunchPlan(batch, config_.num_layers, options_.kv_block_size);
   SKIPSERVE_RETURN_IF_ERROR(Grow(plan, observer != nullptr));
-  // Through pinned memory, which the copy reads when the stream gets there
-  // (no earlier step's work is still queued: see step_in_flight_).
-  std::copy(plan.ints.begin(), plan.ints.end(), scratch_.host_ints.get());
+  // Only the ints that changed since the last step (ints_upload.h), through
+  // pinned memory, which the copies read when the stream gets there (no
+  // earlier step's work is still queued: see step_in_flight_).
   step_in_flight_ = true;
-  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
-      scratch_.ints.get(), scratch_.host_ints.get(),
-      plan.ints.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  SKIPSERVE_RETURN_IF_ERROR(scratch_.upload.Enqueue(
+      plan.ints, scratch_.ints.get(), scratch_.host_ints.get(), stream_));
   // Decode steps (the same shape step after step) replay a graph.
   if (options_.cuda_graphs && plan.decode_only && observer == nullptr) {
     std::vector<int> splits;

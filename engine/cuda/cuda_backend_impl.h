@@ -18,6 +18,7 @@
 #include "engine/cuda/cuda_weights.h"
 #include "engine/cuda/device_buffer.h"
 #include "engine/cuda/gemm.h"
+#include "engine/cuda/ints_upload.h"
 #include "engine/cuda/launch_plan.h"
 #include "engine/cuda/pinned_buffer.h"
 #include "engine/cuda/sampling.h"
@@ -31,6 +32,7 @@ namespace cuda {
 // and the pinned host staging of the step's index arrays and logits.
 struct Scratch {
   DeviceBuffer<int32_t> ints;     // LaunchPlan::ints
+  IntsUpload upload;              // what `ints` holds; copies only changes
   DeviceBuffer<float> x;          // (rows, hidden) the residual stream
   DeviceBuffer<bf16> normed;      // (m, hidden) the running sublayer's input
   DeviceBuffer<float> qkv;        // (m, q_dim + 2 * kv_dim)
@@ -55,7 +57,9 @@ static_assert(sizeof(DeviceGreedyToken) == sizeof(GreedyToken) &&
 class CudaBackend final : public Backend {
  public:
   CudaBackend(const ModelConfig& config, const BackendOptions& options)
-      : config_(config), options_(options) {}
+      : config_(config), options_(options) {
+    scratch_.upload = IntsUpload(options.cuda_full_ints_upload);
+  }
   ~CudaBackend() override;
 
   absl::Status Init(const Checkpoint& checkpoint, const ProgressFn& progress);

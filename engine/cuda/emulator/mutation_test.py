@@ -162,6 +162,17 @@ MUTATIONS = [
      "    // on the first pass, the queries are written).\n"
      "    __syncthreads();\n",
      "    // on the first pass, the queries are written).\n"),
+    ("ints upload's shadow kept when its device buffer is reallocated",
+     "cuda_backend.cc",
+     "  if (scratch_.ints.size() != ints_held) scratch_.upload.Invalidate();\n",
+     ""),
+    ("ints upload's shadow kept after a failed step", "cuda_backend.cc",
+     "    scratch_.upload.Invalidate();\n"
+     "    CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));",
+     "    CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));"),
+    ("ints upload misses each copied range's last int", "ints_upload.cc",
+     "static_cast<size_t>(r.size) * sizeof(int32_t);",
+     "static_cast<size_t>(r.size - 1) * sizeof(int32_t);"),
 ]
 
 

@@ -61,7 +61,8 @@ inline std::vector<int32_t> Tokens(int n, int salt) {
 class Pair {
  public:
   explicit Pair(const ModelConfig& config, int kv_block_size = 16,
-                int kv_blocks = 512, bool cuda_graphs = true)
+                int kv_blocks = 512, bool cuda_graphs = true,
+                bool full_ints_upload = false)
       : config_(config),
         cpu_blocks_(kv_blocks, kv_block_size),
         gpu_blocks_(kv_blocks, kv_block_size) {
@@ -72,6 +73,7 @@ class Pair {
     options.num_kv_blocks = kv_blocks;
     options.kv_block_size = kv_block_size;
     options.cuda_graphs = cuda_graphs;
+    options.cuda_full_ints_upload = full_ints_upload;
     auto cpu = CreateCpuBackend(**checkpoint, options);
     auto gpu = CreateCudaBackend(**checkpoint, options);
     EXPECT_TRUE(cpu.ok()) << cpu.status();
