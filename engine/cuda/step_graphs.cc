@@ -2,44 +2,41 @@
 
 #include <utility>
 
-#include "absl/strings/str_cat.h"
 #include "engine/cuda/cuda_check.h"
 
 namespace skipserve::cuda {
 namespace {
 
-void AppendRange(const IntRange& r, std::string* key) {
-  absl::StrAppend(key, r.offset, "+", r.size, ",");
+void AppendRange(const IntRange& r, StepShape* key) {
+  key->push_back(r.offset);
+  key->push_back(r.size);
 }
 
 // A range whose contents the host reads to launch work (which rows fuse,
-// how decode rows are cut into launches): by value.
-void AppendContents(const LaunchPlan& plan, const IntRange& r,
-                    std::string* key) {
-  absl::StrAppend(key, "[");
-  for (int i = 0; i < r.size; ++i) absl::StrAppend(key, plan.Data(r)[i], " ");
-  absl::StrAppend(key, "]");
+// how decode rows are cut into launches): by value. (Its size, appended
+// first, keeps the key unambiguous.)
+void AppendContents(const LaunchPlan& plan, const IntRange& r, StepShape* key) {
+  key->insert(key->end(), plan.Data(r), plan.Data(r) + r.size);
 }
 
-void AppendRows(const LaunchPlan& plan, const RowSet& rows, std::string* key) {
-  absl::StrAppend(key, static_cast<int>(rows.mode), ":", rows.num_rows, "@");
+void AppendRows(const LaunchPlan& plan, const RowSet& rows, StepShape* key) {
+  key->push_back(static_cast<int32_t>(rows.mode));
+  key->push_back(rows.num_rows);
   AppendRange(rows.rows, key);
   AppendContents(plan, rows.rows, key);
 }
 
 }  // namespace
 
-std::string StepShapeKey(const LaunchPlan& plan,
-                         const std::vector<int>& splits) {
-  std::string key =
-      absl::StrCat(plan.num_rows, plan.decode_only ? "d" : "p", "|");
+StepShape StepShapeKey(const LaunchPlan& plan, const std::vector<int>& splits) {
+  StepShape key = {plan.num_rows, plan.decode_only ? 1 : 0};
   AppendRange(plan.tokens, &key);
   AppendRows(plan, plan.logits, &key);
   // Not the block tables: the kernels find them through the table starts,
   // which index `ints` from its start (launch_plan.h).
   for (size_t layer = 0; layer < plan.attention.size(); ++layer) {
     const AttentionLaunch& a = plan.attention[layer];
-    absl::StrAppend(&key, "|L", layer, " s", splits[layer], " ");
+    key.push_back(splits[layer]);
     AppendRows(plan, a.rows, &key);
     AppendRange(a.positions, &key);
     AppendRange(a.kv_slots, &key);
@@ -48,7 +45,6 @@ std::string StepShapeKey(const LaunchPlan& plan,
     AppendContents(plan, a.decode_runs, &key);
     AppendRange(a.tiles, &key);
     AppendContents(plan, a.tiles, &key);
-    absl::StrAppend(&key, " f");
     AppendRows(plan, plan.ffn[layer], &key);
   }
   return key;
@@ -68,7 +64,7 @@ void StepGraphs::Clear() {
   by_key_.clear();
 }
 
-absl::Status StepGraphs::Run(const std::string& key, cudaStream_t stream,
+absl::Status StepGraphs::Run(const StepShape& key, cudaStream_t stream,
                              const std::function<absl::Status()>& record) {
   auto it = by_key_.find(key);
   if (it == by_key_.end()) return Capture(key, stream, record);
@@ -78,7 +74,7 @@ absl::Status StepGraphs::Run(const std::string& key, cudaStream_t stream,
   return absl::OkStatus();
 }
 
-absl::Status StepGraphs::Capture(const std::string& key, cudaStream_t stream,
+absl::Status StepGraphs::Capture(const StepShape& key, cudaStream_t stream,
                                  const std::function<absl::Status()>& record) {
   CUDA_RETURN_IF_ERROR(
       cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));

@@ -22,10 +22,9 @@
 #include <cstdint>
 #include <functional>
 #include <list>
-#include <string>
-#include <unordered_map>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "engine/cuda/launch_plan.h"
 
@@ -40,8 +39,11 @@ namespace skipserve::cuda {
 // (tokens, positions, KV slots, table starts, block tables), nor where the
 // block tables lie or how long they are (the kernels find them through the
 // table starts, which index the plan's ints from their start).
-std::string StepShapeKey(const LaunchPlan& plan,
-                         const std::vector<int>& splits);
+// The key is the fields' values in a fixed order (ints, compared exactly,
+// hashed for the lookup): O(layers + the listed rows) to build, with no
+// formatting.
+using StepShape = std::vector<int32_t>;
+StepShape StepShapeKey(const LaunchPlan& plan, const std::vector<int>& splits);
 
 class StepGraphs {
  public:
@@ -57,7 +59,7 @@ class StepGraphs {
   // neither synchronise nor allocate. When it (or the capture) fails, the
   // capture is ended and dropped and the error returned; nothing is
   // enqueued.
-  absl::Status Run(const std::string& key, cudaStream_t stream,
+  absl::Status Run(const StepShape& key, cudaStream_t stream,
                    const std::function<absl::Status()>& record);
 
   // Drops every graph (before the buffers they name are reallocated).
@@ -69,16 +71,16 @@ class StepGraphs {
 
  private:
   struct Entry {
-    std::string key;
+    StepShape key;
     cudaGraphExec_t exec = nullptr;
   };
-  absl::Status Capture(const std::string& key, cudaStream_t stream,
+  absl::Status Capture(const StepShape& key, cudaStream_t stream,
                        const std::function<absl::Status()>& record);
   static void Destroy(Entry& entry);
 
   size_t capacity_;
   std::list<Entry> graphs_;  // most recently used first
-  std::unordered_map<std::string, std::list<Entry>::iterator> by_key_;
+  absl::flat_hash_map<StepShape, std::list<Entry>::iterator> by_key_;
   int64_t captures_ = 0;
   int64_t replays_ = 0;
 };
