@@ -10,6 +10,11 @@
 #include "engine/base/quote.h"
 
 namespace skipserve {
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+}  // namespace
 
 std::string_view CpuWeightsName(CpuWeights weights) {
   switch (weights) {
@@ -35,10 +40,11 @@ absl::StatusOr<CpuWeights> ParseCpuWeights(std::string_view text) {
       QuoteInput(text)));
 }
 
-absl::Status Backend::ForwardGreedy(const Batch& batch, int sampled_vocab,
-                                    std::span<GreedyToken> tokens) {
-  if (absl::Status s =
-          ValidateGreedyArgs(batch, config(), sampled_vocab, tokens.size());
+absl::Status Backend::ForwardSample(const Batch& batch, int sampled_vocab,
+                                    std::span<const RowSampling> rows,
+                                    std::span<SampledToken> tokens) {
+  if (absl::Status s = ValidateSampleArgs(batch, config(), sampled_vocab, rows,
+                                          tokens.size());
       !s.ok()) {
     return s;
   }
@@ -46,24 +52,23 @@ absl::Status Backend::ForwardGreedy(const Batch& batch, int sampled_vocab,
   std::vector<float> logits(static_cast<size_t>(batch.NumLogitRows()) * vocab);
   if (absl::Status s = Forward(batch, logits); !s.ok()) return s;
   for (size_t r = 0; r < tokens.size(); ++r) {
-    const float* row = logits.data() + r * vocab;
-    int best = 0;
+    const std::span<const float> row(logits.data() + r * vocab,
+                                     static_cast<size_t>(sampled_vocab));
+    // The Sampler's preconditions, checked here: a model's logits are data.
+    bool finite = false;
     for (int j = 0; j < sampled_vocab; ++j) {
-      if (std::isnan(row[j])) {
+      if (std::isnan(row[j]) || row[j] == kInf) {
         return absl::InternalError(
-            absl::StrFormat("logit row %d holds a NaN at %d", r, j));
+            absl::StrFormat("logit row %d holds %f at %d", r, row[j], j));
       }
-      if (row[j] > row[best]) best = j;
+      finite |= std::isfinite(row[j]);
     }
-    if (!std::isfinite(row[best])) {
+    if (!finite) {
       return absl::InternalError(
-          absl::StrFormat("logit row %d has no finite maximum", r));
+          absl::StrFormat("logit row %d has no finite logit", r));
     }
-    double sum = 0;
-    for (int j = 0; j < sampled_vocab; ++j) {
-      sum += std::exp(double{row[j]} - row[best]);
-    }
-    tokens[r] = {best, static_cast<float>(-std::log(sum))};
+    Sampler sampler(rows[r].params);
+    tokens[r] = sampler.SampleWith(row, rows[r].u);
   }
   return absl::OkStatus();
 }

@@ -21,6 +21,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/backend/batch.h"
+#include "engine/generation/sampler.h"
 #include "engine/model/config.h"
 
 namespace skipserve {
@@ -85,12 +86,13 @@ class LayerObserver {
                           std::span<const float> output) = 0;
 };
 
-// A logit row's greedy choice: its argmax `id` among the first
-// `sampled_vocab` logits (the lowest id on ties) and log(softmax)[id] over
-// those logits.
-struct GreedyToken {
-  int32_t id = 0;
-  float logprob = 0;
+// How Backend::ForwardSample chooses one logit row's token: the sequence's
+// sampling parameters (temperature 0 = greedy) and its draw `u` in [0, 1),
+// taken from the sequence's Sampler (Sampler::NextDraw), so that the token
+// is the one Sampler::Sample would have picked from the row's logits.
+struct RowSampling {
+  SamplingParams params;  // valid (ValidateSamplingParams); seed unused
+  double u = 0;
 };
 
 class Backend {
@@ -121,18 +123,26 @@ class Backend {
   }
 
   // Runs one step like Forward (no observer) but returns each logit row's
-  // greedy choice instead of its logits: `tokens` has batch.NumLogitRows()
-  // entries; 1 <= sampled_vocab <= vocab_size. The argmax is exact (the
-  // same float logits Forward returns); the log-prob is computed in double
-  // here and in float on the device (relative difference ~1e-6). INTERNAL
-  // when a row holds a NaN or no finite logit. This default calls Forward
-  // and reduces on the host; the CUDA backend reduces on the device and
-  // copies back only the choices (8 bytes a row instead of 4 * vocab).
-  virtual absl::Status ForwardGreedy(const Batch& batch, int sampled_vocab,
-                                     std::span<GreedyToken> tokens);
-  // Whether ForwardGreedy saves work over Forward here (it reduces on the
-  // device); the scheduler uses it for all-greedy steps only then.
-  virtual bool greedy_on_device() const { return false; }
+  // chosen token instead of its logits: tokens[r] is what
+  // Sampler(rows[r].params).SampleWith(first sampled_vocab logits of row r,
+  // rows[r].u) returns (generation/sampler.h: greedy, or temperature, top-k
+  // and top-p sampling). `rows` and `tokens` have batch.NumLogitRows()
+  // entries; 1 <= sampled_vocab <= vocab_size; INVALID_ARGUMENT naming the
+  // argument otherwise (or for a malformed batch, as Forward). INTERNAL when
+  // a row holds a NaN or +inf or no finite logit.
+  //
+  // This default calls Forward and samples on the host. The CUDA backend
+  // samples on the device and copies back 8 bytes a row instead of
+  // 4 * vocab; its token differs from the host's only when the draw lands
+  // within float rounding (~1e-6 relative) of a boundary between two
+  // tokens' cumulative probabilities, and its log-prob is fp32 (the host's
+  // is computed in double; ~1e-6 relative apart).
+  virtual absl::Status ForwardSample(const Batch& batch, int sampled_vocab,
+                                     std::span<const RowSampling> rows,
+                                     std::span<SampledToken> tokens);
+  // Whether ForwardSample saves work over Forward here (it samples on the
+  // device); the scheduler uses it for steps that need no logits only then.
+  virtual bool samples_on_device() const { return false; }
 };
 
 }  // namespace skipserve

@@ -67,17 +67,36 @@ absl::Status ValidateBatch(const Batch& batch, const ModelConfig& config,
   return absl::OkStatus();
 }
 
-absl::Status ValidateGreedyArgs(const Batch& batch, const ModelConfig& config,
-                                int sampled_vocab, size_t num_tokens) {
+absl::Status ValidateSampleArgs(const Batch& batch, const ModelConfig& config,
+                                int sampled_vocab,
+                                std::span<const RowSampling> rows,
+                                size_t num_tokens) {
   if (sampled_vocab < 1 || sampled_vocab > config.vocab_size) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "ForwardGreedy: sampled_vocab must be in [1, %d], got %d",
+        "ForwardSample: sampled_vocab must be in [1, %d], got %d",
         config.vocab_size, sampled_vocab));
   }
-  if (num_tokens != static_cast<size_t>(batch.NumLogitRows())) {
+  const size_t logit_rows = batch.NumLogitRows();
+  if (rows.size() != logit_rows) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "ForwardGreedy: tokens hold %d rows, the batch has %d logit rows",
-        num_tokens, batch.NumLogitRows()));
+        "ForwardSample: rows hold %d entries, the batch has %d logit rows",
+        rows.size(), logit_rows));
+  }
+  if (num_tokens != logit_rows) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "ForwardSample: tokens hold %d rows, the batch has %d logit rows",
+        num_tokens, logit_rows));
+  }
+  for (size_t r = 0; r < rows.size(); ++r) {
+    if (absl::Status s = ValidateSamplingParams(rows[r].params); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("ForwardSample: rows[%d]: %s", r, s.message()));
+    }
+    // Written so that NaN fails.
+    if (!(rows[r].u >= 0 && rows[r].u < 1)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "ForwardSample: rows[%d].u must be in [0, 1), got %g", r, rows[r].u));
+    }
   }
   return absl::OkStatus();
 }

@@ -5,8 +5,10 @@
 // that all backends reject the same batches with the same messages.
 
 #include <cstddef>
+#include <span>
 
 #include "absl/status/status.h"
+#include "engine/backend/backend.h"
 #include "engine/backend/batch.h"
 #include "engine/model/config.h"
 
@@ -22,10 +24,14 @@ namespace skipserve {
 absl::Status ValidateBatch(const Batch& batch, const ModelConfig& config,
                            int kv_block_size, size_t logits_size);
 
-// Backend::ForwardGreedy's own arguments: INVALID_ARGUMENT unless
-// 1 <= sampled_vocab <= vocab_size and `num_tokens` is NumLogitRows().
-absl::Status ValidateGreedyArgs(const Batch& batch, const ModelConfig& config,
-                                int sampled_vocab, size_t num_tokens);
+// Backend::ForwardSample's own arguments: INVALID_ARGUMENT, naming the
+// argument, unless 1 <= sampled_vocab <= vocab_size, `rows` and
+// `num_tokens` both count NumLogitRows(), and each row's parameters are
+// valid (ValidateSamplingParams) with its draw in [0, 1).
+absl::Status ValidateSampleArgs(const Batch& batch, const ModelConfig& config,
+                                int sampled_vocab,
+                                std::span<const RowSampling> rows,
+                                size_t num_tokens);
 
 }  // namespace skipserve
 

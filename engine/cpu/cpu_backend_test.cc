@@ -2,13 +2,18 @@
 
 #include <cmath>
 #include <memory>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "engine/model/synthetic.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace skipserve {
 namespace {
+
+using ::testing::HasSubstr;
 
 class CpuBackendTest : public ::testing::Test {
  protected:
@@ -114,11 +119,12 @@ TEST_F(CpuBackendTest, GatheredRowsMatchTheSameRowsRunDensely) {
   }
 }
 
-// Backend::ForwardGreedy's host reduction (the CPU backend's): each logit
-// row's argmax over the first sampled_vocab logits (lowest id on ties) and
-// its log-softmax over them, computed here from Forward's logits of the same
-// step; bad arguments name the field.
-TEST_F(CpuBackendTest, ForwardGreedyIsTheArgmaxOfTheCutLogits) {
+// Backend::ForwardSample's host sampling (the CPU backend's): a greedy
+// row's token is the argmax over the first sampled_vocab logits (lowest id
+// on ties) with its log-softmax over them, computed here from Forward's
+// logits of the same step; a sampled row's is the host Sampler's at the
+// row's draw over the same cut logits; bad arguments name the field.
+TEST_F(CpuBackendTest, ForwardSampleSamplesTheCutLogitsOfForward) {
   const LayerPlan plan = LayerPlan::Full(config_.num_layers);
   const int v = config_.vocab_size;
   const int sampled = v - 17;
@@ -128,28 +134,54 @@ TEST_F(CpuBackendTest, ForwardGreedyIsTheArgmaxOfTheCutLogits) {
   batch.Add(&plan, &seq, 0, {3, 1, 4, 1}, /*all_logits=*/true);
   std::vector<float> logits(batch.NumLogitRows() * v);
   ASSERT_TRUE(backend_->Forward(batch, logits).ok());
-  std::vector<GreedyToken> tokens(batch.NumLogitRows());
-  ASSERT_TRUE(backend_->ForwardGreedy(batch, sampled, tokens).ok());
+  const std::vector<RowSampling> rows = {
+      {SamplingParams{}, 0.5},
+      {SamplingParams{.temperature = 0.8f, .top_k = 5}, 0.3},
+      {SamplingParams{.temperature = 1, .top_p = 0.5f}, 0.9},
+      {SamplingParams{.temperature = 1.5f}, 1 - 0x1.0p-53}};
+  std::vector<SampledToken> tokens(batch.NumLogitRows());
+  ASSERT_TRUE(backend_->ForwardSample(batch, sampled, rows, tokens).ok());
   for (int r = 0; r < batch.NumLogitRows(); ++r) {
-    const float* row = logits.data() + r * v;
-    int best = 0;
-    for (int j = 1; j < sampled; ++j) {
-      if (row[j] > row[best]) best = j;
+    const std::span<const float> row(logits.data() + r * v, sampled);
+    if (r == 0) {
+      int best = 0;
+      for (int j = 1; j < sampled; ++j) {
+        if (row[j] > row[best]) best = j;
+      }
+      double sum = 0;
+      for (int j = 0; j < sampled; ++j) {
+        sum += std::exp(double{row[j]} - row[best]);
+      }
+      EXPECT_EQ(tokens[r].id, best);
+      EXPECT_NEAR(tokens[r].logprob, -std::log(sum), 1e-6);
+      continue;
     }
-    double sum = 0;
-    for (int j = 0; j < sampled; ++j)
-      sum += std::exp(double{row[j]} - row[best]);
-    EXPECT_EQ(tokens[r].id, best) << "row " << r;
-    EXPECT_NEAR(tokens[r].logprob, -std::log(sum), 1e-6) << "row " << r;
+    Sampler sampler(rows[r].params);
+    const SampledToken expected = sampler.SampleWith(row, rows[r].u);
+    EXPECT_EQ(tokens[r].id, expected.id) << "row " << r;
+    EXPECT_EQ(tokens[r].logprob, expected.logprob) << "row " << r;
   }
-  EXPECT_FALSE(backend_->greedy_on_device());
-  const absl::Status zero = backend_->ForwardGreedy(batch, 0, tokens);
-  EXPECT_EQ(zero.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(zero.message().find("sampled_vocab"), std::string::npos) << zero;
-  std::vector<GreedyToken> short_tokens(1);
-  const absl::Status rows = backend_->ForwardGreedy(batch, v, short_tokens);
-  EXPECT_EQ(rows.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(rows.message().find("tokens"), std::string::npos) << rows;
+  EXPECT_FALSE(backend_->samples_on_device());
+
+  const auto message_of = [&](int sampled_vocab, std::span<const RowSampling> r,
+                              std::span<SampledToken> t) {
+    const absl::Status s = backend_->ForwardSample(batch, sampled_vocab, r, t);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    return std::string(s.message());
+  };
+  EXPECT_THAT(message_of(0, rows, tokens), HasSubstr("sampled_vocab"));
+  std::vector<SampledToken> short_tokens(1);
+  EXPECT_THAT(message_of(v, rows, short_tokens), HasSubstr("tokens hold 1"));
+  EXPECT_THAT(message_of(v, std::span(rows).first(2), tokens),
+              HasSubstr("rows hold 2"));
+  std::vector<RowSampling> bad = rows;
+  bad[2].u = 1;
+  EXPECT_THAT(message_of(v, bad, tokens),
+              HasSubstr("rows[2].u must be in [0, 1), got 1"));
+  bad = rows;
+  bad[1].params.top_p = 0;
+  EXPECT_THAT(message_of(v, bad, tokens),
+              HasSubstr("rows[1]: sampling.top_p must be in (0, 1]"));
   kv_.Release(seq);
 }
 

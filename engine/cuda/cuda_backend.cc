@@ -150,30 +150,59 @@ absl::Status CudaBackend::Forward(const Batch& batch, std::span<float> logits,
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::ForwardGreedy(const Batch& batch, int sampled_vocab,
-                                        std::span<GreedyToken> tokens) {
+absl::Status CudaBackend::ForwardSample(const Batch& batch, int sampled_vocab,
+                                        std::span<const RowSampling> rows,
+                                        std::span<SampledToken> tokens) {
   SKIPSERVE_RETURN_IF_ERROR(
-      ValidateGreedyArgs(batch, config_, sampled_vocab, tokens.size()));
+      ValidateSampleArgs(batch, config_, sampled_vocab, rows, tokens.size()));
   const int vocab = config_.vocab_size;
   SKIPSERVE_ASSIGN_OR_RETURN(
-      const int rows,
+      const int n,
       LaunchStep(batch, static_cast<size_t>(batch.NumLogitRows()) * vocab,
                  /*observer=*/nullptr));
-  if (rows == 0) return absl::OkStatus();
-  CUDA_RETURN_IF_ERROR(GreedyTokens(scratch_.logits.get(), rows, vocab,
-                                    sampled_vocab, scratch_.greedy.get(),
-                                    stream_));
+  if (n == 0) return absl::OkStatus();
+  const bool all_greedy = std::all_of(
+      rows.begin(), rows.end(),
+      [](const RowSampling& r) { return r.params.temperature == 0; });
+  if (all_greedy) {
+    // The argmax alone: no weights, no filters.
+    CUDA_RETURN_IF_ERROR(GreedyTokens(scratch_.logits.get(), n, vocab,
+                                      sampled_vocab, scratch_.greedy.get(),
+                                      stream_));
+  } else {
+    for (absl::Status s :
+         {scratch_.sampling.Grow(n), scratch_.host_sampling.Grow(n),
+          scratch_.sampling_workspace.Grow(
+              SampleTokensWorkspaceFloats(n, vocab))}) {
+      if (!s.ok()) return s;
+    }
+    // Pinned, and not read by earlier work: LaunchStep waited for it.
+    for (int r = 0; r < n; ++r) {
+      DeviceSamplingRow& row = scratch_.host_sampling.get()[r];
+      row = DeviceSamplingRow{};
+      row.temperature = rows[r].params.temperature;
+      row.top_p = rows[r].params.top_p;
+      row.top_k = rows[r].params.top_k;
+      row.u = rows[r].u;
+    }
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+        scratch_.sampling.get(), scratch_.host_sampling.get(),
+        n * sizeof(DeviceSamplingRow), cudaMemcpyHostToDevice, stream_));
+    CUDA_RETURN_IF_ERROR(SampleTokens(
+        scratch_.logits.get(), n, vocab, sampled_vocab, scratch_.sampling.get(),
+        scratch_.sampling_workspace.get(), scratch_.greedy.get(), stream_));
+  }
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
       scratch_.host_greedy.get(), scratch_.greedy.get(),
-      rows * sizeof(DeviceGreedyToken), cudaMemcpyDeviceToHost, stream_));
+      n * sizeof(DeviceGreedyToken), cudaMemcpyDeviceToHost, stream_));
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   step_in_flight_ = false;
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  for (int r = 0; r < rows; ++r) {
+  for (int r = 0; r < n; ++r) {
     const DeviceGreedyToken& t = scratch_.host_greedy.get()[r];
     if (t.id < 0) {
-      return absl::InternalError(
-          absl::StrFormat("logit row %d holds a NaN or no finite logit", r));
+      return absl::InternalError(absl::StrFormat(
+          "logit row %d holds a NaN or +inf or no finite logit", r));
     }
     tokens[r] = {t.id, t.logprob};
   }

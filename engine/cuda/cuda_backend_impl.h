@@ -43,16 +43,19 @@ struct Scratch {
   DeviceBuffer<float> logits;     // (logit rows, vocab)
   DeviceBuffer<float> workspace;  // attention splits, AttentionWorkspaceFloats
   DeviceBuffer<float> observed;   // (m, hidden), only with an observer
-  DeviceBuffer<DeviceGreedyToken> greedy;       // (logit rows), ForwardGreedy
-  PinnedBuffer<int32_t> host_ints;              // LaunchPlan::ints
-  PinnedBuffer<float> host_logits;              // (logit rows, vocab)
-  PinnedBuffer<DeviceGreedyToken> host_greedy;  // (logit rows)
+  DeviceBuffer<DeviceGreedyToken> greedy;         // (logit rows), ForwardSample
+  DeviceBuffer<DeviceSamplingRow> sampling;       // (logit rows)
+  DeviceBuffer<float> sampling_workspace;         // SampleTokensWorkspaceFloats
+  PinnedBuffer<int32_t> host_ints;                // LaunchPlan::ints
+  PinnedBuffer<float> host_logits;                // (logit rows, vocab)
+  PinnedBuffer<DeviceGreedyToken> host_greedy;    // (logit rows)
+  PinnedBuffer<DeviceSamplingRow> host_sampling;  // (logit rows)
 };
 
-static_assert(sizeof(DeviceGreedyToken) == sizeof(GreedyToken) &&
-              offsetof(DeviceGreedyToken, id) == offsetof(GreedyToken, id) &&
+static_assert(sizeof(DeviceGreedyToken) == sizeof(SampledToken) &&
+              offsetof(DeviceGreedyToken, id) == offsetof(SampledToken, id) &&
               offsetof(DeviceGreedyToken, logprob) ==
-                  offsetof(GreedyToken, logprob));
+                  offsetof(SampledToken, logprob));
 
 class CudaBackend final : public Backend {
  public:
@@ -76,9 +79,10 @@ class CudaBackend final : public Backend {
   using Backend::Forward;
   absl::Status Forward(const Batch& batch, std::span<float> logits,
                        LayerObserver* observer) override;
-  absl::Status ForwardGreedy(const Batch& batch, int sampled_vocab,
-                             std::span<GreedyToken> tokens) override;
-  bool greedy_on_device() const override { return true; }
+  absl::Status ForwardSample(const Batch& batch, int sampled_vocab,
+                             std::span<const RowSampling> rows,
+                             std::span<SampledToken> tokens) override;
+  bool samples_on_device() const override { return true; }
 
  private:
   // Sublayer s < 2 * num_layers is layer s / 2's attention (even) or FFN

@@ -15,10 +15,12 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "engine/cuda/testing/backend_pair.h"
+#include "engine/generation/sampler.h"
 #include "gtest/gtest.h"
 
 namespace skipserve {
@@ -299,20 +301,23 @@ TEST_F(CudaBackendTest, DecodeGraphsGiveTheLogitsOfLaunchingEveryKernel) {
   }
 }
 
-// ForwardGreedy reduces the logits on the device: its tokens are the argmax
+// ForwardSample chooses tokens on the device: a greedy row's is the argmax
 // (lowest id on ties) of the very logits Forward returns for the same step,
-// over the first sampled_vocab only, with their log-softmax; prefill and
-// graph-replayed decode steps, mixed plans.
-TEST_F(CudaBackendTest, ForwardGreedyIsTheArgmaxOfForwardsLogits) {
+// over the first sampled_vocab only, with its log-softmax; a sampled row's
+// is the host Sampler's at the row's draw over those logits. Prefill and
+// graph-replayed decode steps, mixed plans, all-greedy steps (the argmax
+// kernel) and mixed ones (the sampling kernel).
+TEST_F(CudaBackendTest, ForwardSampleChoosesFromForwardsLogits) {
   Pair pair(SmallConfig(64, 4, 2, 3, /*vocab=*/333));
   ASSERT_TRUE(pair.ok());
   Backend& gpu = *pair.gpu();
-  ASSERT_TRUE(gpu.greedy_on_device());
+  ASSERT_TRUE(gpu.samples_on_device());
   const int v = gpu.config().vocab_size;
   const int sampled = v - 13;
   auto a = pair.NewSeq("none");
   auto b = pair.NewSeq("ffn:last=50%");
-  for (int step = 0; step < 6; ++step) {
+  Sampler draws(SamplingParams{.temperature = 1, .seed = 42});
+  for (int step = 0; step < 8; ++step) {
     SCOPED_TRACE(step);
     Batch batch;
     for (Pair::Seq* s : {a.get(), b.get()}) {
@@ -324,31 +329,44 @@ TEST_F(CudaBackendTest, ForwardGreedyIsTheArgmaxOfForwardsLogits) {
       batch.Add(&s->plan, s->gpu_kv.get(), s->pos, tokens);
       s->pos = end;
     }
+    // Odd steps sample row 1 (the rest greedy).
+    std::vector<RowSampling> rows(batch.NumLogitRows());
+    if (step % 2 == 1) {
+      rows[1].params = {.temperature = 0.9f, .top_p = 0.8f, .top_k = 20};
+      rows[1].u = draws.NextDraw();
+    }
     // The same step twice (it rewrites the same K/V): logits, then tokens.
     std::vector<float> logits(batch.NumLogitRows() * v);
     ASSERT_TRUE(gpu.Forward(batch, logits).ok());
-    std::vector<GreedyToken> tokens(batch.NumLogitRows());
-    const absl::Status s = gpu.ForwardGreedy(batch, sampled, tokens);
+    std::vector<SampledToken> tokens(batch.NumLogitRows());
+    const absl::Status s = gpu.ForwardSample(batch, sampled, rows, tokens);
     ASSERT_TRUE(s.ok()) << s;
     for (int r = 0; r < batch.NumLogitRows(); ++r) {
-      const float* row = logits.data() + r * v;
-      int best = 0;
-      for (int j = 1; j < sampled; ++j) {
-        if (row[j] > row[best]) best = j;
-      }
+      const std::span<const float> row(logits.data() + r * v, sampled);
       double sum = 0;
-      for (int j = 0; j < sampled; ++j) {
-        sum += std::exp(double{row[j]} - row[best]);
+      if (rows[r].params.temperature == 0) {
+        int best = 0;
+        for (int j = 1; j < sampled; ++j) {
+          if (row[j] > row[best]) best = j;
+        }
+        for (int j = 0; j < sampled; ++j) {
+          sum += std::exp(double{row[j]} - row[best]);
+        }
+        EXPECT_EQ(tokens[r].id, best) << "row " << r;
+        EXPECT_NEAR(tokens[r].logprob, -std::log(sum), 1e-5) << "row " << r;
+      } else {
+        Sampler host(rows[r].params);
+        const SampledToken expected = host.SampleWith(row, rows[r].u);
+        EXPECT_EQ(tokens[r].id, expected.id) << "row " << r;
+        EXPECT_NEAR(tokens[r].logprob, expected.logprob, 1e-5) << "row " << r;
       }
-      EXPECT_EQ(tokens[r].id, best) << "row " << r;
-      EXPECT_NEAR(tokens[r].logprob, -std::log(sum), 1e-5) << "row " << r;
     }
   }
-  std::vector<GreedyToken> wrong(1);
+  std::vector<SampledToken> wrong(1);
   Batch empty;
-  EXPECT_EQ(gpu.ForwardGreedy(empty, 0, {}).code(),
+  EXPECT_EQ(gpu.ForwardSample(empty, 0, {}, {}).code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(gpu.ForwardGreedy(empty, v, wrong).code(),
+  EXPECT_EQ(gpu.ForwardSample(empty, v, {}, wrong).code(),
             absl::StatusCode::kInvalidArgument);
   pair.gpu_blocks().Release(*a->gpu_kv);
   pair.gpu_blocks().Release(*b->gpu_kv);

@@ -456,14 +456,24 @@ Batch Scheduler::BuildBatch(const std::vector<Chosen>& chosen,
 void Scheduler::RunBatch(const Batch& batch, const std::vector<Chosen>& chosen,
                          const Sequence* solo) {
   const int vocab = backend_->config().vocab_size;
-  const bool greedy = backend_->greedy_on_device() && AllGreedy(chosen, solo);
+  const bool on_device =
+      backend_->samples_on_device() && NeedsNoLogits(chosen, solo);
   absl::Status status;
-  if (greedy) {
-    // (NumLogitRows): one row per sequence.
-    greedy_.resize(batch.NumLogitRows());
+  if (on_device) {
+    // One row per sequence. A sequence whose prompt this step completes
+    // takes its sampler's next draw now (as Sample would after the step);
+    // the others' rows are not used (greedy, no draw taken).
+    row_sampling_.assign(chosen.size(), RowSampling{});
+    for (size_t i = 0; i < chosen.size(); ++i) {
+      Sequence& s = *chosen[i].seq;
+      if (chosen[i].num_tokens == s.pending()) {
+        row_sampling_[i] = {s.generation()->sampling, s.sampler.NextDraw()};
+      }
+    }
+    sampled_.resize(chosen.size());
     const int sampled =
         options_.sampled_vocab_size > 0 ? options_.sampled_vocab_size : vocab;
-    status = backend_->ForwardGreedy(batch, sampled, greedy_);
+    status = backend_->ForwardSample(batch, sampled, row_sampling_, sampled_);
   } else {
     // (NumLogitRows, vocab): every row of a scoring sequence, else its last.
     logits_.resize(static_cast<size_t>(batch.NumLogitRows()) * vocab);
@@ -486,7 +496,7 @@ void Scheduler::RunBatch(const Batch& batch, const std::vector<Chosen>& chosen,
     if (s.scoring()) RecordScores(s, first_pos, row, rows);
     if (s.pending() == 0) {
       if (s.generation() != nullptr) {
-        SampleNext(s, row, greedy ? &greedy_[row] : nullptr);
+        SampleNext(s, row, on_device ? &sampled_[row] : nullptr);
       } else {
         if (s.scoring()) s.observer->OnScore(s.scores);
         Finish(s, absl::OkStatus(), FinishReason::kStop);
@@ -515,26 +525,18 @@ void Scheduler::RecordScores(Sequence& seq, int first_pos, int row, int rows) {
   }
 }
 
-bool Scheduler::AllGreedy(const std::vector<Chosen>& chosen,
-                          const Sequence* solo) {
+bool Scheduler::NeedsNoLogits(const std::vector<Chosen>& chosen,
+                              const Sequence* solo) {
   if (solo != nullptr && solo->layer_observer() != nullptr) return false;
   return std::all_of(chosen.begin(), chosen.end(), [](const Chosen& c) {
-    const Generation* g = c.seq->generation();
-    return g != nullptr && g->sampling.temperature == 0 && !c.seq->scoring();
+    return c.seq->generation() != nullptr && !c.seq->scoring();
   });
 }
 
-void Scheduler::SampleNext(Sequence& seq, int row, const GreedyToken* greedy) {
+void Scheduler::SampleNext(Sequence& seq, int row, const SampledToken* chosen) {
   const Generation& generation = *seq.generation();
-  SampledToken token;
-  if (greedy != nullptr) {
-    // Chosen on the device: take the draw Sample() would have taken, so
-    // that later draws do not depend on where the argmax ran.
-    (void)seq.sampler.NextDraw();
-    token = {greedy->id, greedy->logprob};
-  } else {
-    token = seq.sampler.Sample(SampledRow(row));
-  }
+  const SampledToken token =
+      chosen != nullptr ? *chosen : seq.sampler.Sample(SampledRow(row));
   seq.tokens.push_back(token.id);
   const int generated =
       static_cast<int>(seq.tokens.size()) - seq.timings.prompt_tokens;

@@ -154,16 +154,16 @@ class Scheduler {
   // A scoring sequence's rows [row, row + rows), whose positions start at
   // `first_pos`.
   void RecordScores(Sequence& seq, int first_pos, int row, int rows);
-  // Whether every sequence of the step only needs its greedy token (each
-  // generates with temperature 0; none scores, none is observed): then the
-  // step runs Backend::ForwardGreedy when the backend reduces each logit
-  // row on the device (Backend::greedy_on_device).
-  static bool AllGreedy(const std::vector<Chosen>& chosen,
-                        const Sequence* solo);
+  // Whether no sequence of the step needs its logits (each generates; none
+  // scores, none is observed): then the step runs Backend::ForwardSample
+  // when the backend samples on the device (Backend::samples_on_device).
+  static bool NeedsNoLogits(const std::vector<Chosen>& chosen,
+                            const Sequence* solo);
   // A generating sequence whose prompt is computed: samples from `row` (or
-  // takes `greedy`, its row's choice from ForwardGreedy), reports the token
-  // and applies the stop criteria.
-  void SampleNext(Sequence& seq, int row, const GreedyToken* greedy);
+  // takes `chosen`, its row's token from ForwardSample, drawn with the
+  // sampler's draw taken before the step), reports the token and applies
+  // the stop criteria.
+  void SampleNext(Sequence& seq, int row, const SampledToken* chosen);
   void AdmitIncoming();
   void DropCancelled();
   void Finish(Sequence& seq, const absl::Status& status, FinishReason reason);
@@ -208,7 +208,9 @@ class Scheduler {
   std::deque<std::unique_ptr<Sequence>> waiting_;
   std::list<std::unique_ptr<Sequence>> running_;  // in admission order
   std::vector<float> logits_;
-  std::vector<GreedyToken> greedy_;  // ForwardGreedy's, in all-greedy steps
+  // ForwardSample's arguments and results, in steps that need no logits.
+  std::vector<RowSampling> row_sampling_;
+  std::vector<SampledToken> sampled_;
 
   std::thread loop_;
 };
