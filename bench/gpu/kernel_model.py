@@ -45,7 +45,7 @@ running sublayer runs on all rows, dense):
     (as Wo's)
   final RmsNorm (unless fused) and the LM head GEMM over the logit rows
   D2H logits copy (logit rows x vocab x 4 bytes, over the host link); with
-    --logits greedy (Backend::ForwardGreedy, all-greedy steps) instead the
+    --logits greedy (Backend::ForwardSample, all-greedy steps) instead the
     GreedyTokens kernel (engine/cuda/sampling.h: argmax and log-prob on
     the device) and a D2H copy of 8 bytes per logit row
 Decode-only steps replay this as a CUDA graph (step_graphs.h): the same
@@ -857,7 +857,7 @@ def main(argv=None):
                         "first found wins")
     p.add_argument("--logits", choices=("host", "greedy"), default="host",
                    help="host: Forward copies the logits to the host (the "
-                        "default); greedy: ForwardGreedy's argmax on the "
+                        "default); greedy: ForwardSample's argmax on the "
                         "device, 8 bytes per row copied")
     p.add_argument("--json", action="store_true",
                    help="print JSON instead of the text report")

@@ -2,9 +2,9 @@
 #define SKIPSERVE_ENGINE_CUDA_SAMPLING_H_
 
 // Sampling on the device, so that a decode step copies back 8 bytes per
-// sequence instead of its logits: greedy tokens (sampling.cu,
-// Backend::ForwardGreedy) and temperature / top-k / top-p sampling
-// (sampling_filtered.cu, Backend::ForwardSample) that picks exactly the token
+// sequence instead of its logits (Backend::ForwardSample): greedy tokens
+// (sampling.cu, for all-greedy steps) and temperature / top-k / top-p
+// sampling (sampling_filtered.cu, any rows) that picks exactly the token
 // the host Sampler (generation/sampler.h) picks for the same logits and the
 // same draw.
 
@@ -15,7 +15,7 @@
 
 namespace skipserve::cuda {
 
-// Layout-compatible with skipserve::GreedyToken (backend.h).
+// Layout-compatible with skipserve::SampledToken (generation/sampler.h).
 struct DeviceGreedyToken {
   int32_t id;  // -1 when the row holds a NaN or no finite logit
   float logprob;
