@@ -117,10 +117,10 @@ absl::Status CudaBackend::Grow(const LaunchPlan& plan, bool observe) {
         scratch_.gate_up.Grow(n * 2 * inter), scratch_.act.Grow(n * inter),
         scratch_.logits.Grow(logit_floats), scratch_.workspace.Grow(workspace),
         scratch_.observed.Grow(observe ? n * hidden : 0),
-        scratch_.greedy.Grow(plan.logits.num_rows),
+        scratch_.chosen.Grow(plan.logits.num_rows),
         scratch_.host_ints.Grow(plan.ints.size()),
         scratch_.host_logits.Grow(logit_floats),
-        scratch_.host_greedy.Grow(plan.logits.num_rows)}) {
+        scratch_.host_chosen.Grow(plan.logits.num_rows)}) {
     if (!s.ok()) {
       grown = s;
       break;
@@ -167,7 +167,7 @@ absl::Status CudaBackend::ForwardSample(const Batch& batch, int sampled_vocab,
   if (all_greedy) {
     // The argmax alone: no weights, no filters.
     CUDA_RETURN_IF_ERROR(GreedyTokens(scratch_.logits.get(), n, vocab,
-                                      sampled_vocab, scratch_.greedy.get(),
+                                      sampled_vocab, scratch_.chosen.get(),
                                       stream_));
   } else {
     for (absl::Status s :
@@ -190,16 +190,16 @@ absl::Status CudaBackend::ForwardSample(const Batch& batch, int sampled_vocab,
         n * sizeof(DeviceSamplingRow), cudaMemcpyHostToDevice, stream_));
     CUDA_RETURN_IF_ERROR(SampleTokens(
         scratch_.logits.get(), n, vocab, sampled_vocab, scratch_.sampling.get(),
-        scratch_.sampling_workspace.get(), scratch_.greedy.get(), stream_));
+        scratch_.sampling_workspace.get(), scratch_.chosen.get(), stream_));
   }
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
-      scratch_.host_greedy.get(), scratch_.greedy.get(),
-      n * sizeof(DeviceGreedyToken), cudaMemcpyDeviceToHost, stream_));
+      scratch_.host_chosen.get(), scratch_.chosen.get(),
+      n * sizeof(DeviceToken), cudaMemcpyDeviceToHost, stream_));
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   step_in_flight_ = false;
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   for (int r = 0; r < n; ++r) {
-    const DeviceGreedyToken& t = scratch_.host_greedy.get()[r];
+    const DeviceToken& t = scratch_.host_chosen.get()[r];
     if (t.id < 0) {
       return absl::InternalError(absl::StrFormat(
           "logit row %d holds a NaN or +inf or no finite logit", r));

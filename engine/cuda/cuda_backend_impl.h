@@ -43,18 +43,18 @@ struct Scratch {
   DeviceBuffer<float> logits;     // (logit rows, vocab)
   DeviceBuffer<float> workspace;  // attention splits, AttentionWorkspaceFloats
   DeviceBuffer<float> observed;   // (m, hidden), only with an observer
-  DeviceBuffer<DeviceGreedyToken> greedy;         // (logit rows), ForwardSample
+  DeviceBuffer<DeviceToken> chosen;               // (logit rows), ForwardSample
   DeviceBuffer<DeviceSamplingRow> sampling;       // (logit rows)
   DeviceBuffer<float> sampling_workspace;         // SampleTokensWorkspaceFloats
   PinnedBuffer<int32_t> host_ints;                // LaunchPlan::ints
   PinnedBuffer<float> host_logits;                // (logit rows, vocab)
-  PinnedBuffer<DeviceGreedyToken> host_greedy;    // (logit rows)
+  PinnedBuffer<DeviceToken> host_chosen;          // (logit rows)
   PinnedBuffer<DeviceSamplingRow> host_sampling;  // (logit rows)
 };
 
-static_assert(sizeof(DeviceGreedyToken) == sizeof(SampledToken) &&
-              offsetof(DeviceGreedyToken, id) == offsetof(SampledToken, id) &&
-              offsetof(DeviceGreedyToken, logprob) ==
+static_assert(sizeof(DeviceToken) == sizeof(SampledToken) &&
+              offsetof(DeviceToken, id) == offsetof(SampledToken, id) &&
+              offsetof(DeviceToken, logprob) ==
                   offsetof(SampledToken, logprob));
 
 class CudaBackend final : public Backend {

@@ -65,7 +65,7 @@ __device__ float BlockSum(float mine) {
 // logits: (rows, vocab)   out: (rows)
 __global__ void __launch_bounds__(kThreads)
     GreedyKernel(const float* logits, int vocab, int sampled_vocab,
-                 DeviceGreedyToken* out) {
+                 DeviceToken* out) {
   const float* row = logits + static_cast<int64_t>(blockIdx.x) * vocab;
   Best mine{-INFINITY, INT_MAX};
   for (int j = threadIdx.x; j < sampled_vocab; j += kThreads) {
@@ -83,15 +83,15 @@ __global__ void __launch_bounds__(kThreads)
   }
   sum = BlockSum(sum);
   if (threadIdx.x == 0) {
-    out[blockIdx.x] = usable ? DeviceGreedyToken{best.id, -logf(sum)}
-                             : DeviceGreedyToken{-1, NAN};
+    out[blockIdx.x] =
+        usable ? DeviceToken{best.id, -logf(sum)} : DeviceToken{-1, NAN};
   }
 }
 
 }  // namespace
 
 cudaError_t GreedyTokens(const float* logits, int rows, int vocab,
-                         int sampled_vocab, DeviceGreedyToken* out,
+                         int sampled_vocab, DeviceToken* out,
                          cudaStream_t stream) {
   if (sampled_vocab < 1 || sampled_vocab > vocab || rows < 0) {
     return cudaErrorInvalidValue;

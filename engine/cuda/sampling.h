@@ -16,7 +16,7 @@
 namespace skipserve::cuda {
 
 // Layout-compatible with skipserve::SampledToken (generation/sampler.h).
-struct DeviceGreedyToken {
+struct DeviceToken {
   int32_t id;  // -1 when the row holds a NaN or no finite logit
   float logprob;
 };
@@ -26,7 +26,7 @@ struct DeviceGreedyToken {
 // picks), out[r].logprob = log(softmax(those logits))[id], in fp32.
 // 1 <= sampled_vocab <= vocab; cudaErrorInvalidValue otherwise.
 cudaError_t GreedyTokens(const float* logits, int rows, int vocab,
-                         int sampled_vocab, DeviceGreedyToken* out,
+                         int sampled_vocab, DeviceToken* out,
                          cudaStream_t stream);
 
 // One logit row's sampling parameters (skipserve::SamplingParams less the
@@ -69,7 +69,7 @@ size_t SampleTokensWorkspaceFloats(int rows, int vocab);
 cudaError_t SampleTokens(const float* logits, int rows, int vocab,
                          int sampled_vocab,
                          const DeviceSamplingRow* rows_params, float* workspace,
-                         DeviceGreedyToken* out, cudaStream_t stream);
+                         DeviceToken* out, cudaStream_t stream);
 
 }  // namespace skipserve::cuda
 

@@ -352,7 +352,7 @@ __device__ bool ValidParams(const DeviceSamplingRow& p) {
 __global__ void __launch_bounds__(kThreads)
     SampleKernel(const float* logits, int vocab, int sampled_vocab,
                  const DeviceSamplingRow* rows_params, float* workspace,
-                 DeviceGreedyToken* out) {
+                 DeviceToken* out) {
   const DeviceSamplingRow params = rows_params[blockIdx.x];
   float* const ws = workspace + blockIdx.x * RowFloats(vocab);
   const Row row{logits + static_cast<int64_t>(blockIdx.x) * vocab, ws,
@@ -369,7 +369,7 @@ __global__ void __launch_bounds__(kThreads)
   const float max_logit = BlockReduce(mine, Max());
   if (BlockReduce(bad, Max()) != 0 || !(max_logit > -INFINITY) ||
       !ValidParams(params)) {
-    if (threadIdx.x == 0) out[blockIdx.x] = DeviceGreedyToken{-1, NAN};
+    if (threadIdx.x == 0) out[blockIdx.x] = DeviceToken{-1, NAN};
     return;
   }
   int argmax = INT_MAX;
@@ -413,12 +413,12 @@ __global__ void __launch_bounds__(kThreads)
   }
   if (threadIdx.x == 0 && id < 0) {
     // Unreachable: the max token has weight 1 and survives every filter.
-    out[blockIdx.x] = DeviceGreedyToken{-1, NAN};
+    out[blockIdx.x] = DeviceToken{-1, NAN};
   } else if (threadIdx.x == 0) {
     // The host's LogSoftmax.
     const double logprob =
         (static_cast<double>(row.logits[id]) - max_logit) - log(sum_exp);
-    out[blockIdx.x] = DeviceGreedyToken{
+    out[blockIdx.x] = DeviceToken{
         id, logprob < -FLT_MAX ? -INFINITY : static_cast<float>(logprob)};
   }
 }
@@ -433,7 +433,7 @@ size_t SampleTokensWorkspaceFloats(int rows, int vocab) {
 cudaError_t SampleTokens(const float* logits, int rows, int vocab,
                          int sampled_vocab,
                          const DeviceSamplingRow* rows_params, float* workspace,
-                         DeviceGreedyToken* out, cudaStream_t stream) {
+                         DeviceToken* out, cudaStream_t stream) {
   if (sampled_vocab < 1 || sampled_vocab > vocab || rows < 0) {
     return cudaErrorInvalidValue;
   }

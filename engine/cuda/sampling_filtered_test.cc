@@ -110,9 +110,9 @@ std::vector<float> RandomRow(int vocab, int sampled, uint32_t seed, float scale,
 class SampleTokensTest : public DeviceTest {
  protected:
   // Samples `cases` as one batch of rows of `vocab` logits.
-  std::vector<DeviceGreedyToken> Run(
-      const std::vector<std::vector<float>>& rows,
-      const std::vector<Case>& cases, int vocab, int sampled) {
+  std::vector<DeviceToken> Run(const std::vector<std::vector<float>>& rows,
+                               const std::vector<Case>& cases, int vocab,
+                               int sampled) {
     const int n = static_cast<int>(cases.size());
     std::vector<float> logits;
     logits.reserve(size_t{1} * n * vocab);
@@ -126,7 +126,7 @@ class SampleTokensTest : public DeviceTest {
     DeviceBuffer<DeviceSamplingRow> params_d = Upload(params);
     DeviceBuffer<float> workspace_d =
         Poisoned<float>(SampleTokensWorkspaceFloats(n, vocab));
-    DeviceBuffer<DeviceGreedyToken> out_d = Poisoned<DeviceGreedyToken>(n);
+    DeviceBuffer<DeviceToken> out_d = Poisoned<DeviceToken>(n);
     EXPECT_EQ(SampleTokens(logits_d.get(), n, vocab, sampled, params_d.get(),
                            workspace_d.get(), out_d.get(), stream_),
               cudaSuccess);
@@ -138,7 +138,7 @@ class SampleTokensTest : public DeviceTest {
   void ExpectHostTokens(const std::vector<std::vector<float>>& rows,
                         const std::vector<Case>& cases, int vocab,
                         int sampled) {
-    const std::vector<DeviceGreedyToken> out = Run(rows, cases, vocab, sampled);
+    const std::vector<DeviceToken> out = Run(rows, cases, vocab, sampled);
     int mismatches = 0;
     for (size_t i = 0; i < cases.size() && mismatches < 10; ++i) {
       const Case& c = cases[i];
@@ -341,7 +341,7 @@ TEST_F(SampleTokensTest, NanInfinityAndInvalidParametersAreReported) {
       {3, SamplingParams{.temperature = 1}, -0.25},
       {3, SamplingParams{.temperature = 1}, NAN},
   };
-  const std::vector<DeviceGreedyToken> out = Run(rows, invalid, vocab, vocab);
+  const std::vector<DeviceToken> out = Run(rows, invalid, vocab, vocab);
   for (size_t i = 0; i < invalid.size(); ++i) {
     EXPECT_EQ(out[i].id, -1) << "case " << i;
     EXPECT_TRUE(std::isnan(out[i].logprob)) << "case " << i;
@@ -383,8 +383,8 @@ TEST_F(SampleTokensTest, TheSameInputsGiveTheSameTokens) {
         0, SamplingParams{.temperature = 1.2f, .top_p = 0.95f, .top_k = 50},
         draw});
   }
-  const std::vector<DeviceGreedyToken> first = Run(rows, cases, vocab, vocab);
-  const std::vector<DeviceGreedyToken> second = Run(rows, cases, vocab, vocab);
+  const std::vector<DeviceToken> first = Run(rows, cases, vocab, vocab);
+  const std::vector<DeviceToken> second = Run(rows, cases, vocab, vocab);
   ASSERT_EQ(first.size(), second.size());
   for (size_t i = 0; i < first.size(); ++i) {
     EXPECT_EQ(first[i].id, second[i].id) << "case " << i;
@@ -400,7 +400,7 @@ TEST_F(SampleTokensTest, BadSizesLaunchNothing) {
       std::vector<DeviceSamplingRow>(2, DeviceSamplingRow{1, 1, 0, 0, 0}));
   DeviceBuffer<float> workspace_d =
       Poisoned<float>(SampleTokensWorkspaceFloats(2, 10));
-  DeviceBuffer<DeviceGreedyToken> out_d = Poisoned<DeviceGreedyToken>(2);
+  DeviceBuffer<DeviceToken> out_d = Poisoned<DeviceToken>(2);
   const auto sample = [&](int rows, int vocab, int sampled, float* workspace) {
     return SampleTokens(logits_d.get(), rows, vocab, sampled, params_d.get(),
                         workspace, out_d.get(), stream_);
@@ -411,8 +411,8 @@ TEST_F(SampleTokensTest, BadSizesLaunchNothing) {
   EXPECT_EQ(sample(2, 10, 10, nullptr), cudaErrorInvalidValue);
   EXPECT_EQ(sample(2, 10, 10, workspace_d.get() + 1), cudaErrorInvalidValue);
   EXPECT_EQ(sample(0, 10, 10, nullptr), cudaSuccess);
-  const std::vector<DeviceGreedyToken> out = Download(out_d, 2);
-  for (const DeviceGreedyToken& token : out) EXPECT_EQ(token.id, -1);  // 0xFF
+  const std::vector<DeviceToken> out = Download(out_d, 2);
+  for (const DeviceToken& token : out) EXPECT_EQ(token.id, -1);  // 0xFF
   EXPECT_EQ(SampleTokensWorkspaceFloats(0, 10), 0u);
   EXPECT_GE(SampleTokensWorkspaceFloats(3, 10), 30u);
 }

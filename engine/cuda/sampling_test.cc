@@ -26,10 +26,10 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 
 class GreedyTokensTest : public DeviceTest {
  protected:
-  std::vector<DeviceGreedyToken> Run(const std::vector<float>& logits, int rows,
-                                     int vocab, int sampled) {
+  std::vector<DeviceToken> Run(const std::vector<float>& logits, int rows,
+                               int vocab, int sampled) {
     DeviceBuffer<float> logits_d = Upload(logits);
-    DeviceBuffer<DeviceGreedyToken> out_d = Poisoned<DeviceGreedyToken>(rows);
+    DeviceBuffer<DeviceToken> out_d = Poisoned<DeviceToken>(rows);
     EXPECT_EQ(GreedyTokens(logits_d.get(), rows, vocab, sampled, out_d.get(),
                            stream_),
               cudaSuccess);
@@ -50,8 +50,7 @@ TEST_F(GreedyTokensTest, MatchesADoubleReductionWithTiesToTheLowestId) {
     for (int r = 0; r < rows; ++r) {
       for (int j = sampled; j < vocab; ++j) logits[r * vocab + j] = 100;
     }
-    const std::vector<DeviceGreedyToken> out =
-        Run(logits, rows, vocab, sampled);
+    const std::vector<DeviceToken> out = Run(logits, rows, vocab, sampled);
     for (int r = 0; r < rows; ++r) {
       const float* row = logits.data() + r * vocab;
       int best = 0;
@@ -73,7 +72,7 @@ TEST_F(GreedyTokensTest, RowsWithANanOrNoFiniteLogitAreReported) {
   std::vector<float> logits = RandomFloats(size_t{3} * vocab, 3);
   logits[0 * vocab + 517] = NAN;                              // row 0: a NaN
   for (int j = 0; j < vocab; ++j) logits[vocab + j] = -kInf;  // row 1
-  const std::vector<DeviceGreedyToken> out = Run(logits, 3, vocab, vocab);
+  const std::vector<DeviceToken> out = Run(logits, 3, vocab, vocab);
   EXPECT_EQ(out[0].id, -1);
   EXPECT_EQ(out[1].id, -1);
   EXPECT_GE(out[2].id, 0);  // row 2 is fine
@@ -81,7 +80,7 @@ TEST_F(GreedyTokensTest, RowsWithANanOrNoFiniteLogitAreReported) {
 
 TEST_F(GreedyTokensTest, BadSampledVocabIsRefused) {
   DeviceBuffer<float> logits = Poisoned<float>(10);
-  DeviceBuffer<DeviceGreedyToken> out = Poisoned<DeviceGreedyToken>(1);
+  DeviceBuffer<DeviceToken> out = Poisoned<DeviceToken>(1);
   EXPECT_EQ(GreedyTokens(logits.get(), 1, 10, 0, out.get(), stream_),
             cudaErrorInvalidValue);
   EXPECT_EQ(GreedyTokens(logits.get(), 1, 10, 11, out.get(), stream_),
