@@ -14,17 +14,18 @@
 #include <string>
 #include <vector>
 
-#include "absl/synchronization/notification.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/testing/backend_pair.h"
+#include "engine/cuda/testing/generate.h"
 #include "engine/model/synthetic.h"
-#include "engine/policy/skip_policy.h"
 #include "engine/scheduler/scheduler.h"
 #include "gtest/gtest.h"
 
 namespace skipserve {
 namespace {
 
+using cuda::testing::Generate;
+using cuda::testing::GenerateRequest;
 using cuda::testing::SmallConfig;
 using cuda::testing::Tokens;
 
@@ -51,52 +52,17 @@ class HostSampling final : public Backend {
   Backend* b_;
 };
 
-class Collect final : public SequenceObserver {
- public:
-  bool OnToken(const SampledToken& token) override {
-    tokens.push_back(token);
-    return true;
-  }
-  void OnFinish(const absl::Status& s, FinishReason,
-                const SequenceTimings&) override {
-    status = s;
-    done.Notify();
-  }
-  std::vector<SampledToken> tokens;
-  absl::Status status;
-  absl::Notification done;
-};
-
-struct Work {
-  std::vector<int32_t> prompt;
-  std::string policy;
-  SamplingParams sampling;
-};
-
-// Generates each Work item, one after another (so that batching cannot
-// differ between runs).
+// Generates 12 tokens for each request, one after another.
 std::vector<std::vector<SampledToken>> GenerateAll(
-    Backend* backend, int sampled_vocab, const std::vector<Work>& work) {
+    Backend* backend, int sampled_vocab,
+    const std::vector<GenerateRequest>& work) {
   SchedulerOptions options;
   options.sampled_vocab_size = sampled_vocab;
   // Prompts over 8 tokens are prefilled in several chunks; only the last
   // one's row is sampled (and takes a draw).
   options.max_batch_tokens = 8;
-  Scheduler scheduler(backend, options);
-  std::vector<std::vector<SampledToken>> out;
-  for (const Work& w : work) {
-    SequenceSpec spec;
-    spec.prompt = w.prompt;
-    spec.plan =
-        *(*SkipPolicy::Parse(w.policy)).Compile(backend->config().num_layers);
-    spec.kind = Generation{w.sampling, /*max_new_tokens=*/12, {}};
-    auto collect = std::make_shared<Collect>();
-    EXPECT_TRUE(scheduler.Submit(std::move(spec), collect).ok());
-    collect->done.WaitForNotification();
-    EXPECT_TRUE(collect->status.ok()) << collect->status;
-    out.push_back(collect->tokens);
-  }
-  return out;
+  return Generate(backend, options, work, /*new_tokens=*/12,
+                  /*together=*/false);
 }
 
 TEST(DeviceSamplingTest, SchedulerTokensMatchTheHostSamplersSeedForSeed) {
@@ -111,7 +77,7 @@ TEST(DeviceSamplingTest, SchedulerTokensMatchTheHostSamplersSeedForSeed) {
   auto gpu = CreateCudaBackend(**checkpoint, options);
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   ASSERT_TRUE((*gpu)->samples_on_device());
-  const std::vector<Work> work = {
+  const std::vector<GenerateRequest> work = {
       {Tokens(5, 1), "none", SamplingParams{}},
       {Tokens(21, 2), "attn:1", SamplingParams{}},
       {Tokens(3, 3), "layer:0", SamplingParams{}},

@@ -21,75 +21,41 @@
 #include <string>
 #include <vector>
 
-#include "absl/synchronization/notification.h"
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/testing/backend_pair.h"
+#include "engine/cuda/testing/generate.h"
 #include "engine/model/synthetic.h"
-#include "engine/policy/skip_policy.h"
 #include "engine/scheduler/scheduler.h"
 #include "gtest/gtest.h"
 
 namespace skipserve {
 namespace {
 
+using cuda::testing::Generate;
+using cuda::testing::GenerateRequest;
 using cuda::testing::Tokens;
 
-class Collect final : public SequenceObserver {
- public:
-  bool OnToken(const SampledToken& token) override {
-    ids.push_back(token.id);
-    return true;
-  }
-  void OnFinish(const absl::Status& s, FinishReason,
-                const SequenceTimings&) override {
-    status = s;
-    done.Notify();
-  }
-  std::vector<int32_t> ids;
-  absl::Status status;
-  absl::Notification done;
-};
-
-struct Work {
-  std::vector<int32_t> prompt;
-  std::string policy;
-};
-
-// Generates `new_tokens` greedy tokens for each Work item: one request at
-// a time, or all submitted at once (`together`: batched as the scheduler
-// sees fit).
-std::vector<std::vector<int32_t>> Generate(Backend* backend,
-                                           const std::vector<Work>& work,
-                                           int new_tokens, bool together) {
+// Each request's token ids (see Generate).
+std::vector<std::vector<int32_t>> GenerateIds(
+    Backend* backend, const std::vector<GenerateRequest>& requests,
+    int new_tokens, bool together) {
   SchedulerOptions options;
   options.max_batch_tokens = 16;  // longer prompts: chunked prefill
-  Scheduler scheduler(backend, options);
-  std::vector<std::shared_ptr<Collect>> collects;
-  for (const Work& w : work) {
-    SequenceSpec spec;
-    spec.prompt = w.prompt;
-    spec.plan =
-        *(*SkipPolicy::Parse(w.policy)).Compile(backend->config().num_layers);
-    spec.kind = Generation{SamplingParams{}, new_tokens, {}};
-    collects.push_back(std::make_shared<Collect>());
-    EXPECT_TRUE(scheduler.Submit(std::move(spec), collects.back()).ok());
-    if (!together) collects.back()->done.WaitForNotification();
+  std::vector<std::vector<int32_t>> ids;
+  for (const std::vector<SampledToken>& tokens :
+       Generate(backend, options, requests, new_tokens, together)) {
+    ids.emplace_back();
+    for (const SampledToken& t : tokens) ids.back().push_back(t.id);
   }
-  std::vector<std::vector<int32_t>> out;
-  for (const auto& c : collects) {
-    c->done.WaitForNotification();
-    EXPECT_TRUE(c->status.ok()) << c->status;
-    out.push_back(c->ids);
-  }
-  return out;
+  return ids;
 }
 
 struct Case {
   std::string preset;
   int new_tokens;
-  std::vector<bool> modes;  // together or not (see Generate)
-  std::vector<Work> work;
+  std::vector<bool> modes;            // together or not (see Generate)
+  std::vector<GenerateRequest> work;  // greedy
 };
 
 // Both engines over `c`'s model, every mode; the tokens must be equal.
@@ -110,8 +76,9 @@ void ExpectSameTokens(const Case& c) {
 
   for (const bool together : c.modes) {
     SCOPED_TRACE(together ? "one mixed batch" : "one request at a time");
-    const auto expected = Generate(cpu->get(), c.work, c.new_tokens, together);
-    const auto actual = Generate(gpu->get(), c.work, c.new_tokens, together);
+    const auto expected =
+        GenerateIds(cpu->get(), c.work, c.new_tokens, together);
+    const auto actual = GenerateIds(gpu->get(), c.work, c.new_tokens, together);
     ASSERT_EQ(actual.size(), c.work.size());
     for (size_t i = 0; i < c.work.size(); ++i) {
       SCOPED_TRACE(c.work[i].policy);
@@ -134,11 +101,11 @@ TEST(GreedyParityTest, TinyModelGeneratesTheCpuEnginesGreedyTokens) {
   ExpectSameTokens(Case{"tiny",
                         24,
                         {false, true},
-                        {{Tokens(5, 1), "none"},
-                         {Tokens(37, 2), "attn:1"},
-                         {Tokens(12, 3), "ffn:last=50%"},
-                         {Tokens(3, 4), "layer:0"},
-                         {Tokens(20, 5), "none"}}});
+                        {{Tokens(5, 1), "none", {}},
+                         {Tokens(37, 2), "attn:1", {}},
+                         {Tokens(12, 3), "ffn:last=50%", {}},
+                         {Tokens(3, 4), "layer:0", {}},
+                         {Tokens(20, 5), "none", {}}}});
 }
 
 // Eight layers of 256 and a 1,024-token vocabulary (slower under the
@@ -147,9 +114,9 @@ TEST(GreedyParityTest, DefaultModelGeneratesTheCpuEnginesGreedyTokens) {
   ExpectSameTokens(Case{"default",
                         12,
                         {true},
-                        {{Tokens(5, 1), "none"},
-                         {Tokens(20, 2), "attn:last=25%"},
-                         {Tokens(3, 3), "layer:0"}}});
+                        {{Tokens(5, 1), "none", {}},
+                         {Tokens(20, 2), "attn:last=25%", {}},
+                         {Tokens(3, 3), "layer:0", {}}}});
 }
 
 }  // namespace
