@@ -12,6 +12,7 @@
 #include <climits>
 #include <cmath>
 
+#include "engine/cuda/block_reduce.h"
 #include "engine/cuda/launch.h"
 #include "engine/cuda/sampling.h"
 
@@ -50,18 +51,6 @@ __device__ Best BlockBest(Best mine) {
   return best;
 }
 
-__device__ float BlockSum(float mine) {
-  __shared__ float partial[kThreads / 32];
-  for (int offset = 16; offset > 0; offset /= 2) {
-    mine += __shfl_xor_sync(0xffffffffu, mine, offset);
-  }
-  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = mine;
-  __syncthreads();
-  float sum = 0.0f;
-  for (int w = 0; w < kThreads / 32; ++w) sum += partial[w];
-  return sum;
-}
-
 // logits: (rows, vocab)   out: (rows)
 __global__ void __launch_bounds__(kThreads)
     GreedyKernel(const float* logits, int vocab, int sampled_vocab,
@@ -81,7 +70,7 @@ __global__ void __launch_bounds__(kThreads)
       sum += __expf(row[j] - best.value);
     }
   }
-  sum = BlockSum(sum);
+  sum = block::Reduce<kThreads>(sum, block::Sum{});
   if (threadIdx.x == 0) {
     out[blockIdx.x] =
         usable ? DeviceToken{best.id, -logf(sum)} : DeviceToken{-1, NAN};
