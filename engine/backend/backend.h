@@ -133,10 +133,12 @@ class Backend {
   //
   // This default calls Forward and samples on the host. The CUDA backend
   // samples on the device and copies back 8 bytes a row instead of
-  // 4 * vocab; its token differs from the host's only when the draw lands
-  // within float rounding (~1e-6 relative) of a boundary between two
-  // tokens' cumulative probabilities, and its log-prob is fp32 (the host's
-  // is computed in double; ~1e-6 relative apart).
+  // 4 * vocab. It computes the host's weights and sums in the host's order
+  // (cuda/sampling.h says where it does not), so its token differs from
+  // the host's only when a draw or the top-p threshold lands within
+  // rounding of a boundary between two tokens' cumulative probabilities;
+  // its log-prob is fp32 (the host's is computed in double; the tests
+  // bound the difference at 1e-5).
   virtual absl::Status ForwardSample(const Batch& batch, int sampled_vocab,
                                      std::span<const RowSampling> rows,
                                      std::span<SampledToken> tokens);
